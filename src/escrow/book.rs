@@ -1,0 +1,249 @@
+//! The stock book: every writer's counters and the per-pool sums derived from them.
+//!
+//! Pure state. Counters are absolute, grow-only values: raising a counter to a value
+//! it already has (or below) changes nothing, which makes duplicate and reordered
+//! delivery harmless at this level.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::counter_key::{CounterKey, TransferLeg};
+use crate::error::EventError;
+use crate::model::{NodeId, PoolKey, Sku};
+
+/// Largest value any one counter may reach (2^40 ≈ 1.1 × 10^12 units).
+///
+/// With every counter at most 2^40, the sums in [`Share`] and [`PoolState`] stay
+/// below 2^62 for up to 2^20 writers per pool, so they cannot overflow `i64`.
+pub const MAX_COUNTER: i64 = 1 << 40;
+
+/// One node's share of one pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Share {
+    /// Units this node brought in.
+    pub minted: i64,
+    /// Units this node took out.
+    pub consumed: i64,
+    /// Units this node put on hold.
+    pub reserved: i64,
+    /// Held units this node released or fulfilled.
+    pub released: i64,
+    /// Rights this node handed out.
+    pub granted_out: i64,
+    /// Rights handed to this node (as far as this replica has seen).
+    pub granted_in: i64,
+}
+
+impl Share {
+    /// `minted + granted_in − granted_out − consumed − held`; negative means a deficit.
+    pub fn rights(&self) -> i64 {
+        self.minted + self.granted_in - self.granted_out - self.consumed - self.held()
+    }
+
+    /// Units on hold, still on hand but not available.
+    pub fn held(&self) -> i64 {
+        self.reserved - self.released
+    }
+
+    /// Units consumed beyond rights and not yet covered.
+    pub fn deficit(&self) -> i64 {
+        (-self.rights()).max(0)
+    }
+}
+
+/// The sums of one pool over all nodes this replica knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolState {
+    /// Per-node shares.
+    pub shares: BTreeMap<NodeId, Share>,
+}
+
+impl PoolState {
+    /// `Σ minted − Σ consumed`: units physically in the location.
+    pub fn on_hand(&self) -> i64 {
+        self.shares.values().map(|s| s.minted - s.consumed).sum()
+    }
+
+    /// Units on hold in the pool.
+    pub fn held(&self) -> i64 {
+        self.shares.values().map(Share::held).sum()
+    }
+
+    /// Total uncovered deficit over all nodes.
+    pub fn deficit(&self) -> i64 {
+        self.shares.values().map(Share::deficit).sum()
+    }
+
+    /// The share of `node` (zero when it never took part).
+    pub fn share(&self, node: &NodeId) -> Share {
+        self.shares.get(node).copied().unwrap_or_default()
+    }
+}
+
+/// Shipped and received units of one transfer, over all writers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TransitState {
+    /// Units shipped by the origin.
+    pub shipped: i64,
+    /// Units received by the destination.
+    pub received: i64,
+}
+
+impl TransitState {
+    /// Units shipped and not yet received.
+    pub fn in_transit(&self) -> i64 {
+        (self.shipped - self.received).max(0)
+    }
+}
+
+/// Every counter of every writer, and the sums per pool and per transfer.
+#[derive(Clone, Debug, Default)]
+pub struct StockBook {
+    counters: HashMap<NodeId, HashMap<CounterKey, i64>>,
+    pools: BTreeMap<PoolKey, PoolState>,
+    transits: BTreeMap<TransferLeg, TransitState>,
+    skus: HashSet<Sku>,
+}
+
+impl StockBook {
+    /// An empty book.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current value of `writer`'s counter `key` (0 when never written).
+    pub fn counter(&self, writer: &NodeId, key: &CounterKey) -> i64 {
+        self.counters
+            .get(writer)
+            .and_then(|m| m.get(key))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All counters of `writer`.
+    pub fn counters_of(&self, writer: &NodeId) -> impl Iterator<Item = (&CounterKey, i64)> {
+        self.counters
+            .get(writer)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (k, *v)))
+    }
+
+    /// Every writer that has at least one counter.
+    pub fn writers(&self) -> impl Iterator<Item = &NodeId> {
+        self.counters.keys()
+    }
+
+    /// Raises `writer`'s counter `key` to `value`; returns the increase (0 if none).
+    ///
+    /// Negative values and sums that would overflow are errors and change nothing.
+    pub fn raise(&mut self, writer: NodeId, key: &CounterKey, value: i64) -> Result<i64, EventError> {
+        if !(0..=MAX_COUNTER).contains(&value) {
+            return Err(EventError::Overflow);
+        }
+        let old = self.counter(&writer, key);
+        if value <= old {
+            return Ok(0);
+        }
+        let d = value - old;
+        self.counters
+            .entry(writer)
+            .or_default()
+            .insert(key.clone(), value);
+        match key {
+            CounterKey::Minted(p) => {
+                self.skus.insert(p.sku.clone());
+                self.share_mut(p, writer).minted += d;
+            }
+            CounterKey::Consumed(p) => self.share_mut(p, writer).consumed += d,
+            CounterKey::Reserved(p) => self.share_mut(p, writer).reserved += d,
+            CounterKey::Released(p) => self.share_mut(p, writer).released += d,
+            CounterKey::Granted(p, to) => {
+                self.share_mut(p, writer).granted_out += d;
+                self.share_mut(p, *to).granted_in += d;
+            }
+            CounterKey::Shipped(leg) => {
+                self.skus.insert(leg.sku.clone());
+                self.transits.entry(leg.clone()).or_default().shipped += d;
+            }
+            CounterKey::Received(leg) => {
+                self.transits.entry(leg.clone()).or_default().received += d;
+            }
+        }
+        Ok(d)
+    }
+
+    fn share_mut(&mut self, pool: &PoolKey, node: NodeId) -> &mut Share {
+        self.pools
+            .entry(pool.clone())
+            .or_default()
+            .shares
+            .entry(node)
+            .or_default()
+    }
+
+    /// The pool's sums, if anyone ever wrote to it.
+    pub fn pool(&self, key: &PoolKey) -> Option<&PoolState> {
+        self.pools.get(key)
+    }
+
+    /// Every pool, in key order.
+    pub fn pools(&self) -> impl Iterator<Item = (&PoolKey, &PoolState)> {
+        self.pools.iter()
+    }
+
+    /// Every transfer seen, in key order.
+    pub fn transits(&self) -> impl Iterator<Item = (&TransferLeg, &TransitState)> {
+        self.transits.iter()
+    }
+
+    /// `node`'s rights in `pool` as this replica sees them.
+    pub fn rights(&self, pool: &PoolKey, node: &NodeId) -> i64 {
+        self.pools.get(pool).map(|p| p.share(node).rights()).unwrap_or(0)
+    }
+
+    /// True when some pool or transfer mentions `sku`.
+    pub fn knows_sku(&self, sku: &Sku) -> bool {
+        self.skus.contains(sku)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LocationId;
+
+    fn pool() -> PoolKey {
+        PoolKey::new(LocationId::new("S1").unwrap(), Sku::new("A").unwrap())
+    }
+
+    #[test]
+    fn rights_follow_the_formula() {
+        let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
+        let mut book = StockBook::new();
+        book.raise(a, &CounterKey::Minted(pool()), 10).unwrap();
+        book.raise(a, &CounterKey::Granted(pool(), b), 4).unwrap();
+        book.raise(b, &CounterKey::Consumed(pool()), 3).unwrap();
+        book.raise(a, &CounterKey::Reserved(pool()), 2).unwrap();
+        assert_eq!(book.rights(&pool(), &a), 10 - 4 - 2);
+        assert_eq!(book.rights(&pool(), &b), 4 - 3);
+        assert_eq!(book.pool(&pool()).unwrap().on_hand(), 7);
+        // Stale or repeated values change nothing.
+        assert_eq!(book.raise(a, &CounterKey::Minted(pool()), 5).unwrap(), 0);
+        assert_eq!(book.raise(a, &CounterKey::Minted(pool()), 10).unwrap(), 0);
+        assert_eq!(book.rights(&pool(), &a), 4);
+    }
+
+    #[test]
+    fn overflow_is_an_error_and_changes_nothing() {
+        let a = NodeId([1; 32]);
+        let mut book = StockBook::new();
+        book.raise(a, &CounterKey::Minted(pool()), 10).unwrap();
+        assert!(matches!(
+            book.raise(a, &CounterKey::Minted(pool()), i64::MAX),
+            Err(EventError::Overflow)
+        ));
+        assert_eq!(book.counter(&a, &CounterKey::Minted(pool())), 10);
+        assert!(book.raise(a, &CounterKey::Minted(pool()), -1).is_err());
+    }
+}

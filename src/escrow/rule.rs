@@ -1,0 +1,181 @@
+//! The escrow rule: turns a requested event into counter writes, or refuses it.
+//!
+//! A node consumes or grants only what its own view of its rights covers
+//! (`strict`), or records the shortfall as a deficit (`record`). Its view never
+//! exceeds its true rights, because it knows all of its own outgoing writes and
+//! unseen incoming grants only add. See docs/escrow.md for the proof sketch.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::book::StockBook;
+use super::counter_key::{CounterKey, TransferLeg};
+use crate::error::EventError;
+use crate::model::{EventKind, EventRequest, NodeId, Policy, PoolKey, ReservationId};
+
+/// An open hold of this node's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The pool the units are held in.
+    pub pool: PoolKey,
+    /// Units still held.
+    pub outstanding: i64,
+}
+
+/// This node's open holds, by reservation id.
+pub type Holds = HashMap<ReservationId, Hold>;
+
+/// The counter writes an accepted event makes, computed before anything changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// `(counter, new absolute value)` for this node's own counters.
+    pub writes: Vec<(CounterKey, i64)>,
+    /// Units consumed beyond rights under `record`.
+    pub deficit_created: u64,
+    /// The hold to store (`Some(outstanding = 0)` closes it), if the event touches one.
+    pub hold: Option<(ReservationId, Hold)>,
+}
+
+fn bump(book: &StockBook, me: &NodeId, key: CounterKey, by: i64) -> Result<(CounterKey, i64), EventError> {
+    let v = book
+        .counter(me, &key)
+        .checked_add(by)
+        .ok_or(EventError::Overflow)?;
+    Ok((key, v))
+}
+
+/// Decides `req` for node `me` against `book` and `holds`; changes nothing.
+pub fn plan(book: &StockBook, holds: &Holds, me: &NodeId, req: &EventRequest) -> Result<Plan, EventError> {
+    let pool = &req.pool;
+    let q = req.qty.as_i64();
+    let rights = book.rights(pool, me);
+    let mut deficit_created = 0u64;
+    // A consumption: checks rights under the policy and notes any deficit.
+    let mut consume = |policy: Policy| -> Result<(), EventError> {
+        if !book.knows_sku(&pool.sku) {
+            return Err(EventError::UnknownSku(pool.sku.clone()));
+        }
+        if q > rights {
+            match policy {
+                Policy::Strict => {
+                    return Err(EventError::InsufficientRights {
+                        pool: pool.clone(),
+                        available: rights.max(0),
+                        requested: req.qty.get(),
+                    })
+                }
+                // q > rights.max(0) here, so the difference is positive.
+                Policy::Record => deficit_created = (q - rights.max(0)) as u64,
+            }
+        }
+        Ok(())
+    };
+    let p = || pool.clone();
+    let mut hold = None;
+    let writes = match &req.kind {
+        EventKind::Sale | EventKind::OnlineOrder => {
+            consume(req.effective_policy())?;
+            vec![bump(book, me, CounterKey::Consumed(p()), q)?]
+        }
+        EventKind::Adjustment { increase: false, .. } => {
+            consume(req.effective_policy())?;
+            vec![bump(book, me, CounterKey::Consumed(p()), q)?]
+        }
+        EventKind::TransferOut { to, transfer } => {
+            consume(req.effective_policy())?;
+            let leg = TransferLeg {
+                transfer: transfer.clone(),
+                from: pool.location.clone(),
+                to: to.clone(),
+                sku: pool.sku.clone(),
+            };
+            vec![
+                bump(book, me, CounterKey::Consumed(p()), q)?,
+                bump(book, me, CounterKey::Shipped(leg), q)?,
+            ]
+        }
+        EventKind::Grant { to } => {
+            if to == me {
+                return Err(EventError::SelfGrant);
+            }
+            consume(Policy::Strict)?;
+            vec![bump(book, me, CounterKey::Granted(p(), *to), q)?]
+        }
+        EventKind::Reserve { reservation } => {
+            if holds.contains_key(reservation) {
+                return Err(EventError::ReservationExists(reservation.clone()));
+            }
+            consume(Policy::Strict)?;
+            hold = Some((reservation.clone(), Hold { pool: p(), outstanding: q }));
+            vec![bump(book, me, CounterKey::Reserved(p()), q)?]
+        }
+        EventKind::Release { reservation } | EventKind::Fulfil { reservation } => {
+            let h = holds
+                .get(reservation)
+                .ok_or_else(|| EventError::UnknownReservation(reservation.clone()))?;
+            if h.pool != *pool {
+                return Err(EventError::ReservationPoolMismatch(reservation.clone()));
+            }
+            if q > h.outstanding {
+                return Err(EventError::ReservationExceeded {
+                    reservation: reservation.clone(),
+                    outstanding: h.outstanding,
+                    requested: req.qty.get(),
+                });
+            }
+            hold = Some((reservation.clone(), Hold { pool: p(), outstanding: h.outstanding - q }));
+            let mut w = vec![bump(book, me, CounterKey::Released(p()), q)?];
+            if matches!(req.kind, EventKind::Fulfil { .. }) {
+                w.push(bump(book, me, CounterKey::Consumed(p()), q)?);
+            }
+            w
+        }
+        EventKind::Return => {
+            if !book.knows_sku(&pool.sku) {
+                return Err(EventError::UnknownSku(pool.sku.clone()));
+            }
+            vec![bump(book, me, CounterKey::Minted(p()), q)?]
+        }
+        EventKind::Receipt | EventKind::Adjustment { increase: true, .. } => {
+            vec![bump(book, me, CounterKey::Minted(p()), q)?]
+        }
+        EventKind::TransferIn { from, transfer } => {
+            let leg = TransferLeg {
+                transfer: transfer.clone(),
+                from: from.clone(),
+                to: pool.location.clone(),
+                sku: pool.sku.clone(),
+            };
+            vec![
+                bump(book, me, CounterKey::Minted(p()), q)?,
+                bump(book, me, CounterKey::Received(leg), q)?,
+            ]
+        }
+    };
+    for (_, v) in &writes {
+        if *v > super::book::MAX_COUNTER {
+            return Err(EventError::Overflow);
+        }
+    }
+    Ok(Plan {
+        writes,
+        deficit_created,
+        hold,
+    })
+}
+
+/// Applies a plan made by [`plan`] against the same `book` and `holds`.
+pub fn apply(book: &mut StockBook, holds: &mut Holds, me: &NodeId, plan: &Plan) -> Result<(), EventError> {
+    for (k, v) in &plan.writes {
+        book.raise(*me, k, *v)?;
+    }
+    if let Some((id, h)) = &plan.hold {
+        if h.outstanding == 0 {
+            holds.remove(id);
+        } else {
+            holds.insert(id.clone(), h.clone());
+        }
+    }
+    Ok(())
+}

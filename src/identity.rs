@@ -1,0 +1,100 @@
+//! Node identity: an ed25519 key pair whose public key is the node id.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+
+use crate::error::StoreError;
+use crate::model::NodeId;
+
+/// The key file's name inside the data directory.
+pub const KEY_FILE: &str = "node.key";
+
+/// A node's key pair.
+pub struct Identity {
+    key: SigningKey,
+}
+
+impl Identity {
+    /// A fresh key pair from the operating system's random source.
+    pub fn generate() -> Result<Self, StoreError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        Ok(Self::from_seed(seed))
+    }
+
+    /// The key pair of a 32-byte secret seed (deterministic; for tests and the simulator).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// The node id: the public key.
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.key.verifying_key().to_bytes())
+    }
+
+    /// Signs `msg`.
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).to_bytes()
+    }
+
+    /// Writes the secret to `dir/node.key` with mode 0600; refuses to overwrite.
+    pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
+        let path = dir.join(KEY_FILE);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(&self.key.to_bytes())?;
+        f.sync_all()?;
+        Ok(())
+    }
+
+    /// Reads `dir/node.key`; refuses a key readable by others or of the wrong size.
+    pub fn load(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(KEY_FILE);
+        let meta = fs::metadata(&path).map_err(|_| StoreError::NotInitialized(dir.display().to_string()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(StoreError::Corrupt(format!("{KEY_FILE} is readable by others; chmod 600 it")));
+        }
+        let bytes = fs::read(&path)?;
+        let seed: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("{KEY_FILE} is not a 32-byte key")))?;
+        Ok(Self::from_seed(seed))
+    }
+}
+
+/// Checks that `sig` is `node`'s signature of `msg`.
+pub fn verify(node: &NodeId, msg: &[u8], sig: &[u8; 64]) -> bool {
+    match VerifyingKey::from_bytes(&node.0) {
+        Ok(k) => k.verify(msg, &Signature::from_bytes(sig)).is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::generate().unwrap();
+        id.save(dir.path()).unwrap();
+        let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(Identity::load(dir.path()).unwrap().node_id(), id.node_id());
+        assert!(id.save(dir.path()).is_err(), "never overwrites a key");
+        let sig = id.sign(b"hello");
+        assert!(verify(&id.node_id(), b"hello", &sig));
+        assert!(!verify(&id.node_id(), b"hellO", &sig));
+    }
+}

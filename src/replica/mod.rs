@@ -1,0 +1,242 @@
+//! A node's replica: the stock book of all writers, its own holds, its own
+//! Automerge document and the head of every writer it has heard from.
+//!
+//! Pure: no disk, no clock (times come in as arguments). The node's commit loop
+//! stages events into a [`Batch`], seals it into one change, makes it durable, and
+//! only then acknowledges.
+
+mod own_doc;
+mod remote;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+pub use own_doc::{CommittedChange, CounterWrite, OwnDoc};
+pub use remote::{validate, Verdict, WriterHead, MAX_CHANGE_BYTES};
+
+use crate::error::{ChangeError, EventError, StoreError};
+use crate::store::Snapshot;
+use crate::escrow::{self, CounterKey, Hold, Holds, StockBook};
+use crate::model::{EventOutcome, EventRequest, NodeId, PoolKey, ReservationId};
+
+/// Events staged for one change, not yet sealed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    writes: BTreeMap<CounterKey, (i64, i64)>,
+    events: Vec<(EventRequest, EventOutcome)>,
+    holds: BTreeMap<ReservationId, Hold>,
+}
+
+impl Batch {
+    /// True when nothing was staged.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// A batch turned into one durable-to-be change.
+#[derive(Debug)]
+pub struct SealedBatch {
+    /// The Automerge change (`None` only if no event was staged).
+    pub change: Option<CommittedChange>,
+    /// The events and their outcomes, positions filled in.
+    pub events: Vec<(EventRequest, EventOutcome)>,
+    /// Own counters after the batch: `(key, value)`.
+    pub counters: Vec<(CounterKey, i64)>,
+    /// Holds changed by the batch (`outstanding == 0` means closed).
+    pub holds: Vec<(ReservationId, Hold)>,
+    /// Pools whose sums changed.
+    pub pools: BTreeSet<PoolKey>,
+}
+
+/// One line of the message an own change carries: the audit record of an event.
+#[derive(Serialize)]
+struct AuditLine<'a> {
+    id: &'a str,
+    #[serde(flatten)]
+    kind: &'a crate::model::EventKind,
+    loc: &'a str,
+    sku: &'a str,
+    qty: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    r#ref: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_zero")]
+    deficit: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A node's replica state.
+pub struct Replica {
+    me: NodeId,
+    book: StockBook,
+    holds: Holds,
+    doc: OwnDoc,
+    heads: HashMap<NodeId, WriterHead>,
+    epoch_changes: u64,
+}
+
+impl Replica {
+    /// Rebuilds a replica from what storage held for node `me`.
+    ///
+    /// Loads only the own document's current epoch, so the cost is bounded by
+    /// `epoch_changes`, not by the length of the history.
+    pub fn open(me: NodeId, snapshot: Snapshot, epoch_changes: u64) -> Result<Self, StoreError> {
+        let Snapshot { book, holds, heads, own_epoch } = snapshot;
+        let doc = match heads.get(&me) {
+            Some(h) => {
+                let doc = OwnDoc::load(&me, h.position.epoch, &own_epoch).map_err(StoreError::Replica)?;
+                if doc.seq() != h.position.seq {
+                    return Err(StoreError::Replica(format!(
+                        "own epoch {} has {} changes, head says {}",
+                        h.position.epoch,
+                        doc.seq(),
+                        h.position.seq
+                    )));
+                }
+                doc
+            }
+            None => OwnDoc::new(&me, 1),
+        };
+        Ok(Self {
+            me,
+            book,
+            holds,
+            doc,
+            heads,
+            epoch_changes: epoch_changes.max(1),
+        })
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The stock book.
+    pub fn book(&self) -> &StockBook {
+        &self.book
+    }
+
+    /// This node's open holds.
+    pub fn holds(&self) -> &Holds {
+        &self.holds
+    }
+
+    /// The last change held from each writer.
+    pub fn heads(&self) -> &HashMap<NodeId, WriterHead> {
+        &self.heads
+    }
+
+    /// Decides `req` and, if accepted, applies it to the book and stages it in `batch`.
+    pub fn stage(&mut self, batch: &mut Batch, req: EventRequest) -> Result<EventOutcome, EventError> {
+        let plan = escrow::plan(&self.book, &self.holds, &self.me, &req)?;
+        for (k, v) in &plan.writes {
+            let old = self.book.counter(&self.me, k);
+            batch.writes.entry(k.clone()).or_insert((old, *v)).1 = *v;
+        }
+        escrow::apply(&mut self.book, &mut self.holds, &self.me, &plan)?;
+        if let Some((id, h)) = &plan.hold {
+            batch.holds.insert(id.clone(), h.clone());
+        }
+        let pool = self.book.pool(&req.pool);
+        let outcome = EventOutcome {
+            id: req.id.clone(),
+            kind: req.kind.label().to_string(),
+            pool: req.pool.clone(),
+            qty: req.qty.get(),
+            deficit_created: plan.deficit_created,
+            rights_after: pool.map(|p| p.share(&self.me).rights()).unwrap_or(0),
+            on_hand_after: pool.map(|p| p.on_hand()).unwrap_or(0),
+            position: Default::default(),
+            replayed: false,
+        };
+        batch.events.push((req, outcome.clone()));
+        Ok(outcome)
+    }
+
+    /// Turns the staged events into one change of the own document.
+    pub fn seal(&mut self, batch: Batch, time_ms: i64) -> SealedBatch {
+        let writes: Vec<CounterWrite> = batch
+            .writes
+            .iter()
+            .map(|(k, (old, new))| CounterWrite { key: k.clone(), old: *old, new: *new })
+            .collect();
+        let lines: Vec<AuditLine> = batch
+            .events
+            .iter()
+            .map(|(r, o)| AuditLine {
+                id: r.id.as_str(),
+                kind: &r.kind,
+                loc: r.pool.location.as_str(),
+                sku: r.pool.sku.as_str(),
+                qty: r.qty.get(),
+                r#ref: r.reference.as_deref(),
+                deficit: o.deficit_created,
+            })
+            .collect();
+        // Serializing plain structs of strings and integers cannot fail.
+        let message = serde_json::to_string(&lines).expect("audit lines serialize");
+        let change = self.doc.commit(&writes, &message, time_ms);
+        if let Some(c) = &change {
+            self.heads.insert(self.me, WriterHead { position: c.position, hash: c.hash });
+        }
+        let position = change.as_ref().map(|c| c.position).unwrap_or_default();
+        let events = batch
+            .events
+            .into_iter()
+            .map(|(r, mut o)| {
+                o.position = position;
+                (r, o)
+            })
+            .collect();
+        let pools = writes.iter().filter_map(|w| w.key.pool().cloned()).collect();
+        SealedBatch {
+            change,
+            events,
+            counters: writes.into_iter().map(|w| (w.key, w.new)).collect(),
+            holds: batch.holds.into_iter().collect(),
+            pools,
+        }
+    }
+
+    /// True when the own document has reached its epoch length and should roll over.
+    pub fn epoch_full(&self) -> bool {
+        self.doc.seq() >= self.epoch_changes
+    }
+
+    /// Starts a new epoch: a fresh own document whose first change snapshots every own counter.
+    pub fn roll_epoch(&mut self, time_ms: i64) -> Option<CommittedChange> {
+        let snapshot: Vec<(CounterKey, i64)> = self.book.counters_of(&self.me).map(|(k, v)| (k.clone(), v)).collect();
+        let (doc, change) = OwnDoc::start_epoch(&self.me, self.doc.epoch() + 1, snapshot.into_iter(), time_ms);
+        self.doc = doc;
+        if let Some(c) = &change {
+            self.heads.insert(self.me, WriterHead { position: c.position, hash: c.hash });
+        }
+        change
+    }
+
+    /// Validates and applies a change of another writer; returns the counters it raised.
+    pub fn apply_remote(&mut self, writer: &NodeId, epoch: u32, bytes: &[u8]) -> Result<Option<(WriterHead, Vec<(CounterKey, i64)>)>, ChangeError> {
+        if writer == &self.me {
+            // Only this node writes its own document; a copy coming back is never news.
+            return Ok(None);
+        }
+        match validate(&self.book, self.heads.get(writer), writer, epoch, bytes)? {
+            Verdict::Stale => Ok(None),
+            Verdict::Apply { head, writes } => {
+                // `validate` checked every value lies in 0..=MAX_COUNTER, the only
+                // condition under which `raise` fails, so no write below can fail
+                // half-way through.
+                for (k, v) in &writes {
+                    self.book.raise(*writer, k, *v)?;
+                }
+                self.heads.insert(*writer, head);
+                Ok(Some((head, writes)))
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Validation of another writer's change before anything of it is applied.
+//!
+//! A change is accepted only if it is a well-formed Automerge change by the writer
+//! it is filed under, it follows that writer's last change (or opens a newer
+//! epoch), and every operation puts or increments one of the writer's counters
+//! without ever lowering it.
+
+use std::collections::HashMap;
+
+use automerge::{legacy, Change, ScalarValue};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ChangeError;
+use crate::escrow::{CounterKey, StockBook, MAX_COUNTER};
+use crate::model::{NodeId, Position};
+
+/// The last change this replica holds from one writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct WriterHead {
+    /// Its position.
+    pub position: Position,
+    /// Its Automerge hash.
+    pub hash: [u8; 32],
+}
+
+/// What a validated change does, ready to apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The replica already holds this change or a newer epoch: nothing to do.
+    Stale,
+    /// Apply these absolute counter values; the writer's head becomes `head`.
+    Apply {
+        /// The new head.
+        head: WriterHead,
+        /// `(counter, new absolute value)`.
+        writes: Vec<(CounterKey, i64)>,
+    },
+}
+
+/// Largest change accepted, in bytes.
+pub const MAX_CHANGE_BYTES: usize = 4 << 20;
+
+/// Checks `bytes`, filed as change `position` of `writer`, against the replica's state.
+pub fn validate(
+    book: &StockBook,
+    head: Option<&WriterHead>,
+    writer: &NodeId,
+    epoch: u32,
+    bytes: &[u8],
+) -> Result<Verdict, ChangeError> {
+    if bytes.len() > MAX_CHANGE_BYTES {
+        return Err(ChangeError::Malformed(format!("{} bytes is over the limit", bytes.len())));
+    }
+    let change = Change::try_from(bytes).map_err(|e| ChangeError::Malformed(e.to_string()))?;
+    if change.actor_id().to_bytes() != writer.0 || !change.other_actor_ids().is_empty() {
+        return Err(ChangeError::WrongAuthor {
+            claimed: writer.to_string(),
+            actual: change.actor_id().to_hex_string(),
+        });
+    }
+    let got = Position {
+        epoch,
+        seq: change.seq(),
+    };
+    let have = head.map(|h| h.position).unwrap_or_default();
+    if got.epoch < have.epoch || (got.epoch == have.epoch && got.seq <= have.seq) {
+        return Ok(Verdict::Stale);
+    }
+    let follows = if got.seq == 1 {
+        change.deps().is_empty()
+    } else {
+        got.epoch == have.epoch
+            && got.seq == have.seq + 1
+            && head.map(|h| change.deps() == [automerge::ChangeHash(h.hash)]).unwrap_or(false)
+    };
+    if !follows {
+        return Err(ChangeError::OutOfOrder { have, got });
+    }
+    let expanded = change.decode();
+    let mut values: HashMap<CounterKey, i64> = HashMap::new();
+    let mut writes = Vec::with_capacity(expanded.operations.len());
+    for op in &expanded.operations {
+        let forbidden = |why: &str| ChangeError::Forbidden(why.to_string());
+        if op.obj != legacy::ObjectId::Root || op.insert {
+            return Err(forbidden("operation outside the root map"));
+        }
+        let legacy::Key::Map(name) = &op.key else {
+            return Err(forbidden("sequence key"));
+        };
+        let key = CounterKey::parse(name).map_err(|e| ChangeError::Forbidden(e.to_string()))?;
+        let current = values.get(&key).copied().unwrap_or_else(|| book.counter(writer, &key));
+        let next = match &op.action {
+            legacy::OpType::Put(ScalarValue::Counter(c)) => {
+                let v = i64::from(c);
+                if v < current {
+                    return Err(forbidden("put lowers a counter"));
+                }
+                v
+            }
+            legacy::OpType::Increment(d) if *d > 0 => {
+                if op.pred.len() != 1 || op.pred.get(0).map(|p| p.actor()) != Some(change.actor_id()) {
+                    return Err(forbidden("increment of a counter the writer did not create"));
+                }
+                current.checked_add(*d).ok_or(crate::error::EventError::Overflow)?
+            }
+            legacy::OpType::Increment(_) => return Err(forbidden("non-positive increment")),
+            _ => return Err(forbidden("only counter puts and increments are allowed")),
+        };
+        if next > MAX_COUNTER {
+            return Err(crate::error::EventError::Overflow.into());
+        }
+        values.insert(key.clone(), next);
+        writes.push((key, next));
+    }
+    Ok(Verdict::Apply {
+        head: WriterHead {
+            position: got,
+            hash: change.hash().0,
+        },
+        writes,
+    })
+}

@@ -1,0 +1,161 @@
+//! An in-memory [`Store`]: what tests and the simulator use. Clones share the same
+//! data, so a test can drop a node (a crash) and reopen it from what was committed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Snapshot, StockRow, Store, StoredChange};
+use crate::error::StoreError;
+use crate::escrow::{CounterKey, Hold, StockBook};
+use crate::model::{EventId, EventOutcome, EventRequest, NodeId, Position, ReservationId};
+use crate::replica::{CommittedChange, SealedBatch, WriterHead};
+
+#[derive(Default)]
+struct Data {
+    changes: BTreeMap<(NodeId, u32, u64), Vec<u8>>,
+    heads: HashMap<NodeId, WriterHead>,
+    counters: BTreeMap<(NodeId, CounterKey), i64>,
+    events: HashMap<EventId, (EventRequest, EventOutcome)>,
+    holds: HashMap<ReservationId, Hold>,
+    stock: BTreeMap<(String, String), StockRow>,
+    fail_commits: u32,
+}
+
+/// A store in memory; clones share data.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    data: Arc<Mutex<Data>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn data(&self) -> MutexGuard<'_, Data> {
+        // A panic while holding this lock can only come from a bug in this file's
+        // plain map operations; recover the data rather than cascade the panic.
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the next `n` commits fail with [`StoreError::DiskFull`], changing nothing.
+    pub fn fail_next_commits(&self, n: u32) {
+        self.data().fail_commits = n;
+    }
+
+    /// The materialized stock rows, in (location, SKU) order.
+    pub fn stock_rows(&self) -> Vec<StockRow> {
+        self.data().stock.values().cloned().collect()
+    }
+
+    /// Number of committed own events.
+    pub fn event_count(&self) -> usize {
+        self.data().events.len()
+    }
+}
+
+fn check_fail(d: &mut Data) -> Result<(), StoreError> {
+    if d.fail_commits > 0 {
+        d.fail_commits -= 1;
+        return Err(StoreError::DiskFull);
+    }
+    Ok(())
+}
+
+fn put_change(d: &mut Data, writer: &NodeId, c: &CommittedChange) {
+    d.changes
+        .insert((*writer, c.position.epoch, c.position.seq), c.bytes.clone());
+    d.heads.insert(
+        *writer,
+        WriterHead {
+            position: c.position,
+            hash: c.hash,
+        },
+    );
+}
+
+fn put_rows(d: &mut Data, writer: &NodeId, counters: &[(CounterKey, i64)], stock: &[StockRow]) {
+    for (k, v) in counters {
+        d.counters.insert((*writer, k.clone()), *v);
+    }
+    for r in stock {
+        d.stock
+            .insert((r.location.clone(), r.sku.clone()), r.clone());
+    }
+}
+
+impl Store for MemoryStore {
+    fn load(&mut self, me: &NodeId) -> Result<Snapshot, StoreError> {
+        let d = self.data();
+        let mut book = StockBook::new();
+        for ((w, k), v) in &d.counters {
+            book.raise(*w, k, *v)
+                .map_err(|e| StoreError::Replica(e.to_string()))?;
+        }
+        let own_epoch = match d.heads.get(me) {
+            Some(h) => d
+                .changes
+                .range((*me, h.position.epoch, 0)..=(*me, h.position.epoch, u64::MAX))
+                .map(|(_, b)| b.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Snapshot {
+            book,
+            holds: d.holds.clone(),
+            heads: d.heads.clone(),
+            own_epoch,
+        })
+    }
+
+    fn find_event(&mut self, id: &EventId) -> Result<Option<(EventRequest, EventOutcome)>, StoreError> {
+        Ok(self.data().events.get(id).cloned())
+    }
+
+    fn commit_local(&mut self, me: &NodeId, batch: &SealedBatch, stock: &[StockRow]) -> Result<(), StoreError> {
+        let mut d = self.data();
+        check_fail(&mut d)?;
+        if let Some(c) = &batch.change {
+            put_change(&mut d, me, c);
+        }
+        put_rows(&mut d, me, &batch.counters, stock);
+        for (r, o) in &batch.events {
+            d.events.insert(r.id.clone(), (r.clone(), o.clone()));
+        }
+        for (id, h) in &batch.holds {
+            if h.outstanding == 0 {
+                d.holds.remove(id);
+            } else {
+                d.holds.insert(id.clone(), h.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_remote(
+        &mut self,
+        writer: &NodeId,
+        change: &CommittedChange,
+        counters: &[(CounterKey, i64)],
+        stock: &[StockRow],
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        check_fail(&mut d)?;
+        put_change(&mut d, writer, change);
+        put_rows(&mut d, writer, counters, stock);
+        Ok(())
+    }
+
+    fn changes(&mut self, writer: &NodeId, epoch: u32, after: u64) -> Result<Vec<StoredChange>, StoreError> {
+        let d = self.data();
+        Ok(d
+            .changes
+            .range((*writer, epoch, after.saturating_add(1))..=(*writer, epoch, u64::MAX))
+            .map(|((_, e, s), b)| StoredChange {
+                position: Position { epoch: *e, seq: *s },
+                bytes: b.clone(),
+            })
+            .collect())
+    }
+}

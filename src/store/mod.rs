@@ -1,0 +1,89 @@
+//! Storage: the trait the node's commit loop writes through, and its two
+//! implementations (SQLite for real nodes, memory for tests and the simulator).
+
+pub mod memory;
+pub mod sqlite;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::escrow::{CounterKey, Holds, StockBook};
+use crate::model::{EventId, EventOutcome, EventRequest, NodeId, Position};
+use crate::replica::{CommittedChange, SealedBatch, WriterHead};
+
+/// Everything a node needs to resume: every writer's counters, its own holds and heads.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Every writer's counters.
+    pub book: StockBook,
+    /// This node's open holds.
+    pub holds: Holds,
+    /// The last change held from each writer.
+    pub heads: HashMap<NodeId, WriterHead>,
+    /// The own document's changes in its current epoch, in order.
+    pub own_epoch: Vec<Vec<u8>>,
+}
+
+/// One row of the materialized `stock` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StockRow {
+    /// Location.
+    pub location: String,
+    /// SKU.
+    pub sku: String,
+    /// Units in the location (Σ minted − Σ consumed).
+    pub on_hand: i64,
+    /// Units on hold.
+    pub held: i64,
+    /// This node's rights.
+    pub rights: i64,
+    /// Uncovered deficit over all nodes.
+    pub deficit: i64,
+}
+
+/// One stored change of a writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredChange {
+    /// Its position.
+    pub position: Position,
+    /// Its Automerge bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A durable home for one node's replica. Every method that writes is atomic:
+/// all of it is durable when it returns `Ok`, none of it otherwise.
+pub trait Store: Send {
+    /// Reads what the node needs to resume, for node `me`.
+    fn load(&mut self, me: &NodeId) -> Result<Snapshot, StoreError>;
+    /// The stored request and outcome of event `id`, if it was committed.
+    fn find_event(&mut self, id: &EventId) -> Result<Option<(EventRequest, EventOutcome)>, StoreError>;
+    /// Commits a sealed batch of own events with the stock rows it changed.
+    fn commit_local(&mut self, me: &NodeId, batch: &SealedBatch, stock: &[StockRow]) -> Result<(), StoreError>;
+    /// Commits another writer's validated change and the counters and rows it changed.
+    fn commit_remote(
+        &mut self,
+        writer: &NodeId,
+        change: &CommittedChange,
+        counters: &[(CounterKey, i64)],
+        stock: &[StockRow],
+    ) -> Result<(), StoreError>;
+    /// The stored changes of `writer` in `epoch` with a sequence number above `after`, in order.
+    fn changes(&mut self, writer: &NodeId, epoch: u32, after: u64) -> Result<Vec<StoredChange>, StoreError>;
+}
+
+impl StockRow {
+    /// The row of `pool` as node `me` sees it in `book`.
+    pub fn of(book: &StockBook, me: &NodeId, pool: &crate::model::PoolKey) -> Self {
+        let state = book.pool(pool);
+        Self {
+            location: pool.location.to_string(),
+            sku: pool.sku.to_string(),
+            on_hand: state.map(|p| p.on_hand()).unwrap_or(0),
+            held: state.map(|p| p.held()).unwrap_or(0),
+            rights: state.map(|p| p.share(me).rights()).unwrap_or(0),
+            deficit: state.map(|p| p.deficit()).unwrap_or(0),
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The SQLite [`Store`]: WAL, `synchronous=FULL` by default, one transaction per
+//! group commit. The data directory is locked for the life of the store.
+
+mod read;
+mod schema;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+pub use read::{open_read_only, HistoryRow, ReadOnly};
+pub use schema::SCHEMA_VERSION;
+
+use super::{Snapshot, StockRow, Store, StoredChange};
+use crate::error::StoreError;
+use crate::escrow::{CounterKey, Hold, StockBook};
+use crate::model::{EventId, EventOutcome, EventRequest, LocationId, NodeId, NodeMeta, PoolKey, Position, Sku};
+use crate::replica::{CommittedChange, SealedBatch};
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "stocksync.db";
+const LOCK_FILE: &str = "lock";
+
+/// How hard a commit waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit is on disk when it returns (the default).
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: faster; the last commits can be lost on power loss (not on a process crash).
+    Normal,
+}
+
+/// Maps SQLite's error codes to the typed errors users act on.
+pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::DiskFull,
+        Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+/// A lock on the data directory, released when dropped.
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<Self, StoreError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.display().to_string())),
+            Err(fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// A node's replica in SQLite.
+pub struct SqliteStore {
+    conn: Connection,
+    meta: NodeMeta,
+    _lock: DirLock,
+}
+
+fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Failed(format!("journal_mode is {mode}, WAL expected")));
+    }
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Creates a new node's database in `dir` (created if missing).
+    pub fn create(dir: &Path, meta: &NodeMeta, durability: Durability) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir)?;
+        let lock = DirLock::acquire(dir)?;
+        let path = dir.join(DB_FILE);
+        if path.exists() {
+            return Err(StoreError::AlreadyInitialized(dir.display().to_string()));
+        }
+        let mut conn = Connection::open(&path).map_err(map_err)?;
+        configure(&conn, durability)?;
+        schema::migrate(&mut conn)?;
+        let tx = conn.transaction()?;
+        for (k, v) in [
+            ("node_id", meta.id.to_hex()),
+            ("name", meta.name.clone()),
+            ("location", meta.location.to_string()),
+            ("role", meta.role.as_str().to_string()),
+        ] {
+            tx.execute("INSERT INTO meta(key, value) VALUES (?1, ?2)", params![k, v])?;
+        }
+        tx.commit()?;
+        Ok(Self {
+            conn,
+            meta: meta.clone(),
+            _lock: lock,
+        })
+    }
+
+    /// Opens an existing node's database in `dir`; refuses a corrupt or foreign file untouched.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let path = db_path(dir)?;
+        let lock = DirLock::acquire(dir)?;
+        let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(map_err)?;
+        // Read before writing anything: a file that is not ours fails here, unchanged.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(map_err)?;
+        if version == 0 {
+            return Err(StoreError::Corrupt("no stocksync schema in the file".into()));
+        }
+        configure(&conn, durability).map_err(|e| match e {
+            StoreError::Sqlite(s) => map_err(s),
+            e => e,
+        })?;
+        schema::migrate(&mut conn)?;
+        let meta = read::load_meta(&conn)?;
+        Ok(Self {
+            conn,
+            meta,
+            _lock: lock,
+        })
+    }
+
+    /// The node this database belongs to.
+    pub fn meta(&self) -> &NodeMeta {
+        &self.meta
+    }
+
+    /// Read queries on the same connection.
+    pub fn reader(&self) -> ReadOnly<'_> {
+        ReadOnly { conn: &self.conn }
+    }
+
+    fn write_change(tx: &rusqlite::Transaction<'_>, writer: &NodeId, c: &CommittedChange) -> Result<(), rusqlite::Error> {
+        tx.prepare_cached("INSERT INTO changes(writer, epoch, seq, hash, bytes) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![&writer.0[..], c.position.epoch, c.position.seq as i64, &c.hash[..], &c.bytes])?;
+        tx.prepare_cached(
+            "INSERT INTO heads(writer, epoch, seq, hash) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(writer) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, hash = excluded.hash",
+        )?
+        .execute(params![&writer.0[..], c.position.epoch, c.position.seq as i64, &c.hash[..]])?;
+        Ok(())
+    }
+
+    fn write_rows(
+        tx: &rusqlite::Transaction<'_>,
+        writer: &NodeId,
+        counters: &[(CounterKey, i64)],
+        stock: &[StockRow],
+    ) -> Result<(), rusqlite::Error> {
+        let mut up = tx.prepare_cached(
+            "INSERT INTO counters(writer, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(writer, key) DO UPDATE SET value = max(value, excluded.value)",
+        )?;
+        for (k, v) in counters {
+            up.execute(params![&writer.0[..], k.to_string(), v])?;
+        }
+        let mut st = tx.prepare_cached(
+            "INSERT OR REPLACE INTO stock(location, sku, on_hand, held, rights, deficit) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for r in stock {
+            st.execute(params![r.location, r.sku, r.on_hand, r.held, r.rights, r.deficit])?;
+        }
+        Ok(())
+    }
+}
+
+fn db_path(dir: &Path) -> Result<PathBuf, StoreError> {
+    let path = dir.join(DB_FILE);
+    if !path.is_file() {
+        return Err(StoreError::NotInitialized(dir.display().to_string()));
+    }
+    Ok(path)
+}
+
+impl Store for SqliteStore {
+    fn load(&mut self, me: &NodeId) -> Result<Snapshot, StoreError> {
+        let mut book = StockBook::new();
+        let mut stmt = self.conn.prepare("SELECT writer, key, value FROM counters")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next().map_err(map_err)? {
+            let w: Vec<u8> = r.get(0)?;
+            let k: String = r.get(1)?;
+            let v: i64 = r.get(2)?;
+            let w = NodeId::from_slice(&w).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let k = CounterKey::parse(&k).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            book.raise(w, &k, v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+        let mut holds = HashMap::new();
+        drop(rows);
+        drop(stmt);
+        let mut stmt = self.conn.prepare("SELECT reservation, location, sku, outstanding FROM holds")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next().map_err(map_err)? {
+            let bad = |e: crate::error::InputError| StoreError::Corrupt(e.to_string());
+            let id: String = r.get(0)?;
+            let pool = PoolKey::new(LocationId::new(r.get::<_, String>(1)?).map_err(bad)?, Sku::new(r.get::<_, String>(2)?).map_err(bad)?);
+            holds.insert(id.parse().map_err(bad)?, Hold { pool, outstanding: r.get(3)? });
+        }
+        drop(rows);
+        drop(stmt);
+        let heads = read::load_heads(&self.conn)?;
+        let own_epoch = match heads.get(me) {
+            Some(h) => self
+                .changes(me, h.position.epoch, 0)?
+                .into_iter()
+                .map(|c| c.bytes)
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Snapshot { book, holds, heads, own_epoch })
+    }
+
+    fn find_event(&mut self, id: &EventId) -> Result<Option<(EventRequest, EventOutcome)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .prepare_cached("SELECT request, outcome FROM events WHERE event_id = ?1")?
+            .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(map_err)?;
+        row.map(|(req, out)| {
+            let req = serde_json::from_str(&req).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let out = serde_json::from_str(&out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((req, out))
+        })
+        .transpose()
+    }
+
+    fn commit_local(&mut self, me: &NodeId, batch: &SealedBatch, stock: &[StockRow]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+        (|| -> Result<(), rusqlite::Error> {
+            if let Some(c) = &batch.change {
+                Self::write_change(&tx, me, c)?;
+            }
+            Self::write_rows(&tx, me, &batch.counters, stock)?;
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO events(event_id, kind, location, sku, qty, deficit, epoch, seq, request, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for (r, o) in &batch.events {
+                // Plain structs of strings and integers always serialize.
+                let req = serde_json::to_string(r).expect("request serializes");
+                let out = serde_json::to_string(o).expect("outcome serializes");
+                ins.execute(params![
+                    r.id.as_str(),
+                    o.kind,
+                    r.pool.location.as_str(),
+                    r.pool.sku.as_str(),
+                    o.qty as i64,
+                    o.deficit_created as i64,
+                    o.position.epoch,
+                    o.position.seq as i64,
+                    req,
+                    out
+                ])?;
+            }
+            for (id, h) in &batch.holds {
+                if h.outstanding == 0 {
+                    tx.prepare_cached("DELETE FROM holds WHERE reservation = ?1")?.execute([id.as_str()])?;
+                } else {
+                    tx.prepare_cached("INSERT OR REPLACE INTO holds(reservation, location, sku, outstanding) VALUES (?1, ?2, ?3, ?4)")?
+                        .execute(params![id.as_str(), h.pool.location.as_str(), h.pool.sku.as_str(), h.outstanding])?;
+                }
+            }
+            Ok(())
+        })()
+        .map_err(map_err)?;
+        tx.commit().map_err(map_err)
+    }
+
+    fn commit_remote(
+        &mut self,
+        writer: &NodeId,
+        change: &CommittedChange,
+        counters: &[(CounterKey, i64)],
+        stock: &[StockRow],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+        Self::write_change(&tx, writer, change).map_err(map_err)?;
+        Self::write_rows(&tx, writer, counters, stock).map_err(map_err)?;
+        tx.commit().map_err(map_err)
+    }
+
+    fn changes(&mut self, writer: &NodeId, epoch: u32, after: u64) -> Result<Vec<StoredChange>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, bytes FROM changes WHERE writer = ?1 AND epoch = ?2 AND seq > ?3 ORDER BY seq")?;
+        let rows = stmt
+            .query_map(params![&writer.0[..], epoch, after as i64], |r| {
+                Ok(StoredChange {
+                    position: Position { epoch, seq: r.get::<_, i64>(0)? as u64 },
+                    bytes: r.get(1)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err)?;
+        Ok(rows)
+    }
+}

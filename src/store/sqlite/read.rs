@@ -1,0 +1,222 @@
+//! Read-only queries: what the CLI's `stock`, `history` and `verify` show.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use super::{db_path, map_err};
+use crate::error::StoreError;
+use crate::model::{LocationId, NodeId, NodeMeta, Position};
+use crate::replica::WriterHead;
+use crate::store::{StockRow, StoredChange};
+
+/// Opens the database of `dir` read-only, without taking the directory lock
+/// (WAL lets it read while a node writes).
+pub fn open_read_only(dir: &Path) -> Result<Connection, StoreError> {
+    let path = db_path(dir)?;
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(map_err)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(map_err)?;
+    if version == 0 {
+        return Err(StoreError::Corrupt("no stocksync schema in the file".into()));
+    }
+    if version > super::SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { found: version, supported: super::SCHEMA_VERSION });
+    }
+    Ok(conn)
+}
+
+/// One line of an SKU's history.
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryRow {
+    /// Event id.
+    pub id: String,
+    /// Kind label.
+    pub kind: String,
+    /// Location.
+    pub location: String,
+    /// Units.
+    pub qty: i64,
+    /// Units beyond rights.
+    pub deficit: i64,
+    /// The change carrying it.
+    pub position: Position,
+    /// The request as given, JSON.
+    pub request: serde_json::Value,
+}
+
+/// Read queries over one connection.
+pub struct ReadOnly<'a> {
+    pub(super) conn: &'a Connection,
+}
+
+pub(super) fn load_meta(conn: &Connection) -> Result<NodeMeta, StoreError> {
+    let mut stmt = conn.prepare("SELECT key, value FROM meta").map_err(map_err)?;
+    let map: HashMap<String, String> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(map_err)?
+        .collect::<Result<_, _>>()
+        .map_err(map_err)?;
+    let get = |k: &str| {
+        map.get(k)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("meta has no {k}")))
+    };
+    let bad = |e: crate::error::InputError| StoreError::Corrupt(e.to_string());
+    Ok(NodeMeta {
+        id: NodeId::from_hex(&get("node_id")?).map_err(bad)?,
+        name: get("name")?,
+        location: LocationId::new(get("location")?).map_err(bad)?,
+        role: get("role")?.parse().map_err(bad)?,
+    })
+}
+
+pub(super) fn load_heads(conn: &Connection) -> Result<HashMap<NodeId, WriterHead>, StoreError> {
+    let mut stmt = conn.prepare("SELECT writer, epoch, seq, hash FROM heads").map_err(map_err)?;
+    let mut rows = stmt.query([]).map_err(map_err)?;
+    let mut heads = HashMap::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let w: Vec<u8> = r.get(0)?;
+        let h: Vec<u8> = r.get(3)?;
+        let writer = NodeId::from_slice(&w).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let hash: [u8; 32] = h
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("head hash is not 32 bytes".into()))?;
+        let position = Position { epoch: r.get(1)?, seq: r.get::<_, i64>(2)? as u64 };
+        heads.insert(writer, WriterHead { position, hash });
+    }
+    Ok(heads)
+}
+
+impl<'a> ReadOnly<'a> {
+    /// Queries over `conn`.
+    pub fn new(conn: &'a Connection) -> Self {
+        Self { conn }
+    }
+
+    /// The node this database belongs to.
+    pub fn meta(&self) -> Result<NodeMeta, StoreError> {
+        load_meta(self.conn)
+    }
+
+    /// The last change held per writer.
+    pub fn heads(&self) -> Result<HashMap<NodeId, WriterHead>, StoreError> {
+        load_heads(self.conn)
+    }
+
+    /// Rows of the `stock` table, optionally for one SKU.
+    pub fn stock(&self, sku: Option<&str>) -> Result<Vec<StockRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT location, sku, on_hand, held, rights, deficit FROM stock
+                 WHERE ?1 IS NULL OR sku = ?1 ORDER BY sku, location",
+            )
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([sku], |r| {
+                Ok(StockRow {
+                    location: r.get(0)?,
+                    sku: r.get(1)?,
+                    on_hand: r.get(2)?,
+                    held: r.get(3)?,
+                    rights: r.get(4)?,
+                    deficit: r.get(5)?,
+                })
+            })
+            .map_err(map_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err)?;
+        Ok(rows)
+    }
+
+    /// The own journal's events for `sku`, oldest first.
+    pub fn history(&self, sku: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT event_id, kind, location, qty, deficit, epoch, seq, request FROM events
+                 WHERE sku = ?1 ORDER BY epoch, seq, rowid",
+            )
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([sku], |r| {
+                let req: String = r.get(7)?;
+                Ok(HistoryRow {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    location: r.get(2)?,
+                    qty: r.get(3)?,
+                    deficit: r.get(4)?,
+                    position: Position { epoch: r.get(5)?, seq: r.get::<_, i64>(6)? as u64 },
+                    request: serde_json::from_str(&req).unwrap_or(serde_json::Value::String(req)),
+                })
+            })
+            .map_err(map_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err)?;
+        Ok(rows)
+    }
+
+    /// Every stored change, grouped by writer and in order.
+    pub fn all_changes(&self) -> Result<Vec<(NodeId, StoredChange)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT writer, epoch, seq, bytes FROM changes ORDER BY writer, epoch, seq")
+            .map_err(map_err)?;
+        let mut rows = stmt.query([]).map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(map_err)? {
+            let w: Vec<u8> = r.get(0)?;
+            let writer = NodeId::from_slice(&w).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let position = Position { epoch: r.get(1)?, seq: r.get::<_, i64>(2)? as u64 };
+            out.push((writer, StoredChange { position, bytes: r.get(3)? }));
+        }
+        Ok(out)
+    }
+
+    /// Every stored counter value, as `(writer, key, value)`.
+    pub fn counters(&self) -> Result<Vec<(NodeId, String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT writer, key, value FROM counters").map_err(map_err)?;
+        let mut rows = stmt.query([]).map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(map_err)? {
+            let w: Vec<u8> = r.get(0)?;
+            let writer = NodeId::from_slice(&w).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push((writer, r.get(1)?, r.get(2)?));
+        }
+        Ok(out)
+    }
+
+    /// Sum of `qty` (and count) of own journal events per kind label.
+    pub fn journal_totals(&self) -> Result<Vec<(String, String, String, i64, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, location, sku, sum(qty), count(*) FROM events GROUP BY kind, location, sku")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .map_err(map_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err)?;
+        Ok(rows)
+    }
+
+    /// `PRAGMA integrity_check`: `Ok` when SQLite finds the file sound.
+    pub fn integrity(&self) -> Result<(), StoreError> {
+        let res: String = self
+            .conn
+            .query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))
+            .map_err(map_err)?;
+        if res == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(res))
+        }
+    }
+}

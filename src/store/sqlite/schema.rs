@@ -1,0 +1,63 @@
+//! The SQLite schema and its migrations. `PRAGMA user_version` holds the version.
+//!
+//! Tables (see docs/storage.md for the meaning of each column):
+//! - `meta(key, value)`: node id, name, location, role.
+//! - `changes(writer, epoch, seq, hash, bytes)`: every Automerge change held, own and others'.
+//! - `heads(writer, epoch, seq, hash)`: the last change held per writer.
+//! - `counters(writer, key, value)`: every writer's counters, as last changed.
+//! - `events(event_id, ...)`: the own journal; one row per acknowledged event.
+//! - `holds(reservation, location, sku, outstanding)`: open reservations.
+//! - `stock(location, sku, on_hand, held, rights, deficit)`: the materialized view for plain SQL.
+
+use rusqlite::Connection;
+
+use crate::error::StoreError;
+
+/// The migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE changes(
+    writer BLOB NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+    hash BLOB NOT NULL, bytes BLOB NOT NULL,
+    PRIMARY KEY(writer, epoch, seq)) WITHOUT ROWID;
+CREATE TABLE heads(
+    writer BLOB PRIMARY KEY, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+    hash BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE counters(
+    writer BLOB NOT NULL, key TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY(writer, key)) WITHOUT ROWID;
+CREATE TABLE events(
+    event_id TEXT PRIMARY KEY, kind TEXT NOT NULL, location TEXT NOT NULL,
+    sku TEXT NOT NULL, qty INTEGER NOT NULL, deficit INTEGER NOT NULL,
+    epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+    request TEXT NOT NULL, outcome TEXT NOT NULL);
+CREATE INDEX events_by_sku ON events(sku, location, epoch, seq);
+CREATE TABLE holds(
+    reservation TEXT PRIMARY KEY, location TEXT NOT NULL, sku TEXT NOT NULL,
+    outstanding INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE stock(
+    location TEXT NOT NULL, sku TEXT NOT NULL, on_hand INTEGER NOT NULL,
+    held INTEGER NOT NULL, rights INTEGER NOT NULL, deficit INTEGER NOT NULL,
+    PRIMARY KEY(location, sku)) WITHOUT ROWID;
+"#];
+
+/// The schema version this program writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the schema up to [`SCHEMA_VERSION`], each step in its own transaction.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
