@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(c2.position.seq, 2);
         let loaded = Automerge::load(&[first.bytes, c2.bytes].concat()).unwrap();
         let (v, _) = automerge::ReadDoc::get(&loaded, ROOT, k.to_string()).unwrap().unwrap();
-        assert_eq!(v.to_i64(), Some(8));
+        assert_eq!(v.as_i64(), Some(8));
         assert!(doc.commit(&[], "{}", 3).is_none());
     }
 }

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::{db_path, map_err};
 use crate::error::StoreError;
-use crate::model::{LocationId, NodeId, NodeMeta, Position};
+use crate::escrow::CounterKey;
+use crate::model::{EventKind, EventRequest, LocationId, NodeId, NodeMeta, PoolKey, Position, Sku};
 use crate::replica::WriterHead;
 use crate::store::{StockRow, StoredChange};
 
@@ -205,6 +206,48 @@ impl<'a> ReadOnly<'a> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
         Ok(rows)
+    }
+
+    /// Adjustments and grants of the own journal as `(kind, qty, counter key they raise)`.
+    pub fn journal_directed(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, qty, request FROM events WHERE kind IN ('adjustment', 'grant')")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+            .map_err(map_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (kind, qty, req) in rows {
+            let req: EventRequest = serde_json::from_str(&req).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let key = match &req.kind {
+                EventKind::Adjustment { increase: true, .. } => CounterKey::Minted(req.pool),
+                EventKind::Adjustment { increase: false, .. } => CounterKey::Consumed(req.pool),
+                EventKind::Grant { to } => CounterKey::Granted(req.pool, *to),
+                _ => continue,
+            };
+            out.push((kind, qty, key.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Open holds as `(pool, outstanding)`.
+    pub fn holds(&self) -> Result<Vec<(PoolKey, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT location, sku, outstanding FROM holds")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(map_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err)?;
+        let bad = |e: crate::error::InputError| StoreError::Corrupt(e.to_string());
+        rows.into_iter()
+            .map(|(l, k, o)| Ok((PoolKey::new(LocationId::new(l).map_err(bad)?, Sku::new(k).map_err(bad)?), o)))
+            .collect()
     }
 
     /// `PRAGMA integrity_check`: `Ok` when SQLite finds the file sound.

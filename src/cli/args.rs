@@ -1,0 +1,261 @@
+//! Command-line grammar (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// stocksync: offline-first stock sync for retail store devices.
+#[derive(Parser, Debug)]
+#[command(name = "stocksync", version, about, long_about = None)]
+pub struct Cli {
+    /// The node's data directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every event command.
+#[derive(Args, Debug, Clone)]
+pub struct EventOpts {
+    /// Idempotency key: the same id twice is applied once (generated when omitted).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Free reference for the audit trail (receipt number, order id...).
+    #[arg(long = "ref")]
+    pub reference: Option<String>,
+    /// The pool's location, when not the node's own.
+    #[arg(long)]
+    pub location: Option<String>,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a node: key pair and database in --data.
+    Init {
+        /// Human name of the node, e.g. till-1.
+        #[arg(long)]
+        node: String,
+        /// Home location (store or warehouse code).
+        #[arg(long)]
+        location: String,
+        /// till, store, hub or channel.
+        #[arg(long)]
+        role: String,
+    },
+    /// Show the node's id, name, location and role.
+    Info,
+    /// Goods in from a supplier.
+    Receive {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// A sale at this node.
+    Sell {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        /// strict (refuse beyond rights) or record (accept, record a deficit).
+        #[arg(long)]
+        policy: Option<String>,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// An order from an online channel (always strict unless --policy says otherwise).
+    Order {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        /// strict or record.
+        #[arg(long)]
+        policy: Option<String>,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// A customer return.
+    Return {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// A count, damage or shrinkage correction: DELTA is signed, e.g. -2 or +3.
+    Adjust {
+        /// SKU.
+        sku: String,
+        /// Signed change in units.
+        #[arg(allow_hyphen_values = true)]
+        delta: String,
+        /// Reason code (count, damage, shrinkage...).
+        #[arg(long)]
+        reason: String,
+        /// strict or record (default record: a count is a fact).
+        #[arg(long)]
+        policy: Option<String>,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// Hold units for an order.
+    Reserve {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        /// Reservation id.
+        #[arg(long)]
+        reservation: String,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// Give held units back.
+    Release {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        /// Reservation id.
+        #[arg(long)]
+        reservation: String,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// Ship held units.
+    Fulfil {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        /// Reservation id.
+        #[arg(long)]
+        reservation: String,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// Ship units to another location.
+    TransferOut {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        /// Destination location.
+        #[arg(long)]
+        to: String,
+        /// Transfer id.
+        #[arg(long)]
+        transfer: String,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// Receive units shipped from another location.
+    TransferIn {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        /// Origin location.
+        #[arg(long)]
+        from: String,
+        /// Transfer id.
+        #[arg(long)]
+        transfer: String,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// Hand some of this node's rights to another node (by node id).
+    Grant {
+        /// SKU.
+        sku: String,
+        /// Units.
+        #[arg(allow_hyphen_values = true)]
+        qty: String,
+        /// Receiver's node id (64 hex digits).
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        opts: EventOpts,
+    },
+    /// Stock per pool as this node sees it.
+    Stock {
+        /// Only this SKU.
+        sku: Option<String>,
+    },
+    /// This node's journal for one SKU.
+    History {
+        /// SKU.
+        sku: String,
+    },
+    /// Re-derive counts from the journal and the changes and check the invariant.
+    Verify,
+    /// A narrated single-node day in a temporary directory.
+    Demo {
+        /// Keep the demo's data directory here instead of a temporary one.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+    /// Benchmarks; print figures as JSON with --json.
+    Bench {
+        /// Which bench.
+        #[command(subcommand)]
+        which: BenchKind,
+    },
+    /// Sell one unit at a time, printing each acknowledged event id (crash tests).
+    #[command(hide = true)]
+    SellLoop {
+        /// SKU.
+        sku: String,
+        /// Prefix of the event ids.
+        #[arg(long)]
+        prefix: String,
+        /// Number of sales per thread.
+        #[arg(long)]
+        count: u64,
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 1)]
+        threads: u64,
+    },
+}
+
+/// The benches.
+#[derive(Subcommand, Debug)]
+pub enum BenchKind {
+    /// One node on the local disk: fsync floor, bare commit, durable sales, restart.
+    Local {
+        /// Sales of history for the restart measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        history: u64,
+        /// Samples for the latency figures.
+        #[arg(long, default_value_t = 2000)]
+        samples: u64,
+        /// Directory for the bench databases (a temporary one by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Internal: open a node and report its load time and peak memory.
+    #[command(hide = true)]
+    Restart {
+        /// The node's data directory.
+        dir: PathBuf,
+    },
+}

@@ -1,0 +1,180 @@
+//! The `stocksync` command line: parses arguments, opens the node, runs one
+//! command and maps errors to exit codes (0 done, 2 bad input, 3 refused, 1 other).
+
+mod args;
+mod bench_local;
+mod demo;
+mod events;
+mod output;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use clap::Parser;
+
+pub use args::Cli;
+use args::{BenchKind, Command};
+use stocksync::error::{EventError, InputError, NodeError, StoreError};
+use stocksync::identity::Identity;
+use stocksync::model::{LocationId, NodeMeta, Role};
+use stocksync::node::{system_clock, Node, NodeOptions};
+use stocksync::store::sqlite::{open_read_only, Durability, ReadOnly, SqliteStore};
+
+/// Exit code: bad input or usage.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code: refused by the escrow rule.
+pub const EXIT_REFUSED: i32 = 3;
+
+/// Parses the command line, runs it, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_BAD_INPUT } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            let code = exit_code(&e);
+            output::error(&e, code, json);
+            code
+        }
+    }
+}
+
+/// The exit code for an error: typed errors decide, anything else is 1.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(n) = e.downcast_ref::<NodeError>() {
+        return match n {
+            n if n.is_refusal() => EXIT_REFUSED,
+            NodeError::Event(_) => EXIT_BAD_INPUT,
+            _ => 1,
+        };
+    }
+    if let Some(ev) = e.downcast_ref::<EventError>() {
+        return if matches!(ev, EventError::InsufficientRights { .. }) { EXIT_REFUSED } else { EXIT_BAD_INPUT };
+    }
+    if e.downcast_ref::<InputError>().is_some() || e.downcast_ref::<UsageError>().is_some() {
+        return EXIT_BAD_INPUT;
+    }
+    if let Some(s) = e.downcast_ref::<StoreError>() {
+        return match s {
+            StoreError::NotInitialized(_) | StoreError::AlreadyInitialized(_) => EXIT_BAD_INPUT,
+            _ => 1,
+        };
+    }
+    1
+}
+
+/// A usage mistake the parser cannot see (a missing --data, say).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+fn data_dir(cli: &Cli) -> Result<PathBuf> {
+    cli.data
+        .clone()
+        .ok_or_else(|| UsageError("--data DIR is required: the node's data directory".into()).into())
+}
+
+/// Opens the node in `dir` for writing: checks the key matches the database.
+pub fn open_node(dir: &Path) -> Result<Node> {
+    let store = SqliteStore::open(dir, Durability::Full)?;
+    let identity = Identity::load(dir)?;
+    let meta = store.meta().clone();
+    if identity.node_id() != meta.id {
+        return Err(StoreError::Corrupt("node.key does not belong to this database".into()).into());
+    }
+    Ok(Node::start(meta, store, NodeOptions::default(), system_clock())?)
+}
+
+/// Creates a node in `dir`.
+pub fn init_node(dir: &Path, name: &str, location: &str, role: &str) -> Result<NodeMeta> {
+    let location = LocationId::new(location)?;
+    let role: Role = role.parse()?;
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(InputError::BadNodeName(name.to_string()).into());
+    }
+    if dir.join(stocksync::store::sqlite::DB_FILE).exists() {
+        return Err(StoreError::AlreadyInitialized(dir.display().to_string()).into());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let identity = Identity::generate()?;
+    let meta = NodeMeta {
+        id: identity.node_id(),
+        name: name.to_string(),
+        location,
+        role,
+    };
+    // The key first: a database without its key is unusable, a key without a database is re-initializable.
+    identity.save(dir)?;
+    SqliteStore::create(dir, &meta, Durability::Full)?;
+    Ok(meta)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Init { node, location, role } => {
+            let dir = data_dir(&cli)?;
+            let meta = init_node(&dir, node, location, role)?;
+            output::meta(&meta, cli.json);
+            Ok(())
+        }
+        Command::Demo { keep } => demo::run(keep.clone()),
+        Command::Bench { which } => match which {
+            BenchKind::Local { history, samples, dir } => bench_local::run(*history, *samples, dir.clone(), cli.json),
+            BenchKind::Restart { dir } => bench_local::restart_probe(dir),
+        },
+        Command::Info => {
+            let dir = data_dir(&cli)?;
+            let conn = open_read_only(&dir)?;
+            output::meta(&ReadOnly::new(&conn).meta()?, cli.json);
+            Ok(())
+        }
+        Command::Stock { sku } => {
+            let dir = data_dir(&cli)?;
+            let conn = open_read_only(&dir)?;
+            if let Some(s) = sku {
+                stocksync::model::Sku::new(s.as_str())?;
+            }
+            output::stock(&ReadOnly::new(&conn).stock(sku.as_deref())?, cli.json);
+            Ok(())
+        }
+        Command::History { sku } => {
+            let dir = data_dir(&cli)?;
+            stocksync::model::Sku::new(sku.as_str())?;
+            let conn = open_read_only(&dir)?;
+            output::history(&ReadOnly::new(&conn).history(sku)?, cli.json);
+            Ok(())
+        }
+        Command::Verify => {
+            let dir = data_dir(&cli)?;
+            let conn = open_read_only(&dir)?;
+            let db = ReadOnly::new(&conn);
+            let report = stocksync::verify::verify(&db, &db.meta()?)?;
+            output::verify(&report, cli.json);
+            if report.ok {
+                Ok(())
+            } else {
+                Err(anyhow!("verify found problems"))
+            }
+        }
+        Command::SellLoop { sku, prefix, count, threads } => {
+            let dir = data_dir(&cli)?;
+            events::sell_loop(&dir, sku, prefix, *count, *threads)
+        }
+        other => {
+            let dir = data_dir(&cli)?;
+            let node = open_node(&dir)?;
+            let req = events::request(other, node.meta())?;
+            let outcome = node.execute(req).map_err(anyhow::Error::from);
+            node.shutdown();
+            output::outcome(&outcome?, cli.json);
+            Ok(())
+        }
+    }
+}
