@@ -218,6 +218,9 @@ pub enum NodeError {
 impl NodeError {
     /// True when the escrow rule refused the event (CLI exit code 3).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, NodeError::Event(EventError::InsufficientRights { .. }))
+        matches!(
+            self,
+            NodeError::Event(EventError::InsufficientRights { .. })
+        )
     }
 }

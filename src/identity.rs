@@ -22,7 +22,8 @@ impl Identity {
     /// A fresh key pair from the operating system's random source.
     pub fn generate() -> Result<Self, StoreError> {
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        getrandom::fill(&mut seed)
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
         Ok(Self::from_seed(seed))
     }
 
@@ -59,9 +60,12 @@ impl Identity {
     /// Reads `dir/node.key`; refuses a key readable by others or of the wrong size.
     pub fn load(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(KEY_FILE);
-        let meta = fs::metadata(&path).map_err(|_| StoreError::NotInitialized(dir.display().to_string()))?;
+        let meta = fs::metadata(&path)
+            .map_err(|_| StoreError::NotInitialized(dir.display().to_string()))?;
         if meta.permissions().mode() & 0o077 != 0 {
-            return Err(StoreError::Corrupt(format!("{KEY_FILE} is readable by others; chmod 600 it")));
+            return Err(StoreError::Corrupt(format!(
+                "{KEY_FILE} is readable by others; chmod 600 it"
+            )));
         }
         let bytes = fs::read(&path)?;
         let seed: [u8; 32] = bytes
@@ -89,7 +93,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = Identity::generate().unwrap();
         id.save(dir.path()).unwrap();
-        let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(Identity::load(dir.path()).unwrap().node_id(), id.node_id());
         assert!(id.save(dir.path()).is_err(), "never overwrites a key");

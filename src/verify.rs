@@ -50,14 +50,20 @@ fn check(name: &'static str, problems: Vec<String>, ok_detail: String) -> Check 
 }
 
 /// Counter values replayed from each writer's stored Automerge changes (max over epochs).
-fn replay_changes(db: &ReadOnly<'_>) -> Result<(HashMap<(NodeId, String), i64>, usize), StoreError> {
+/// Counter values by `(writer, key text)`.
+type CounterValues = HashMap<(NodeId, String), i64>;
+
+fn replay_changes(db: &ReadOnly<'_>) -> Result<(CounterValues, usize), StoreError> {
     let mut by_epoch: BTreeMap<(NodeId, u32), Vec<Vec<u8>>> = BTreeMap::new();
     let mut n = 0;
     for (w, c) in db.all_changes()? {
-        by_epoch.entry((w, c.position.epoch)).or_default().push(c.bytes);
+        by_epoch
+            .entry((w, c.position.epoch))
+            .or_default()
+            .push(c.bytes);
         n += 1;
     }
-    let mut values: HashMap<(NodeId, String), i64> = HashMap::new();
+    let mut values = CounterValues::new();
     for ((w, epoch), changes) in by_epoch {
         let mut doc = Automerge::new();
         let mut parsed = Vec::with_capacity(changes.len());
@@ -99,12 +105,20 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
         }
     }
     if replayed.len() != stored.len() {
-        problems.push(format!("{} counters in changes, {} in table", replayed.len(), stored.len()));
+        problems.push(format!(
+            "{} counters in changes, {} in table",
+            replayed.len(),
+            stored.len()
+        ));
     }
     checks.push(check(
         "counters_match_changes",
         problems,
-        format!("{} counters replayed from {} changes", stored.len(), n_changes),
+        format!(
+            "{} counters replayed from {} changes",
+            stored.len(),
+            n_changes
+        ),
     ));
 
     // 2. The own counters equal the sums of the own journal.
@@ -122,11 +136,12 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
     }
     let mut expect: HashMap<String, i64> = HashMap::new();
     let mut journal_events = 0;
-    for (kind, loc, sku, qty, count) in db.journal_totals()? {
-        journal_events += count;
-        let p = format!("{loc}|{sku}");
-        let mut add = |prefix: &str, q: i64| *expect.entry(format!("{prefix}|{p}")).or_default() += q;
-        match kind.as_str() {
+    for t in db.journal_totals()? {
+        journal_events += t.count;
+        let (p, qty) = (format!("{}|{}", t.location, t.sku), t.qty);
+        let mut add =
+            |prefix: &str, q: i64| *expect.entry(format!("{prefix}|{p}")).or_default() += q;
+        match t.kind.as_str() {
             "sale" | "online_order" | "transfer_out" => add("c", qty),
             "receipt" | "return" | "transfer_in" => add("m", qty),
             "reserve" => add("r", qty),
@@ -153,12 +168,23 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
     }
     for (k, v) in book.counters_of(&meta.id) {
         let key = k.to_string();
-        let is_flow = matches!(k, CounterKey::Minted(_) | CounterKey::Consumed(_) | CounterKey::Reserved(_) | CounterKey::Released(_) | CounterKey::Granted(..));
+        let is_flow = matches!(
+            k,
+            CounterKey::Minted(_)
+                | CounterKey::Consumed(_)
+                | CounterKey::Reserved(_)
+                | CounterKey::Released(_)
+                | CounterKey::Granted(..)
+        );
         if is_flow && !expect.contains_key(&key) && v != 0 {
             problems.push(format!("{key}: counter {v} with no journal event"));
         }
     }
-    checks.push(check("journal_matches_counters", problems, format!("{journal_events} journal events")));
+    checks.push(check(
+        "journal_matches_counters",
+        problems,
+        format!("{journal_events} journal events"),
+    ));
 
     // 3. The materialized stock rows equal the book, and the invariant holds.
     let mut problems = Vec::new();
@@ -177,13 +203,23 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
         }
         let sum_rights: i64 = state.shares.values().map(|s| s.rights()).sum();
         if sum_rights != state.on_hand() - state.held() {
-            problems.push(format!("{pool}: sum of rights {sum_rights} != on_hand - held"));
+            problems.push(format!(
+                "{pool}: sum of rights {sum_rights} != on_hand - held"
+            ));
         }
         if state.on_hand() + state.deficit() < state.held() {
-            problems.push(format!("{pool}: on_hand {} below held {} beyond the reported deficit", state.on_hand(), state.held()));
+            problems.push(format!(
+                "{pool}: on_hand {} below held {} beyond the reported deficit",
+                state.on_hand(),
+                state.held()
+            ));
         }
     }
-    checks.push(check("stock_rows_and_invariant", problems, format!("{pools} pools")));
+    checks.push(check(
+        "stock_rows_and_invariant",
+        problems,
+        format!("{pools} pools"),
+    ));
 
     // 4. Open holds add up to the own reserved − released.
     let mut problems = Vec::new();
@@ -195,10 +231,16 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
         let own = state.share(&meta.id).held();
         let open = held.get(pool).copied().unwrap_or(0);
         if own != open {
-            problems.push(format!("{pool}: counters hold {own}, open reservations {open}"));
+            problems.push(format!(
+                "{pool}: counters hold {own}, open reservations {open}"
+            ));
         }
     }
-    checks.push(check("holds_match", problems, format!("{} pools with holds", held.len())));
+    checks.push(check(
+        "holds_match",
+        problems,
+        format!("{} pools with holds", held.len()),
+    ));
 
     Ok(Report {
         ok: checks.iter().all(|c| c.ok),

@@ -12,7 +12,12 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    Command::new(BIN).arg("--data").arg(dir).args(args).output().expect("run stocksync")
+    Command::new(BIN)
+        .arg("--data")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run stocksync")
 }
 
 fn node() -> (tempfile::TempDir, PathBuf) {
@@ -25,7 +30,11 @@ fn node() -> (tempfile::TempDir, PathBuf) {
         .args(["--node", "till-1", "--location", "S1", "--role", "till"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&dir, ["receive", "A", "10", "--id", "r1"]);
     assert!(out.status.success());
     (tmp, dir)
@@ -34,7 +43,10 @@ fn node() -> (tempfile::TempDir, PathBuf) {
 fn state(dir: &Path) -> (String, String) {
     let s = run(dir, ["stock", "--json"]);
     let h = run(dir, ["history", "A", "--json"]);
-    (String::from_utf8_lossy(&s.stdout).into(), String::from_utf8_lossy(&h.stdout).into())
+    (
+        String::from_utf8_lossy(&s.stdout).into(),
+        String::from_utf8_lossy(&h.stdout).into(),
+    )
 }
 
 fn expect(dir: &Path, args: &[&str], code: i32, needle: &str) {
@@ -42,7 +54,10 @@ fn expect(dir: &Path, args: &[&str], code: i32, needle: &str) {
     let out = run(dir, args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{args:?}: stderr {err}");
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "{args:?}: {err:?} lacks {needle:?}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "{args:?}: {err:?} lacks {needle:?}"
+    );
     assert_eq!(state(dir), before, "{args:?} changed the state");
 }
 
@@ -54,14 +69,44 @@ fn bad_quantities_are_refused_with_exit_2() {
         expect(&dir, &[cmd, "A", "-1"], 2, "negative");
         expect(&dir, &[cmd, "A", "abc"], 2, "not a whole number");
         expect(&dir, &[cmd, "A", "1.5"], 2, "not a whole number");
-        expect(&dir, &[cmd, "A", "99999999999999999999999"], 2, "larger than the maximum");
-        expect(&dir, &[cmd, "A", "1000000001"], 2, "larger than the maximum");
+        expect(
+            &dir,
+            &[cmd, "A", "99999999999999999999999"],
+            2,
+            "larger than the maximum",
+        );
+        expect(
+            &dir,
+            &[cmd, "A", "1000000001"],
+            2,
+            "larger than the maximum",
+        );
     }
-    expect(&dir, &["adjust", "A", "0", "--reason", "count"], 2, "at least 1");
-    expect(&dir, &["adjust", "A", "--3", "--reason", "count"], 2, "not a whole number");
+    expect(
+        &dir,
+        &["adjust", "A", "0", "--reason", "count"],
+        2,
+        "at least 1",
+    );
+    expect(
+        &dir,
+        &["adjust", "A", "--3", "--reason", "count"],
+        2,
+        "not a whole number",
+    );
     expect(&dir, &["adjust", "A", "-3"], 2, "--reason");
-    expect(&dir, &["reserve", "A", "-2", "--reservation", "R1"], 2, "negative");
-    expect(&dir, &["transfer-out", "A", "0", "--to", "S2", "--transfer", "T1"], 2, "at least 1");
+    expect(
+        &dir,
+        &["reserve", "A", "-2", "--reservation", "R1"],
+        2,
+        "negative",
+    );
+    expect(
+        &dir,
+        &["transfer-out", "A", "0", "--to", "S2", "--transfer", "T1"],
+        2,
+        "at least 1",
+    );
 }
 
 #[test]
@@ -76,11 +121,28 @@ fn bad_names_are_refused_with_exit_2() {
     expect(&dir, &["history", ""], 2, "must not be empty");
     expect(&dir, &["sell", "A", "1", "--id", &huge], 2, "bytes long");
     expect(&dir, &["sell", "A", "1", "--policy", "maybe"], 2, "policy");
-    expect(&dir, &["adjust", "A", "-1", "--reason", "no way"], 2, "contains");
-    expect(&dir, &["grant", "A", "1", "--to", "nothex"], 2, "64 hex digits");
+    expect(
+        &dir,
+        &["adjust", "A", "-1", "--reason", "no way"],
+        2,
+        "contains",
+    );
+    expect(
+        &dir,
+        &["grant", "A", "1", "--to", "nothex"],
+        2,
+        "64 hex digits",
+    );
     // A SKU that is not valid UTF-8.
     let before = state(&dir);
-    let out = run(&dir, [OsStr::new("sell"), OsStr::from_bytes(b"\xff\xfe"), OsStr::new("1")]);
+    let out = run(
+        &dir,
+        [
+            OsStr::new("sell"),
+            OsStr::from_bytes(b"\xff\xfe"),
+            OsStr::new("1"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(state(&dir), before);
 }
@@ -90,8 +152,18 @@ fn unknown_things_and_refusals() {
     let (_t, dir) = node();
     expect(&dir, &["sell", "NOPE", "1"], 2, "unknown SKU");
     expect(&dir, &["return", "NOPE", "1"], 2, "unknown SKU");
-    expect(&dir, &["release", "A", "1", "--reservation", "R9"], 2, "no open reservation");
-    expect(&dir, &["fulfil", "A", "1", "--reservation", "R9"], 2, "no open reservation");
+    expect(
+        &dir,
+        &["release", "A", "1", "--reservation", "R9"],
+        2,
+        "no open reservation",
+    );
+    expect(
+        &dir,
+        &["fulfil", "A", "1", "--reservation", "R9"],
+        2,
+        "no open reservation",
+    );
     expect(&dir, &["sell", "A", "11"], 3, "insufficient rights");
     expect(&dir, &["order", "A", "11"], 3, "insufficient rights");
     // The same id for a different event is refused; for the same event it replays.
@@ -142,7 +214,8 @@ fn corrupt_and_truncated_databases_are_refused_untouched() {
         let db = dir.join("stocksync.db");
         // Fold the WAL into the file first so the damage hits real data.
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
         drop(c);
         let mut bytes = std::fs::read(&db).unwrap();
         match damage {
@@ -155,8 +228,15 @@ fn corrupt_and_truncated_databases_are_refused_untouched() {
             let out = run(&dir, &args);
             let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
             assert_eq!(out.status.code(), Some(1), "{damage} {args:?}: {err}");
-            assert!(err.contains("corrupt") || err.contains("malformed"), "{damage} {args:?}: {err}");
-            assert_eq!(std::fs::read(&db).unwrap(), bytes, "{damage}: {args:?} wrote to the file");
+            assert!(
+                err.contains("corrupt") || err.contains("malformed"),
+                "{damage} {args:?}: {err}"
+            );
+            assert_eq!(
+                std::fs::read(&db).unwrap(),
+                bytes,
+                "{damage}: {args:?} wrote to the file"
+            );
         }
     }
 }

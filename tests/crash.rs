@@ -27,25 +27,45 @@ impl Rng {
 }
 
 fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN).arg("--data").arg(dir).args(args).output().expect("run stocksync")
+    Command::new(BIN)
+        .arg("--data")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run stocksync")
 }
 
 fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
     let mut a = args.to_vec();
     a.push("--json");
     let out = cli(dir, &a);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
 #[test]
 fn kill_nine_loses_no_acknowledged_sale_and_spends_no_right_twice() {
-    let kills: u64 = std::env::var("STOCKSYNC_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let kills: u64 = std::env::var("STOCKSYNC_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let seed: u64 = std::env::var("STOCKSYNC_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
-    eprintln!("crash test seed {seed} (replay: STOCKSYNC_CRASH_SEED={seed} cargo test --test crash)");
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!(
+        "crash test seed {seed} (replay: STOCKSYNC_CRASH_SEED={seed} cargo test --test crash)"
+    );
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("till");
@@ -56,7 +76,11 @@ fn kill_nine_loses_no_acknowledged_sale_and_spends_no_right_twice() {
         .args(["--node", "till-1", "--location", "S1", "--role", "till"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut received = 0u64;
     let mut acked: HashMap<String, u32> = HashMap::new();
@@ -67,14 +91,34 @@ fn kill_nine_loses_no_acknowledged_sale_and_spends_no_right_twice() {
         let qty = 1 + rng.below(150);
         let id = format!("rcv-{k}");
         let out = cli(&dir, &["receive", "A", &qty.to_string(), "--id", &id]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         received += qty;
         // Reuse earlier prefixes now and then: replayed ids must not count twice.
-        let prefix = format!("p{}", if rng.below(4) == 0 { rng.below(k + 1) } else { k });
+        let prefix = format!(
+            "p{}",
+            if rng.below(4) == 0 {
+                rng.below(k + 1)
+            } else {
+                k
+            }
+        );
         let mut child = Command::new(BIN)
             .arg("--data")
             .arg(&dir)
-            .args(["sell-loop", "A", "--prefix", &prefix, "--count", "1000000", "--threads", "4"])
+            .args([
+                "sell-loop",
+                "A",
+                "--prefix",
+                &prefix,
+                "--count",
+                "1000000",
+                "--threads",
+                "4",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -110,7 +154,10 @@ fn kill_nine_loses_no_acknowledged_sale_and_spends_no_right_twice() {
                 let id = parts.next().unwrap().to_string();
                 let kind = parts.next().unwrap();
                 let n = acked.entry(id.clone()).or_default();
-                assert!(*n == 0 || kind == "replayed", "{id} acknowledged as new twice");
+                assert!(
+                    *n == 0 || kind == "replayed",
+                    "{id} acknowledged as new twice"
+                );
                 *n += 1;
             }
         }
@@ -126,22 +173,43 @@ fn kill_nine_loses_no_acknowledged_sale_and_spends_no_right_twice() {
         .map(|e| e["id"].as_str().unwrap())
         .collect();
     let unique: HashSet<&str> = sales.iter().copied().collect();
-    assert_eq!(unique.len(), sales.len(), "an event id appears twice in the journal");
+    assert_eq!(
+        unique.len(),
+        sales.len(),
+        "an event id appears twice in the journal"
+    );
     for id in acked.keys() {
-        assert!(unique.contains(id.as_str()), "acknowledged sale {id} lost (seed {seed})");
+        assert!(
+            unique.contains(id.as_str()),
+            "acknowledged sale {id} lost (seed {seed})"
+        );
     }
     let sold = sales.len() as u64;
-    assert!(sold <= received, "sold {sold} of {received} received (seed {seed})");
+    assert!(
+        sold <= received,
+        "sold {sold} of {received} received (seed {seed})"
+    );
     let stock = json(&dir, &["stock", "A"]);
     let row = &stock.as_array().unwrap()[0];
-    assert_eq!(row["on_hand"].as_i64().unwrap(), (received - sold) as i64, "seed {seed}");
+    assert_eq!(
+        row["on_hand"].as_i64().unwrap(),
+        (received - sold) as i64,
+        "seed {seed}"
+    );
     assert_eq!(row["rights"], row["on_hand"], "seed {seed}");
     assert_eq!(row["deficit"], 0);
     let verify = cli(&dir, &["verify"]);
-    assert!(verify.status.success(), "verify: {}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     eprintln!(
         "crash test: {kills} kills, {} acknowledged ids, {sold} sold of {received} received, {refused_runs} runs hit zero rights",
         acked.len()
     );
-    assert!(!acked.is_empty(), "no sale was ever acknowledged: the test did not exercise anything");
+    assert!(
+        !acked.is_empty(),
+        "no sale was ever acknowledged: the test did not exercise anything"
+    );
 }

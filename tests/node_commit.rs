@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use stocksync::error::{NodeError, StoreError};
 use stocksync::identity::Identity;
-use stocksync::model::{EventId, EventKind, EventRequest, LocationId, NodeMeta, Policy, Quantity, Role, Sku};
+use stocksync::model::{
+    EventId, EventKind, EventRequest, LocationId, NodeMeta, Policy, Quantity, Role, Sku,
+};
 use stocksync::node::{Node, NodeOptions};
 use stocksync::store::memory::MemoryStore;
 
@@ -19,7 +21,13 @@ fn meta() -> NodeMeta {
 }
 
 fn req(id: &str, qty: u64, kind: EventKind) -> EventRequest {
-    EventRequest::new(EventId::new(id).unwrap(), LocationId::new("S1").unwrap(), Sku::new("A").unwrap(), Quantity::new(qty).unwrap(), kind)
+    EventRequest::new(
+        EventId::new(id).unwrap(),
+        LocationId::new("S1").unwrap(),
+        Sku::new("A").unwrap(),
+        Quantity::new(qty).unwrap(),
+        kind,
+    )
 }
 
 fn start(store: &MemoryStore, options: NodeOptions) -> Node {
@@ -29,7 +37,13 @@ fn start(store: &MemoryStore, options: NodeOptions) -> Node {
 #[test]
 fn concurrent_callers_never_oversell_and_every_ack_is_durable() {
     let store = MemoryStore::new();
-    let node = start(&store, NodeOptions { epoch_changes: 50, max_batch: 16 });
+    let node = start(
+        &store,
+        NodeOptions {
+            epoch_changes: 50,
+            max_batch: 16,
+        },
+    );
     node.execute(req("r", 500, EventKind::Receipt)).unwrap();
     let acked: Vec<Vec<String>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..8)
@@ -66,7 +80,10 @@ fn concurrent_callers_never_oversell_and_every_ack_is_durable() {
     let again = node.execute(req("s-0-0", 1, EventKind::Sale));
     match again {
         Ok(o) => assert!(o.replayed),
-        Err(e) => assert!(e.is_refusal(), "s-0-0 may have been refused the first time: {e}"),
+        Err(e) => assert!(
+            e.is_refusal(),
+            "s-0-0 may have been refused the first time: {e}"
+        ),
     }
 }
 
@@ -77,7 +94,10 @@ fn a_failed_commit_changes_nothing_and_the_node_recovers() {
     node.execute(req("r", 5, EventKind::Receipt)).unwrap();
     store.fail_next_commits(1);
     let err = node.execute(req("s1", 5, EventKind::Sale)).unwrap_err();
-    assert!(matches!(err, NodeError::Store(StoreError::DiskFull)), "{err}");
+    assert!(
+        matches!(err, NodeError::Store(StoreError::DiskFull)),
+        "{err}"
+    );
     // The failed sale did not spend the rights: the same 5 units can still be sold.
     let o = node.execute(req("s2", 5, EventKind::Sale)).unwrap();
     assert_eq!(o.rights_after, 0);
@@ -99,7 +119,10 @@ fn deficits_only_under_record_and_always_reported() {
     let mut record = req("s2", 3, EventKind::Sale);
     record.policy = Some(Policy::Record);
     let o = node.execute(record).unwrap();
-    assert_eq!((o.deficit_created, o.rights_after, o.on_hand_after), (1, -1, -1));
+    assert_eq!(
+        (o.deficit_created, o.rights_after, o.on_hand_after),
+        (1, -1, -1)
+    );
     let rows = store.stock_rows();
     assert_eq!(rows[0].deficit, 1);
     // A return covers the deficit.

@@ -12,7 +12,9 @@ use rusqlite::params;
 use serde_json::json;
 
 use stocksync::identity::Identity;
-use stocksync::model::{EventId, EventKind, EventRequest, LocationId, NodeMeta, Quantity, Role, Sku};
+use stocksync::model::{
+    EventId, EventKind, EventRequest, LocationId, NodeMeta, Quantity, Role, Sku,
+};
 use stocksync::node::{system_clock, Node, NodeOptions};
 use stocksync::store::sqlite::{Durability, SqliteStore};
 
@@ -32,7 +34,11 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
 }
 
 fn fsync_floor(dir: &Path, samples: u64) -> Result<Histogram<u64>> {
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(dir.join("fsync.bin"))?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(dir.join("fsync.bin"))?;
     let block = vec![7u8; 4096];
     let mut h = hist();
     for _ in 0..samples {
@@ -54,30 +60,52 @@ fn bare_commit(dir: &Path, samples: u64) -> Result<Histogram<u64>> {
     for i in 0..samples {
         let t = Instant::now();
         conn.execute("BEGIN IMMEDIATE", [])?;
-        conn.prepare_cached("INSERT INTO t(id, v) VALUES (?1, ?2)")?.execute(params![i as i64, payload])?;
+        conn.prepare_cached("INSERT INTO t(id, v) VALUES (?1, ?2)")?
+            .execute(params![i as i64, payload])?;
         conn.execute("COMMIT", [])?;
         h.record(t.elapsed().as_nanos() as u64)?;
     }
     Ok(h)
 }
 
-fn new_node(dir: &Path, durability: Durability, options: NodeOptions) -> Result<(Node, LocationId)> {
+fn new_node(
+    dir: &Path,
+    durability: Durability,
+    options: NodeOptions,
+) -> Result<(Node, LocationId)> {
     std::fs::create_dir_all(dir)?;
     let identity = Identity::generate()?;
     identity.save(dir)?;
     let location = LocationId::new("S1")?;
-    let meta = NodeMeta { id: identity.node_id(), name: "bench".into(), location: location.clone(), role: Role::Till };
+    let meta = NodeMeta {
+        id: identity.node_id(),
+        name: "bench".into(),
+        location: location.clone(),
+        role: Role::Till,
+    };
     let store = SqliteStore::create(dir, &meta, durability)?;
     Ok((Node::start(meta, store, options, system_clock())?, location))
 }
 
 fn sale(location: &LocationId, sku: &Sku, id: String) -> Result<EventRequest> {
-    Ok(EventRequest::new(EventId::new(id)?, location.clone(), sku.clone(), Quantity::new(1)?, EventKind::Sale))
+    Ok(EventRequest::new(
+        EventId::new(id)?,
+        location.clone(),
+        sku.clone(),
+        Quantity::new(1)?,
+        EventKind::Sale,
+    ))
 }
 
 fn receive(node: &Node, location: &LocationId, sku: &Sku, qty: u64) -> Result<()> {
     let q = Quantity::new(qty.min(stocksync::model::quantity::MAX_QUANTITY))?;
-    node.execute(EventRequest::new(EventId::new(format!("rcv-{sku}"))?, location.clone(), sku.clone(), q, EventKind::Receipt))?;
+    node.execute(EventRequest::new(
+        EventId::new(format!("rcv-{sku}"))?,
+        location.clone(),
+        sku.clone(),
+        q,
+        EventKind::Receipt,
+    ))?;
     Ok(())
 }
 
@@ -97,7 +125,9 @@ fn single_caller(dir: &Path, samples: u64) -> Result<Histogram<u64>> {
 
 fn concurrent(dir: &Path, callers: u64, duration: Duration) -> Result<serde_json::Value> {
     let (node, loc) = new_node(dir, Durability::Full, NodeOptions::default())?;
-    let skus: Vec<Sku> = (0..16).map(|i| Sku::new(format!("SKU-{i}"))).collect::<Result<_, _>>()?;
+    let skus: Vec<Sku> = (0..16)
+        .map(|i| Sku::new(format!("SKU-{i}")))
+        .collect::<Result<_, _>>()?;
     for s in &skus {
         receive(&node, &loc, s, 100_000_000)?;
     }
@@ -124,14 +154,19 @@ fn concurrent(dir: &Path, callers: u64, duration: Duration) -> Result<serde_json
         Ok(sum)
     })?;
     let secs = start.elapsed().as_secs_f64();
-    Ok(json!({ "callers": callers, "sales": total, "seconds": secs, "sales_per_s": total as f64 / secs }))
+    Ok(
+        json!({ "callers": callers, "sales": total, "seconds": secs, "sales_per_s": total as f64 / secs }),
+    )
 }
 
 /// Builds a node with `history` sales, one change each, and measures a cold open in a child process.
 fn restart(dir: &Path, history: u64) -> Result<serde_json::Value> {
     let build = Instant::now();
     {
-        let options = NodeOptions { max_batch: 1, ..NodeOptions::default() };
+        let options = NodeOptions {
+            max_batch: 1,
+            ..NodeOptions::default()
+        };
         let (node, loc) = new_node(dir, Durability::Normal, options)?;
         let sku = Sku::new("SKU-1")?;
         receive(&node, &loc, &sku, history + 10)?;
@@ -157,7 +192,11 @@ fn restart(dir: &Path, history: u64) -> Result<serde_json::Value> {
         .arg(dir)
         .output()
         .context("running the restart probe")?;
-    anyhow::ensure!(out.status.success(), "restart probe failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "restart probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut probe: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     probe["history_sales"] = json!(history);
     probe["build_s"] = json!(build_s);
@@ -181,7 +220,10 @@ pub fn restart_probe(dir: &Path) -> Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    println!("{}", json!({ "open_ms": open_ms, "peak_rss_mb": kb("VmHWM:") as f64 / 1024.0, "pools": pools }));
+    println!(
+        "{}",
+        json!({ "open_ms": open_ms, "peak_rss_mb": kb("VmHWM:") as f64 / 1024.0, "pools": pools })
+    );
     Ok(())
 }
 
@@ -190,7 +232,9 @@ pub fn run(history: u64, samples: u64, dir: Option<PathBuf>, as_json: bool) -> R
     let temporary = dir.is_none();
     let base = match dir {
         Some(d) => d,
-        None => std::env::temp_dir().join(format!("stocksync-bench-{}", super::events::fresh_id()?)),
+        None => {
+            std::env::temp_dir().join(format!("stocksync-bench-{}", super::events::fresh_id()?))
+        }
     };
     std::fs::create_dir_all(&base)?;
     let fsync = fsync_floor(&base, samples)?;

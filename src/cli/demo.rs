@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use stocksync::error::NodeError;
-use stocksync::model::{EventId, EventKind, EventRequest, Policy, Quantity, ReasonCode, ReservationId, Sku};
+use stocksync::model::{
+    EventId, EventKind, EventRequest, Policy, Quantity, ReasonCode, ReservationId, Sku,
+};
 use stocksync::node::Node;
 use stocksync::store::sqlite::{open_read_only, ReadOnly};
 
@@ -15,7 +17,13 @@ struct Day<'a> {
 }
 
 impl Day<'_> {
-    fn event(&mut self, sku: &str, qty: u64, kind: EventKind, policy: Option<Policy>) -> Result<Result<(), NodeError>> {
+    fn event(
+        &mut self,
+        sku: &str,
+        qty: u64,
+        kind: EventKind,
+        policy: Option<Policy>,
+    ) -> Result<Result<(), NodeError>> {
         self.n += 1;
         let mut req = EventRequest::new(
             EventId::new(format!("demo-{}", self.n))?,
@@ -26,7 +34,10 @@ impl Day<'_> {
         );
         req.policy = policy;
         Ok(self.node.execute(req).map(|o| {
-            print!("   -> {} {} x {}: rights now {}, on hand {}", o.kind, o.qty, o.pool.sku, o.rights_after, o.on_hand_after);
+            print!(
+                "   -> {} {} x {}: rights now {}, on hand {}",
+                o.kind, o.qty, o.pool.sku, o.rights_after, o.on_hand_after
+            );
             if o.deficit_created > 0 {
                 print!("  [DEFICIT of {} recorded]", o.deficit_created);
             }
@@ -43,7 +54,11 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
     };
     println!("== stocksync demo: one till's day, offline, on SQLite + Automerge ==");
     let meta = super::init_node(&dir, "till-1", "STORE-1", "till")?;
-    println!("07:55 till-1 created at STORE-1 with node id {} (key pair in {}/node.key)", meta.id, dir.display());
+    println!(
+        "07:55 till-1 created at STORE-1 with node id {} (key pair in {}/node.key)",
+        meta.id,
+        dir.display()
+    );
     let node = super::open_node(&dir)?;
     let mut day = Day { node: &node, n: 0 };
 
@@ -68,16 +83,40 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
 
     println!("15:00 a web order reserves 2 mugs, then ships them");
     let reservation = ReservationId::new("WEB-1001")?;
-    day.event("MUG", 2, EventKind::Reserve { reservation: reservation.clone() }, None)??;
+    day.event(
+        "MUG",
+        2,
+        EventKind::Reserve {
+            reservation: reservation.clone(),
+        },
+        None,
+    )??;
     day.event("MUG", 2, EventKind::Fulfil { reservation }, None)??;
 
     println!("18:00 the evening count finds one mug broken");
-    day.event("MUG", 1, EventKind::Adjustment { increase: false, reason: ReasonCode::new("damage")? }, None)??;
+    day.event(
+        "MUG",
+        1,
+        EventKind::Adjustment {
+            increase: false,
+            reason: ReasonCode::new("damage")?,
+        },
+        None,
+    )??;
 
     println!("18:05 the till retries the 09:12 sale with the same event id: applied once");
-    let again = EventRequest::new(EventId::new("demo-3")?, meta.location.clone(), Sku::new("TSHIRT-M")?, Quantity::new(3)?, EventKind::Sale);
+    let again = EventRequest::new(
+        EventId::new("demo-3")?,
+        meta.location.clone(),
+        Sku::new("TSHIRT-M")?,
+        Quantity::new(3)?,
+        EventKind::Sale,
+    );
     let o = node.execute(again)?;
-    println!("   -> replayed: {}, the first call's stored result comes back (on hand after it: {})", o.replayed, o.on_hand_after);
+    println!(
+        "   -> replayed: {}, the first call's stored result comes back (on hand after it: {})",
+        o.replayed, o.on_hand_after
+    );
     node.shutdown();
 
     println!("18:10 closing stock (from the SQLite `stock` table):");

@@ -8,7 +8,8 @@ use anyhow::Result;
 use super::args::{Command, EventOpts};
 use stocksync::model::quantity::parse_delta;
 use stocksync::model::{
-    EventId, EventKind, EventRequest, LocationId, NodeId, NodeMeta, Policy, Quantity, ReasonCode, ReservationId, Sku, TransferId,
+    EventId, EventKind, EventRequest, LocationId, NodeId, NodeMeta, Policy, Quantity, ReasonCode,
+    ReservationId, Sku, TransferId,
 };
 
 /// A fresh random event id, for callers that give none.
@@ -19,7 +20,14 @@ pub fn fresh_id() -> Result<EventId> {
     Ok(EventId::new(format!("gen-{hex}"))?)
 }
 
-fn build(meta: &NodeMeta, sku: &str, qty: Quantity, kind: EventKind, policy: Option<&String>, opts: &EventOpts) -> Result<EventRequest> {
+fn build(
+    meta: &NodeMeta,
+    sku: &str,
+    qty: Quantity,
+    kind: EventKind,
+    policy: Option<&String>,
+    opts: &EventOpts,
+) -> Result<EventRequest> {
     let sku = Sku::new(sku)?;
     let id = match &opts.id {
         Some(i) => EventId::new(i.as_str())?,
@@ -33,7 +41,12 @@ fn build(meta: &NodeMeta, sku: &str, qty: Quantity, kind: EventKind, policy: Opt
     req.policy = policy.map(|p| p.parse::<Policy>()).transpose()?;
     if let Some(r) = &opts.reference {
         if r.len() > 256 {
-            return Err(stocksync::error::InputError::TooLong { what: "reference", len: r.len(), max: 256 }.into());
+            return Err(stocksync::error::InputError::TooLong {
+                what: "reference",
+                len: r.len(),
+                max: 256,
+            }
+            .into());
         }
         req.reference = Some(r.clone());
     }
@@ -44,37 +57,108 @@ fn build(meta: &NodeMeta, sku: &str, qty: Quantity, kind: EventKind, policy: Opt
 pub fn request(cmd: &Command, meta: &NodeMeta) -> Result<EventRequest> {
     let q = |s: &str| Quantity::parse(s);
     Ok(match cmd {
-        Command::Receive { sku, qty, opts } => build(meta, sku, q(qty)?, EventKind::Receipt, None, opts)?,
-        Command::Sell { sku, qty, policy, opts } => build(meta, sku, q(qty)?, EventKind::Sale, policy.as_ref(), opts)?,
-        Command::Order { sku, qty, policy, opts } => build(meta, sku, q(qty)?, EventKind::OnlineOrder, policy.as_ref(), opts)?,
-        Command::Return { sku, qty, opts } => build(meta, sku, q(qty)?, EventKind::Return, None, opts)?,
-        Command::Adjust { sku, delta, reason, policy, opts } => {
+        Command::Receive { sku, qty, opts } => {
+            build(meta, sku, q(qty)?, EventKind::Receipt, None, opts)?
+        }
+        Command::Sell {
+            sku,
+            qty,
+            policy,
+            opts,
+        } => build(meta, sku, q(qty)?, EventKind::Sale, policy.as_ref(), opts)?,
+        Command::Order {
+            sku,
+            qty,
+            policy,
+            opts,
+        } => build(
+            meta,
+            sku,
+            q(qty)?,
+            EventKind::OnlineOrder,
+            policy.as_ref(),
+            opts,
+        )?,
+        Command::Return { sku, qty, opts } => {
+            build(meta, sku, q(qty)?, EventKind::Return, None, opts)?
+        }
+        Command::Adjust {
+            sku,
+            delta,
+            reason,
+            policy,
+            opts,
+        } => {
             let (increase, qty) = parse_delta(delta)?;
-            let kind = EventKind::Adjustment { increase, reason: ReasonCode::new(reason.as_str())? };
+            let kind = EventKind::Adjustment {
+                increase,
+                reason: ReasonCode::new(reason.as_str())?,
+            };
             build(meta, sku, qty, kind, policy.as_ref(), opts)?
         }
-        Command::Reserve { sku, qty, reservation, opts } => {
-            let kind = EventKind::Reserve { reservation: ReservationId::new(reservation.as_str())? };
+        Command::Reserve {
+            sku,
+            qty,
+            reservation,
+            opts,
+        } => {
+            let kind = EventKind::Reserve {
+                reservation: ReservationId::new(reservation.as_str())?,
+            };
             build(meta, sku, q(qty)?, kind, None, opts)?
         }
-        Command::Release { sku, qty, reservation, opts } => {
-            let kind = EventKind::Release { reservation: ReservationId::new(reservation.as_str())? };
+        Command::Release {
+            sku,
+            qty,
+            reservation,
+            opts,
+        } => {
+            let kind = EventKind::Release {
+                reservation: ReservationId::new(reservation.as_str())?,
+            };
             build(meta, sku, q(qty)?, kind, None, opts)?
         }
-        Command::Fulfil { sku, qty, reservation, opts } => {
-            let kind = EventKind::Fulfil { reservation: ReservationId::new(reservation.as_str())? };
+        Command::Fulfil {
+            sku,
+            qty,
+            reservation,
+            opts,
+        } => {
+            let kind = EventKind::Fulfil {
+                reservation: ReservationId::new(reservation.as_str())?,
+            };
             build(meta, sku, q(qty)?, kind, None, opts)?
         }
-        Command::TransferOut { sku, qty, to, transfer, opts } => {
-            let kind = EventKind::TransferOut { to: LocationId::new(to.as_str())?, transfer: TransferId::new(transfer.as_str())? };
+        Command::TransferOut {
+            sku,
+            qty,
+            to,
+            transfer,
+            opts,
+        } => {
+            let kind = EventKind::TransferOut {
+                to: LocationId::new(to.as_str())?,
+                transfer: TransferId::new(transfer.as_str())?,
+            };
             build(meta, sku, q(qty)?, kind, None, opts)?
         }
-        Command::TransferIn { sku, qty, from, transfer, opts } => {
-            let kind = EventKind::TransferIn { from: LocationId::new(from.as_str())?, transfer: TransferId::new(transfer.as_str())? };
+        Command::TransferIn {
+            sku,
+            qty,
+            from,
+            transfer,
+            opts,
+        } => {
+            let kind = EventKind::TransferIn {
+                from: LocationId::new(from.as_str())?,
+                transfer: TransferId::new(transfer.as_str())?,
+            };
             build(meta, sku, q(qty)?, kind, None, opts)?
         }
         Command::Grant { sku, qty, to, opts } => {
-            let kind = EventKind::Grant { to: NodeId::from_hex(to)? };
+            let kind = EventKind::Grant {
+                to: NodeId::from_hex(to)?,
+            };
             build(meta, sku, q(qty)?, kind, None, opts)?
         }
         _ => anyhow::bail!("not an event command"),
@@ -94,11 +178,21 @@ pub fn sell_loop(dir: &Path, sku: &str, prefix: &str, count: u64, threads: u64) 
             s.spawn(move || -> Result<()> {
                 for i in 0..count {
                     let id = EventId::new(format!("{prefix}-{t}-{i}"))?;
-                    let req = EventRequest::new(id.clone(), location.clone(), sku.clone(), Quantity::new(1)?, EventKind::Sale);
+                    let req = EventRequest::new(
+                        id.clone(),
+                        location.clone(),
+                        sku.clone(),
+                        Quantity::new(1)?,
+                        EventKind::Sale,
+                    );
                     let res = node.execute(req);
                     let mut out = stdout.lock().unwrap_or_else(|e| e.into_inner());
                     match res {
-                        Ok(o) => writeln!(out, "ack {id} {}", if o.replayed { "replayed" } else { "new" })?,
+                        Ok(o) => writeln!(
+                            out,
+                            "ack {id} {}",
+                            if o.replayed { "replayed" } else { "new" }
+                        )?,
                         Err(e) if e.is_refusal() => {
                             writeln!(out, "refused {id}")?;
                             out.flush()?;

@@ -56,7 +56,11 @@ fn exit_code(e: &anyhow::Error) -> i32 {
         };
     }
     if let Some(ev) = e.downcast_ref::<EventError>() {
-        return if matches!(ev, EventError::InsufficientRights { .. }) { EXIT_REFUSED } else { EXIT_BAD_INPUT };
+        return if matches!(ev, EventError::InsufficientRights { .. }) {
+            EXIT_REFUSED
+        } else {
+            EXIT_BAD_INPUT
+        };
     }
     if e.downcast_ref::<InputError>().is_some() || e.downcast_ref::<UsageError>().is_some() {
         return EXIT_BAD_INPUT;
@@ -76,9 +80,9 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 pub struct UsageError(String);
 
 fn data_dir(cli: &Cli) -> Result<PathBuf> {
-    cli.data
-        .clone()
-        .ok_or_else(|| UsageError("--data DIR is required: the node's data directory".into()).into())
+    cli.data.clone().ok_or_else(|| {
+        UsageError("--data DIR is required: the node's data directory".into()).into()
+    })
 }
 
 /// Opens the node in `dir` for writing: checks the key matches the database.
@@ -89,14 +93,24 @@ pub fn open_node(dir: &Path) -> Result<Node> {
     if identity.node_id() != meta.id {
         return Err(StoreError::Corrupt("node.key does not belong to this database".into()).into());
     }
-    Ok(Node::start(meta, store, NodeOptions::default(), system_clock())?)
+    Ok(Node::start(
+        meta,
+        store,
+        NodeOptions::default(),
+        system_clock(),
+    )?)
 }
 
 /// Creates a node in `dir`.
 pub fn init_node(dir: &Path, name: &str, location: &str, role: &str) -> Result<NodeMeta> {
     let location = LocationId::new(location)?;
     let role: Role = role.parse()?;
-    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return Err(InputError::BadNodeName(name.to_string()).into());
     }
     if dir.join(stocksync::store::sqlite::DB_FILE).exists() {
@@ -118,7 +132,11 @@ pub fn init_node(dir: &Path, name: &str, location: &str, role: &str) -> Result<N
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Init { node, location, role } => {
+        Command::Init {
+            node,
+            location,
+            role,
+        } => {
             let dir = data_dir(&cli)?;
             let meta = init_node(&dir, node, location, role)?;
             output::meta(&meta, cli.json);
@@ -126,7 +144,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { keep } => demo::run(keep.clone()),
         Command::Bench { which } => match which {
-            BenchKind::Local { history, samples, dir } => bench_local::run(*history, *samples, dir.clone(), cli.json),
+            BenchKind::Local {
+                history,
+                samples,
+                dir,
+            } => bench_local::run(*history, *samples, dir.clone(), cli.json),
             BenchKind::Restart { dir } => bench_local::restart_probe(dir),
         },
         Command::Info => {
@@ -163,7 +185,12 @@ fn run(cli: Cli) -> Result<()> {
                 Err(anyhow!("verify found problems"))
             }
         }
-        Command::SellLoop { sku, prefix, count, threads } => {
+        Command::SellLoop {
+            sku,
+            prefix,
+            count,
+            threads,
+        } => {
             let dir = data_dir(&cli)?;
             events::sell_loop(&dir, sku, prefix, *count, *threads)
         }

@@ -28,7 +28,14 @@ pub fn meta(m: &NodeMeta, as_json: bool) {
             "node_id": m.id.to_hex(), "name": m.name, "location": m.location, "role": m.role,
         }));
     } else {
-        println!("node {} ({}) at {}, role {}\nid {}", m.name, m.id, m.location, m.role.as_str(), m.id.to_hex());
+        println!(
+            "node {} ({}) at {}, role {}\nid {}",
+            m.name,
+            m.id,
+            m.location,
+            m.role.as_str(),
+            m.id.to_hex()
+        );
     }
 }
 
@@ -37,7 +44,11 @@ pub fn outcome(o: &EventOutcome, as_json: bool) {
     if as_json {
         return json(o);
     }
-    let again = if o.replayed { " (already recorded; nothing changed)" } else { "" };
+    let again = if o.replayed {
+        " (already recorded; nothing changed)"
+    } else {
+        ""
+    };
     println!(
         "{} {} x {} at {} [id {}]{again}: rights now {}, on hand {}",
         o.kind, o.qty, o.pool.sku, o.pool.location, o.id, o.rights_after, o.on_hand_after
@@ -55,9 +66,15 @@ pub fn stock(rows: &[StockRow], as_json: bool) {
     if as_json {
         return json(&rows);
     }
-    println!("{:<20} {:<12} {:>10} {:>8} {:>10} {:>8}", "SKU", "LOCATION", "ON_HAND", "HELD", "RIGHTS", "DEFICIT");
+    println!(
+        "{:<20} {:<12} {:>10} {:>8} {:>10} {:>8}",
+        "SKU", "LOCATION", "ON_HAND", "HELD", "RIGHTS", "DEFICIT"
+    );
     for r in rows {
-        println!("{:<20} {:<12} {:>10} {:>8} {:>10} {:>8}", r.sku, r.location, r.on_hand, r.held, r.rights, r.deficit);
+        println!(
+            "{:<20} {:<12} {:>10} {:>8} {:>10} {:>8}",
+            r.sku, r.location, r.on_hand, r.held, r.rights, r.deficit
+        );
     }
 }
 
@@ -67,7 +84,11 @@ pub fn history(rows: &[HistoryRow], as_json: bool) {
         return json(&rows);
     }
     for r in rows {
-        let deficit = if r.deficit > 0 { format!(" deficit {}", r.deficit) } else { String::new() };
+        let deficit = if r.deficit > 0 {
+            format!(" deficit {}", r.deficit)
+        } else {
+            String::new()
+        };
         println!(
             "{}.{:<6} {:<14} {:>6} at {:<10} id {}{deficit}",
             r.position.epoch, r.position.seq, r.kind, r.qty, r.location, r.id
@@ -81,7 +102,19 @@ pub fn verify(r: &Report, as_json: bool) {
         return json(r);
     }
     for c in &r.checks {
-        println!("{} {:<26} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+        println!(
+            "{} {:<26} {}",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
     }
-    println!("{}", if r.ok { "verify: all checks hold" } else { "verify: PROBLEMS FOUND" });
+    println!(
+        "{}",
+        if r.ok {
+            "verify: all checks hold"
+        } else {
+            "verify: PROBLEMS FOUND"
+        }
+    );
 }

@@ -137,7 +137,12 @@ impl StockBook {
     /// Raises `writer`'s counter `key` to `value`; returns the increase (0 if none).
     ///
     /// Negative values and sums that would overflow are errors and change nothing.
-    pub fn raise(&mut self, writer: NodeId, key: &CounterKey, value: i64) -> Result<i64, EventError> {
+    pub fn raise(
+        &mut self,
+        writer: NodeId,
+        key: &CounterKey,
+        value: i64,
+    ) -> Result<i64, EventError> {
         if !(0..=MAX_COUNTER).contains(&value) {
             return Err(EventError::Overflow);
         }
@@ -199,7 +204,10 @@ impl StockBook {
 
     /// `node`'s rights in `pool` as this replica sees them.
     pub fn rights(&self, pool: &PoolKey, node: &NodeId) -> i64 {
-        self.pools.get(pool).map(|p| p.share(node).rights()).unwrap_or(0)
+        self.pools
+            .get(pool)
+            .map(|p| p.share(node).rights())
+            .unwrap_or(0)
     }
 
     /// True when some pool or transfer mentions `sku`.

@@ -37,7 +37,12 @@ pub struct Plan {
     pub hold: Option<(ReservationId, Hold)>,
 }
 
-fn bump(book: &StockBook, me: &NodeId, key: CounterKey, by: i64) -> Result<(CounterKey, i64), EventError> {
+fn bump(
+    book: &StockBook,
+    me: &NodeId,
+    key: CounterKey,
+    by: i64,
+) -> Result<(CounterKey, i64), EventError> {
     let v = book
         .counter(me, &key)
         .checked_add(by)
@@ -46,7 +51,12 @@ fn bump(book: &StockBook, me: &NodeId, key: CounterKey, by: i64) -> Result<(Coun
 }
 
 /// Decides `req` for node `me` against `book` and `holds`; changes nothing.
-pub fn plan(book: &StockBook, holds: &Holds, me: &NodeId, req: &EventRequest) -> Result<Plan, EventError> {
+pub fn plan(
+    book: &StockBook,
+    holds: &Holds,
+    me: &NodeId,
+    req: &EventRequest,
+) -> Result<Plan, EventError> {
     let pool = &req.pool;
     let q = req.qty.as_i64();
     let rights = book.rights(pool, me);
@@ -78,7 +88,9 @@ pub fn plan(book: &StockBook, holds: &Holds, me: &NodeId, req: &EventRequest) ->
             consume(req.effective_policy())?;
             vec![bump(book, me, CounterKey::Consumed(p()), q)?]
         }
-        EventKind::Adjustment { increase: false, .. } => {
+        EventKind::Adjustment {
+            increase: false, ..
+        } => {
             consume(req.effective_policy())?;
             vec![bump(book, me, CounterKey::Consumed(p()), q)?]
         }
@@ -107,7 +119,13 @@ pub fn plan(book: &StockBook, holds: &Holds, me: &NodeId, req: &EventRequest) ->
                 return Err(EventError::ReservationExists(reservation.clone()));
             }
             consume(Policy::Strict)?;
-            hold = Some((reservation.clone(), Hold { pool: p(), outstanding: q }));
+            hold = Some((
+                reservation.clone(),
+                Hold {
+                    pool: p(),
+                    outstanding: q,
+                },
+            ));
             vec![bump(book, me, CounterKey::Reserved(p()), q)?]
         }
         EventKind::Release { reservation } | EventKind::Fulfil { reservation } => {
@@ -124,7 +142,13 @@ pub fn plan(book: &StockBook, holds: &Holds, me: &NodeId, req: &EventRequest) ->
                     requested: req.qty.get(),
                 });
             }
-            hold = Some((reservation.clone(), Hold { pool: p(), outstanding: h.outstanding - q }));
+            hold = Some((
+                reservation.clone(),
+                Hold {
+                    pool: p(),
+                    outstanding: h.outstanding - q,
+                },
+            ));
             let mut w = vec![bump(book, me, CounterKey::Released(p()), q)?];
             if matches!(req.kind, EventKind::Fulfil { .. }) {
                 w.push(bump(book, me, CounterKey::Consumed(p()), q)?);
@@ -166,7 +190,12 @@ pub fn plan(book: &StockBook, holds: &Holds, me: &NodeId, req: &EventRequest) ->
 }
 
 /// Applies a plan made by [`plan`] against the same `book` and `holds`.
-pub fn apply(book: &mut StockBook, holds: &mut Holds, me: &NodeId, plan: &Plan) -> Result<(), EventError> {
+pub fn apply(
+    book: &mut StockBook,
+    holds: &mut Holds,
+    me: &NodeId,
+    plan: &Plan,
+) -> Result<(), EventError> {
     for (k, v) in &plan.writes {
         book.raise(*me, k, *v)?;
     }

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{EventId, LocationId, NodeId, PoolKey, ReasonCode, ReservationId, Sku, TransferId};
+use super::ids::{
+    EventId, LocationId, NodeId, PoolKey, ReasonCode, ReservationId, Sku, TransferId,
+};
 use super::quantity::Quantity;
 
 /// What a node does when its rights do not cover a consumption.
@@ -132,7 +134,13 @@ pub struct EventRequest {
 
 impl EventRequest {
     /// A request with no policy override and no reference.
-    pub fn new(id: EventId, location: LocationId, sku: Sku, qty: Quantity, kind: EventKind) -> Self {
+    pub fn new(
+        id: EventId,
+        location: LocationId,
+        sku: Sku,
+        qty: Quantity,
+        kind: EventKind,
+    ) -> Self {
         Self {
             id,
             pool: PoolKey::new(location, sku),
@@ -150,7 +158,9 @@ impl EventRequest {
 }
 
 /// Where a committed change sits in its writer's history.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct Position {
     /// History epoch (a new one starts at each compaction).
     pub epoch: u32,

@@ -7,5 +7,5 @@ pub mod quantity;
 
 pub use event::{EventKind, EventOutcome, EventRequest, Policy, Position};
 pub use ids::{EventId, LocationId, NodeId, PoolKey, ReasonCode, ReservationId, Sku, TransferId};
-pub use quantity::Quantity;
 pub use node_meta::{NodeMeta, Role};
+pub use quantity::Quantity;

@@ -99,7 +99,10 @@ mod tests {
     #[test]
     fn parse_rejects_bad_text() {
         assert_eq!(Quantity::parse("5").unwrap().get(), 5);
-        assert!(matches!(Quantity::parse("0"), Err(InputError::ZeroQuantity)));
+        assert!(matches!(
+            Quantity::parse("0"),
+            Err(InputError::ZeroQuantity)
+        ));
         assert!(matches!(
             Quantity::parse("-1"),
             Err(InputError::NegativeQuantity(_))
@@ -120,8 +123,14 @@ mod tests {
 
     #[test]
     fn deltas_carry_a_sign() {
-        assert_eq!(parse_delta("-3").unwrap(), (false, Quantity::new(3).unwrap()));
-        assert_eq!(parse_delta("+3").unwrap(), (true, Quantity::new(3).unwrap()));
+        assert_eq!(
+            parse_delta("-3").unwrap(),
+            (false, Quantity::new(3).unwrap())
+        );
+        assert_eq!(
+            parse_delta("+3").unwrap(),
+            (true, Quantity::new(3).unwrap())
+        );
         assert!(parse_delta("--3").is_err());
         assert!(parse_delta("0").is_err());
     }

@@ -86,7 +86,11 @@ impl<S: Store> CommitLoop<S> {
         };
         if let Some((first, idx)) = in_batch.get(&req.id) {
             if *first == req {
-                waiters.push(Waiter { reply, idx: *idx, repeat: true });
+                waiters.push(Waiter {
+                    reply,
+                    idx: *idx,
+                    repeat: true,
+                });
             } else {
                 let _ = reply.send(Err(EventError::DuplicateEvent { id: req.id }.into()));
             }
@@ -117,7 +121,11 @@ impl<S: Store> CommitLoop<S> {
             Ok(_) => {
                 let idx = in_batch.len();
                 in_batch.insert(req.id.clone(), (req, idx));
-                waiters.push(Waiter { reply, idx, repeat: false });
+                waiters.push(Waiter {
+                    reply,
+                    idx,
+                    repeat: false,
+                });
             }
             Err(e) => {
                 debug!(event = %req.id, error = %e, "refused");

@@ -64,7 +64,12 @@ pub struct Node {
 
 impl Node {
     /// Loads the replica from `store` and starts the commit loop.
-    pub fn start<S: Store + 'static>(meta: NodeMeta, mut store: S, options: NodeOptions, clock: Clock) -> Result<Self, StoreError> {
+    pub fn start<S: Store + 'static>(
+        meta: NodeMeta,
+        mut store: S,
+        options: NodeOptions,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
         let snapshot = store.load(&meta.id)?;
         let replica = Replica::open(meta.id, snapshot, options.epoch_changes)?;
         let (tx, rx) = mpsc::channel();
@@ -95,7 +100,8 @@ impl Node {
     pub fn submit(&self, req: EventRequest) -> Ticket {
         let (tx, rx) = mpsc::channel();
         if let Some(q) = &self.tx {
-            if let Err(mpsc::SendError(Command::Event(_, reply))) = q.send(Command::Event(req, tx)) {
+            if let Err(mpsc::SendError(Command::Event(_, reply))) = q.send(Command::Event(req, tx))
+            {
                 let _ = reply.send(Err(NodeError::Stopped));
             }
         }
@@ -108,7 +114,10 @@ impl Node {
     }
 
     /// Runs `f` on the replica, between batches, and returns its result.
-    pub fn query<R: Send + 'static>(&self, f: impl FnOnce(&Replica) -> R + Send + 'static) -> Result<R, NodeError> {
+    pub fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Replica) -> R + Send + 'static,
+    ) -> Result<R, NodeError> {
         let (tx, rx) = mpsc::channel();
         let q = self.tx.as_ref().ok_or(NodeError::Stopped)?;
         q.send(Command::Query(Box::new(move |r| {

@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 pub use own_doc::{CommittedChange, CounterWrite, OwnDoc};
-pub use remote::{validate, Verdict, WriterHead, MAX_CHANGE_BYTES};
+pub use remote::{validate, ValidChange, Verdict, WriterHead, MAX_CHANGE_BYTES};
 
 use crate::error::{ChangeError, EventError, StoreError};
-use crate::store::Snapshot;
 use crate::escrow::{self, CounterKey, Hold, Holds, StockBook};
 use crate::model::{EventOutcome, EventRequest, NodeId, PoolKey, ReservationId};
+use crate::store::Snapshot;
 
 /// Events staged for one change, not yet sealed.
 #[derive(Debug, Default)]
@@ -85,10 +85,16 @@ impl Replica {
     /// Loads only the own document's current epoch, so the cost is bounded by
     /// `epoch_changes`, not by the length of the history.
     pub fn open(me: NodeId, snapshot: Snapshot, epoch_changes: u64) -> Result<Self, StoreError> {
-        let Snapshot { book, holds, heads, own_epoch } = snapshot;
+        let Snapshot {
+            book,
+            holds,
+            heads,
+            own_epoch,
+        } = snapshot;
         let doc = match heads.get(&me) {
             Some(h) => {
-                let doc = OwnDoc::load(&me, h.position.epoch, &own_epoch).map_err(StoreError::Replica)?;
+                let doc =
+                    OwnDoc::load(&me, h.position.epoch, &own_epoch).map_err(StoreError::Replica)?;
                 if doc.seq() != h.position.seq {
                     return Err(StoreError::Replica(format!(
                         "own epoch {} has {} changes, head says {}",
@@ -132,7 +138,11 @@ impl Replica {
     }
 
     /// Decides `req` and, if accepted, applies it to the book and stages it in `batch`.
-    pub fn stage(&mut self, batch: &mut Batch, req: EventRequest) -> Result<EventOutcome, EventError> {
+    pub fn stage(
+        &mut self,
+        batch: &mut Batch,
+        req: EventRequest,
+    ) -> Result<EventOutcome, EventError> {
         let plan = escrow::plan(&self.book, &self.holds, &self.me, &req)?;
         for (k, v) in &plan.writes {
             let old = self.book.counter(&self.me, k);
@@ -163,7 +173,11 @@ impl Replica {
         let writes: Vec<CounterWrite> = batch
             .writes
             .iter()
-            .map(|(k, (old, new))| CounterWrite { key: k.clone(), old: *old, new: *new })
+            .map(|(k, (old, new))| CounterWrite {
+                key: k.clone(),
+                old: *old,
+                new: *new,
+            })
             .collect();
         let lines: Vec<AuditLine> = batch
             .events
@@ -182,7 +196,13 @@ impl Replica {
         let message = serde_json::to_string(&lines).expect("audit lines serialize");
         let change = self.doc.commit(&writes, &message, time_ms);
         if let Some(c) = &change {
-            self.heads.insert(self.me, WriterHead { position: c.position, hash: c.hash });
+            self.heads.insert(
+                self.me,
+                WriterHead {
+                    position: c.position,
+                    hash: c.hash,
+                },
+            );
         }
         let position = change.as_ref().map(|c| c.position).unwrap_or_default();
         let events = batch
@@ -193,7 +213,10 @@ impl Replica {
                 (r, o)
             })
             .collect();
-        let pools = writes.iter().filter_map(|w| w.key.pool().cloned()).collect();
+        let pools = writes
+            .iter()
+            .filter_map(|w| w.key.pool().cloned())
+            .collect();
         SealedBatch {
             change,
             events,
@@ -210,32 +233,52 @@ impl Replica {
 
     /// Starts a new epoch: a fresh own document whose first change snapshots every own counter.
     pub fn roll_epoch(&mut self, time_ms: i64) -> Option<CommittedChange> {
-        let snapshot: Vec<(CounterKey, i64)> = self.book.counters_of(&self.me).map(|(k, v)| (k.clone(), v)).collect();
-        let (doc, change) = OwnDoc::start_epoch(&self.me, self.doc.epoch() + 1, snapshot.into_iter(), time_ms);
+        let snapshot: Vec<(CounterKey, i64)> = self
+            .book
+            .counters_of(&self.me)
+            .map(|(k, v)| (k.clone(), v))
+            .collect();
+        let (doc, change) = OwnDoc::start_epoch(
+            &self.me,
+            self.doc.epoch() + 1,
+            snapshot.into_iter(),
+            time_ms,
+        );
         self.doc = doc;
         if let Some(c) = &change {
-            self.heads.insert(self.me, WriterHead { position: c.position, hash: c.hash });
+            self.heads.insert(
+                self.me,
+                WriterHead {
+                    position: c.position,
+                    hash: c.hash,
+                },
+            );
         }
         change
     }
 
     /// Validates and applies a change of another writer; returns the counters it raised.
-    pub fn apply_remote(&mut self, writer: &NodeId, epoch: u32, bytes: &[u8]) -> Result<Option<(WriterHead, Vec<(CounterKey, i64)>)>, ChangeError> {
+    pub fn apply_remote(
+        &mut self,
+        writer: &NodeId,
+        epoch: u32,
+        bytes: &[u8],
+    ) -> Result<Option<ValidChange>, ChangeError> {
         if writer == &self.me {
             // Only this node writes its own document; a copy coming back is never news.
             return Ok(None);
         }
         match validate(&self.book, self.heads.get(writer), writer, epoch, bytes)? {
             Verdict::Stale => Ok(None),
-            Verdict::Apply { head, writes } => {
+            Verdict::Apply(valid) => {
                 // `validate` checked every value lies in 0..=MAX_COUNTER, the only
                 // condition under which `raise` fails, so no write below can fail
                 // half-way through.
-                for (k, v) in &writes {
+                for (k, v) in &valid.writes {
                     self.book.raise(*writer, k, *v)?;
                 }
-                self.heads.insert(*writer, head);
-                Ok(Some((head, writes)))
+                self.heads.insert(*writer, valid.head);
+                Ok(Some(valid))
             }
         }
     }

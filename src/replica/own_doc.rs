@@ -86,7 +86,12 @@ impl OwnDoc {
     ///
     /// A write whose `old` is 0 is a `put` (the key is new in this epoch, since every
     /// non-zero counter was put by the epoch's snapshot); others increment.
-    pub fn commit(&mut self, writes: &[CounterWrite], message: &str, time_ms: i64) -> Option<CommittedChange> {
+    pub fn commit(
+        &mut self,
+        writes: &[CounterWrite],
+        message: &str,
+        time_ms: i64,
+    ) -> Option<CommittedChange> {
         if writes.is_empty() {
             return None;
         }
@@ -152,11 +157,21 @@ mod tests {
         let first = first.unwrap();
         assert_eq!(first.position, Position { epoch: 3, seq: 1 });
         let c2 = doc
-            .commit(&[CounterWrite { key: k.clone(), old: 5, new: 8 }], "{}", 2)
+            .commit(
+                &[CounterWrite {
+                    key: k.clone(),
+                    old: 5,
+                    new: 8,
+                }],
+                "{}",
+                2,
+            )
             .unwrap();
         assert_eq!(c2.position.seq, 2);
         let loaded = Automerge::load(&[first.bytes, c2.bytes].concat()).unwrap();
-        let (v, _) = automerge::ReadDoc::get(&loaded, ROOT, k.to_string()).unwrap().unwrap();
+        let (v, _) = automerge::ReadDoc::get(&loaded, ROOT, k.to_string())
+            .unwrap()
+            .unwrap();
         assert_eq!(v.as_i64(), Some(8));
         assert!(doc.commit(&[], "{}", 3).is_none());
     }

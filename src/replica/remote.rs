@@ -28,13 +28,17 @@ pub struct WriterHead {
 pub enum Verdict {
     /// The replica already holds this change or a newer epoch: nothing to do.
     Stale,
-    /// Apply these absolute counter values; the writer's head becomes `head`.
-    Apply {
-        /// The new head.
-        head: WriterHead,
-        /// `(counter, new absolute value)`.
-        writes: Vec<(CounterKey, i64)>,
-    },
+    /// Apply these counter values.
+    Apply(ValidChange),
+}
+
+/// A validated change of another writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidChange {
+    /// The writer's head once it is applied.
+    pub head: WriterHead,
+    /// `(counter, new absolute value)`, in the change's order.
+    pub writes: Vec<(CounterKey, i64)>,
 }
 
 /// Largest change accepted, in bytes.
@@ -49,7 +53,10 @@ pub fn validate(
     bytes: &[u8],
 ) -> Result<Verdict, ChangeError> {
     if bytes.len() > MAX_CHANGE_BYTES {
-        return Err(ChangeError::Malformed(format!("{} bytes is over the limit", bytes.len())));
+        return Err(ChangeError::Malformed(format!(
+            "{} bytes is over the limit",
+            bytes.len()
+        )));
     }
     let change = Change::try_from(bytes).map_err(|e| ChangeError::Malformed(e.to_string()))?;
     if change.actor_id().to_bytes() != writer.0 || !change.other_actor_ids().is_empty() {
@@ -71,7 +78,9 @@ pub fn validate(
     } else {
         got.epoch == have.epoch
             && got.seq == have.seq + 1
-            && head.map(|h| change.deps() == [automerge::ChangeHash(h.hash)]).unwrap_or(false)
+            && head
+                .map(|h| change.deps() == [automerge::ChangeHash(h.hash)])
+                .unwrap_or(false)
     };
     if !follows {
         return Err(ChangeError::OutOfOrder { have, got });
@@ -88,7 +97,10 @@ pub fn validate(
             return Err(forbidden("sequence key"));
         };
         let key = CounterKey::parse(name).map_err(|e| ChangeError::Forbidden(e.to_string()))?;
-        let current = values.get(&key).copied().unwrap_or_else(|| book.counter(writer, &key));
+        let current = values
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| book.counter(writer, &key));
         let next = match &op.action {
             legacy::OpType::Put(ScalarValue::Counter(c)) => {
                 let v = i64::from(c);
@@ -98,10 +110,16 @@ pub fn validate(
                 v
             }
             legacy::OpType::Increment(d) if *d > 0 => {
-                if op.pred.len() != 1 || op.pred.get(0).map(|p| p.actor()) != Some(change.actor_id()) {
-                    return Err(forbidden("increment of a counter the writer did not create"));
+                if op.pred.len() != 1
+                    || op.pred.get(0).map(|p| p.actor()) != Some(change.actor_id())
+                {
+                    return Err(forbidden(
+                        "increment of a counter the writer did not create",
+                    ));
                 }
-                current.checked_add(*d).ok_or(crate::error::EventError::Overflow)?
+                current
+                    .checked_add(*d)
+                    .ok_or(crate::error::EventError::Overflow)?
             }
             legacy::OpType::Increment(_) => return Err(forbidden("non-positive increment")),
             _ => return Err(forbidden("only counter puts and increments are allowed")),
@@ -112,11 +130,11 @@ pub fn validate(
         values.insert(key.clone(), next);
         writes.push((key, next));
     }
-    Ok(Verdict::Apply {
+    Ok(Verdict::Apply(ValidChange {
         head: WriterHead {
             position: got,
             hash: change.hash().0,
         },
         writes,
-    })
+    }))
 }

@@ -109,11 +109,19 @@ impl Store for MemoryStore {
         })
     }
 
-    fn find_event(&mut self, id: &EventId) -> Result<Option<(EventRequest, EventOutcome)>, StoreError> {
+    fn find_event(
+        &mut self,
+        id: &EventId,
+    ) -> Result<Option<(EventRequest, EventOutcome)>, StoreError> {
         Ok(self.data().events.get(id).cloned())
     }
 
-    fn commit_local(&mut self, me: &NodeId, batch: &SealedBatch, stock: &[StockRow]) -> Result<(), StoreError> {
+    fn commit_local(
+        &mut self,
+        me: &NodeId,
+        batch: &SealedBatch,
+        stock: &[StockRow],
+    ) -> Result<(), StoreError> {
         let mut d = self.data();
         check_fail(&mut d)?;
         if let Some(c) = &batch.change {
@@ -147,10 +155,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn changes(&mut self, writer: &NodeId, epoch: u32, after: u64) -> Result<Vec<StoredChange>, StoreError> {
+    fn changes(
+        &mut self,
+        writer: &NodeId,
+        epoch: u32,
+        after: u64,
+    ) -> Result<Vec<StoredChange>, StoreError> {
         let d = self.data();
-        Ok(d
-            .changes
+        Ok(d.changes
             .range((*writer, epoch, after.saturating_add(1))..=(*writer, epoch, u64::MAX))
             .map(|((_, e, s), b)| StoredChange {
                 position: Position { epoch: *e, seq: *s },

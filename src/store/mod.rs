@@ -58,9 +58,17 @@ pub trait Store: Send {
     /// Reads what the node needs to resume, for node `me`.
     fn load(&mut self, me: &NodeId) -> Result<Snapshot, StoreError>;
     /// The stored request and outcome of event `id`, if it was committed.
-    fn find_event(&mut self, id: &EventId) -> Result<Option<(EventRequest, EventOutcome)>, StoreError>;
+    fn find_event(
+        &mut self,
+        id: &EventId,
+    ) -> Result<Option<(EventRequest, EventOutcome)>, StoreError>;
     /// Commits a sealed batch of own events with the stock rows it changed.
-    fn commit_local(&mut self, me: &NodeId, batch: &SealedBatch, stock: &[StockRow]) -> Result<(), StoreError>;
+    fn commit_local(
+        &mut self,
+        me: &NodeId,
+        batch: &SealedBatch,
+        stock: &[StockRow],
+    ) -> Result<(), StoreError>;
     /// Commits another writer's validated change and the counters and rows it changed.
     fn commit_remote(
         &mut self,
@@ -70,7 +78,12 @@ pub trait Store: Send {
         stock: &[StockRow],
     ) -> Result<(), StoreError>;
     /// The stored changes of `writer` in `epoch` with a sequence number above `after`, in order.
-    fn changes(&mut self, writer: &NodeId, epoch: u32, after: u64) -> Result<Vec<StoredChange>, StoreError>;
+    fn changes(
+        &mut self,
+        writer: &NodeId,
+        epoch: u32,
+        after: u64,
+    ) -> Result<Vec<StoredChange>, StoreError>;
 }
 
 impl StockRow {

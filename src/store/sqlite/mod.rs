@@ -10,13 +10,15 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-pub use read::{open_read_only, HistoryRow, ReadOnly};
+pub use read::{open_read_only, HistoryRow, JournalTotal, ReadOnly};
 pub use schema::SCHEMA_VERSION;
 
 use super::{Snapshot, StockRow, Store, StoredChange};
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, Hold, StockBook};
-use crate::model::{EventId, EventOutcome, EventRequest, LocationId, NodeId, NodeMeta, PoolKey, Position, Sku};
+use crate::model::{
+    EventId, EventOutcome, EventRequest, LocationId, NodeId, NodeMeta, PoolKey, Position, Sku,
+};
 use crate::replica::{CommittedChange, SealedBatch};
 
 /// The database file's name inside the data directory.
@@ -37,7 +39,9 @@ pub enum Durability {
 pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => StoreError::DiskFull,
-        Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => StoreError::Corrupt(e.to_string()),
+        Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => {
+            StoreError::Corrupt(e.to_string())
+        }
         _ => StoreError::Sqlite(e),
     }
 }
@@ -73,7 +77,9 @@ fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Failed(format!("journal_mode is {mode}, WAL expected")));
+        return Err(StoreError::Failed(format!(
+            "journal_mode is {mode}, WAL expected"
+        )));
     }
     let sync = match durability {
         Durability::Full => "FULL",
@@ -103,7 +109,10 @@ impl SqliteStore {
             ("location", meta.location.to_string()),
             ("role", meta.role.as_str().to_string()),
         ] {
-            tx.execute("INSERT INTO meta(key, value) VALUES (?1, ?2)", params![k, v])?;
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )?;
         }
         tx.commit()?;
         Ok(Self {
@@ -117,14 +126,19 @@ impl SqliteStore {
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         let path = db_path(dir)?;
         let lock = DirLock::acquire(dir)?;
-        let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(map_err)?;
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(map_err)?;
         // Read before writing anything: a file that is not ours fails here, unchanged.
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(map_err)?;
         if version == 0 {
-            return Err(StoreError::Corrupt("no stocksync schema in the file".into()));
+            return Err(StoreError::Corrupt(
+                "no stocksync schema in the file".into(),
+            ));
         }
         configure(&conn, durability).map_err(|e| match e {
             StoreError::Sqlite(s) => map_err(s),
@@ -149,9 +163,21 @@ impl SqliteStore {
         ReadOnly { conn: &self.conn }
     }
 
-    fn write_change(tx: &rusqlite::Transaction<'_>, writer: &NodeId, c: &CommittedChange) -> Result<(), rusqlite::Error> {
-        tx.prepare_cached("INSERT INTO changes(writer, epoch, seq, hash, bytes) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![&writer.0[..], c.position.epoch, c.position.seq as i64, &c.hash[..], &c.bytes])?;
+    fn write_change(
+        tx: &rusqlite::Transaction<'_>,
+        writer: &NodeId,
+        c: &CommittedChange,
+    ) -> Result<(), rusqlite::Error> {
+        tx.prepare_cached(
+            "INSERT INTO changes(writer, epoch, seq, hash, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            &writer.0[..],
+            c.position.epoch,
+            c.position.seq as i64,
+            &c.hash[..],
+            &c.bytes
+        ])?;
         tx.prepare_cached(
             "INSERT INTO heads(writer, epoch, seq, hash) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(writer) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, hash = excluded.hash",
@@ -177,7 +203,9 @@ impl SqliteStore {
             "INSERT OR REPLACE INTO stock(location, sku, on_hand, held, rights, deficit) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for r in stock {
-            st.execute(params![r.location, r.sku, r.on_hand, r.held, r.rights, r.deficit])?;
+            st.execute(params![
+                r.location, r.sku, r.on_hand, r.held, r.rights, r.deficit
+            ])?;
         }
         Ok(())
     }
@@ -194,7 +222,9 @@ fn db_path(dir: &Path) -> Result<PathBuf, StoreError> {
 impl Store for SqliteStore {
     fn load(&mut self, me: &NodeId) -> Result<Snapshot, StoreError> {
         let mut book = StockBook::new();
-        let mut stmt = self.conn.prepare("SELECT writer, key, value FROM counters")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT writer, key, value FROM counters")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next().map_err(map_err)? {
             let w: Vec<u8> = r.get(0)?;
@@ -202,18 +232,30 @@ impl Store for SqliteStore {
             let v: i64 = r.get(2)?;
             let w = NodeId::from_slice(&w).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let k = CounterKey::parse(&k).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            book.raise(w, &k, v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            book.raise(w, &k, v)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         }
         let mut holds = HashMap::new();
         drop(rows);
         drop(stmt);
-        let mut stmt = self.conn.prepare("SELECT reservation, location, sku, outstanding FROM holds")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT reservation, location, sku, outstanding FROM holds")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next().map_err(map_err)? {
             let bad = |e: crate::error::InputError| StoreError::Corrupt(e.to_string());
             let id: String = r.get(0)?;
-            let pool = PoolKey::new(LocationId::new(r.get::<_, String>(1)?).map_err(bad)?, Sku::new(r.get::<_, String>(2)?).map_err(bad)?);
-            holds.insert(id.parse().map_err(bad)?, Hold { pool, outstanding: r.get(3)? });
+            let pool = PoolKey::new(
+                LocationId::new(r.get::<_, String>(1)?).map_err(bad)?,
+                Sku::new(r.get::<_, String>(2)?).map_err(bad)?,
+            );
+            holds.insert(
+                id.parse().map_err(bad)?,
+                Hold {
+                    pool,
+                    outstanding: r.get(3)?,
+                },
+            );
         }
         drop(rows);
         drop(stmt);
@@ -226,10 +268,18 @@ impl Store for SqliteStore {
                 .collect(),
             None => Vec::new(),
         };
-        Ok(Snapshot { book, holds, heads, own_epoch })
+        Ok(Snapshot {
+            book,
+            holds,
+            heads,
+            own_epoch,
+        })
     }
 
-    fn find_event(&mut self, id: &EventId) -> Result<Option<(EventRequest, EventOutcome)>, StoreError> {
+    fn find_event(
+        &mut self,
+        id: &EventId,
+    ) -> Result<Option<(EventRequest, EventOutcome)>, StoreError> {
         let row: Option<(String, String)> = self
             .conn
             .prepare_cached("SELECT request, outcome FROM events WHERE event_id = ?1")?
@@ -244,8 +294,16 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    fn commit_local(&mut self, me: &NodeId, batch: &SealedBatch, stock: &[StockRow]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+    fn commit_local(
+        &mut self,
+        me: &NodeId,
+        batch: &SealedBatch,
+        stock: &[StockRow],
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
         (|| -> Result<(), rusqlite::Error> {
             if let Some(c) = &batch.change {
                 Self::write_change(&tx, me, c)?;
@@ -293,20 +351,31 @@ impl Store for SqliteStore {
         counters: &[(CounterKey, i64)],
         stock: &[StockRow],
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
         Self::write_change(&tx, writer, change).map_err(map_err)?;
         Self::write_rows(&tx, writer, counters, stock).map_err(map_err)?;
         tx.commit().map_err(map_err)
     }
 
-    fn changes(&mut self, writer: &NodeId, epoch: u32, after: u64) -> Result<Vec<StoredChange>, StoreError> {
+    fn changes(
+        &mut self,
+        writer: &NodeId,
+        epoch: u32,
+        after: u64,
+    ) -> Result<Vec<StoredChange>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT seq, bytes FROM changes WHERE writer = ?1 AND epoch = ?2 AND seq > ?3 ORDER BY seq")?;
         let rows = stmt
             .query_map(params![&writer.0[..], epoch, after as i64], |r| {
                 Ok(StoredChange {
-                    position: Position { epoch, seq: r.get::<_, i64>(0)? as u64 },
+                    position: Position {
+                        epoch,
+                        seq: r.get::<_, i64>(0)? as u64,
+                    },
                     bytes: r.get(1)?,
                 })
             })?

@@ -17,16 +17,24 @@ use crate::store::{StockRow, StoredChange};
 /// (WAL lets it read while a node writes).
 pub fn open_read_only(dir: &Path) -> Result<Connection, StoreError> {
     let path = db_path(dir)?;
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(map_err)?;
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(map_err)?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(map_err)?;
     if version == 0 {
-        return Err(StoreError::Corrupt("no stocksync schema in the file".into()));
+        return Err(StoreError::Corrupt(
+            "no stocksync schema in the file".into(),
+        ));
     }
     if version > super::SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew { found: version, supported: super::SCHEMA_VERSION });
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: super::SCHEMA_VERSION,
+        });
     }
     Ok(conn)
 }
@@ -50,13 +58,30 @@ pub struct HistoryRow {
     pub request: serde_json::Value,
 }
 
+/// Totals of the own journal for one kind of event in one pool.
+#[derive(Clone, Debug)]
+pub struct JournalTotal {
+    /// Kind label.
+    pub kind: String,
+    /// Location.
+    pub location: String,
+    /// SKU.
+    pub sku: String,
+    /// Sum of quantities.
+    pub qty: i64,
+    /// Number of events.
+    pub count: i64,
+}
+
 /// Read queries over one connection.
 pub struct ReadOnly<'a> {
     pub(super) conn: &'a Connection,
 }
 
 pub(super) fn load_meta(conn: &Connection) -> Result<NodeMeta, StoreError> {
-    let mut stmt = conn.prepare("SELECT key, value FROM meta").map_err(map_err)?;
+    let mut stmt = conn
+        .prepare("SELECT key, value FROM meta")
+        .map_err(map_err)?;
     let map: HashMap<String, String> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(map_err)?
@@ -77,7 +102,9 @@ pub(super) fn load_meta(conn: &Connection) -> Result<NodeMeta, StoreError> {
 }
 
 pub(super) fn load_heads(conn: &Connection) -> Result<HashMap<NodeId, WriterHead>, StoreError> {
-    let mut stmt = conn.prepare("SELECT writer, epoch, seq, hash FROM heads").map_err(map_err)?;
+    let mut stmt = conn
+        .prepare("SELECT writer, epoch, seq, hash FROM heads")
+        .map_err(map_err)?;
     let mut rows = stmt.query([]).map_err(map_err)?;
     let mut heads = HashMap::new();
     while let Some(r) = rows.next().map_err(map_err)? {
@@ -88,7 +115,10 @@ pub(super) fn load_heads(conn: &Connection) -> Result<HashMap<NodeId, WriterHead
             .as_slice()
             .try_into()
             .map_err(|_| StoreError::Corrupt("head hash is not 32 bytes".into()))?;
-        let position = Position { epoch: r.get(1)?, seq: r.get::<_, i64>(2)? as u64 };
+        let position = Position {
+            epoch: r.get(1)?,
+            seq: r.get::<_, i64>(2)? as u64,
+        };
         heads.insert(writer, WriterHead { position, hash });
     }
     Ok(heads)
@@ -154,7 +184,10 @@ impl<'a> ReadOnly<'a> {
                     location: r.get(2)?,
                     qty: r.get(3)?,
                     deficit: r.get(4)?,
-                    position: Position { epoch: r.get(5)?, seq: r.get::<_, i64>(6)? as u64 },
+                    position: Position {
+                        epoch: r.get(5)?,
+                        seq: r.get::<_, i64>(6)? as u64,
+                    },
                     request: serde_json::from_str(&req).unwrap_or(serde_json::Value::String(req)),
                 })
             })
@@ -175,15 +208,27 @@ impl<'a> ReadOnly<'a> {
         while let Some(r) = rows.next().map_err(map_err)? {
             let w: Vec<u8> = r.get(0)?;
             let writer = NodeId::from_slice(&w).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let position = Position { epoch: r.get(1)?, seq: r.get::<_, i64>(2)? as u64 };
-            out.push((writer, StoredChange { position, bytes: r.get(3)? }));
+            let position = Position {
+                epoch: r.get(1)?,
+                seq: r.get::<_, i64>(2)? as u64,
+            };
+            out.push((
+                writer,
+                StoredChange {
+                    position,
+                    bytes: r.get(3)?,
+                },
+            ));
         }
         Ok(out)
     }
 
     /// Every stored counter value, as `(writer, key, value)`.
     pub fn counters(&self) -> Result<Vec<(NodeId, String, i64)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT writer, key, value FROM counters").map_err(map_err)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT writer, key, value FROM counters")
+            .map_err(map_err)?;
         let mut rows = stmt.query([]).map_err(map_err)?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(map_err)? {
@@ -194,14 +239,22 @@ impl<'a> ReadOnly<'a> {
         Ok(out)
     }
 
-    /// Sum of `qty` (and count) of own journal events per kind label.
-    pub fn journal_totals(&self) -> Result<Vec<(String, String, String, i64, i64)>, StoreError> {
+    /// Sum of `qty` (and count) of own journal events per kind label and pool.
+    pub fn journal_totals(&self) -> Result<Vec<JournalTotal>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT kind, location, sku, sum(qty), count(*) FROM events GROUP BY kind, location, sku")
             .map_err(map_err)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_map([], |r| {
+                Ok(JournalTotal {
+                    kind: r.get(0)?,
+                    location: r.get(1)?,
+                    sku: r.get(2)?,
+                    qty: r.get(3)?,
+                    count: r.get(4)?,
+                })
+            })
             .map_err(map_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
@@ -215,16 +268,25 @@ impl<'a> ReadOnly<'a> {
             .prepare("SELECT kind, qty, request FROM events WHERE kind IN ('adjustment', 'grant')")
             .map_err(map_err)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .map_err(map_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
         let mut out = Vec::with_capacity(rows.len());
         for (kind, qty, req) in rows {
-            let req: EventRequest = serde_json::from_str(&req).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let req: EventRequest =
+                serde_json::from_str(&req).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let key = match &req.kind {
                 EventKind::Adjustment { increase: true, .. } => CounterKey::Minted(req.pool),
-                EventKind::Adjustment { increase: false, .. } => CounterKey::Consumed(req.pool),
+                EventKind::Adjustment {
+                    increase: false, ..
+                } => CounterKey::Consumed(req.pool),
                 EventKind::Grant { to } => CounterKey::Granted(req.pool, *to),
                 _ => continue,
             };
@@ -240,13 +302,24 @@ impl<'a> ReadOnly<'a> {
             .prepare("SELECT location, sku, outstanding FROM holds")
             .map_err(map_err)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
             .map_err(map_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
         let bad = |e: crate::error::InputError| StoreError::Corrupt(e.to_string());
         rows.into_iter()
-            .map(|(l, k, o)| Ok((PoolKey::new(LocationId::new(l).map_err(bad)?, Sku::new(k).map_err(bad)?), o)))
+            .map(|(l, k, o)| {
+                Ok((
+                    PoolKey::new(LocationId::new(l).map_err(bad)?, Sku::new(k).map_err(bad)?),
+                    o,
+                ))
+            })
             .collect()
     }
 
