@@ -78,6 +78,12 @@ pub enum EventError {
         /// What was asked.
         requested: u64,
     },
+    /// `record` was asked for an event that promises stock not in hand.
+    #[error("policy record is not allowed for {kind}: it promises stock not in hand; use strict")]
+    RecordNotAllowed {
+        /// Kind label.
+        kind: &'static str,
+    },
     /// No pool or transfer has ever mentioned this SKU.
     #[error("unknown SKU {0}: receive it first")]
     UnknownSku(Sku),

@@ -57,6 +57,22 @@ impl Identity {
         Ok(())
     }
 
+    /// Writes the secret to `dir/node.key`, replacing a key left by an `init` that
+    /// never created its database (no event was ever acknowledged with it).
+    pub fn replace(&self, dir: &Path) -> Result<(), StoreError> {
+        let tmp = dir.join(format!("{KEY_FILE}.new"));
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&self.key.to_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(KEY_FILE))?;
+        Ok(())
+    }
+
     /// Reads `dir/node.key`; refuses a key readable by others or of the wrong size.
     pub fn load(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(KEY_FILE);

@@ -136,8 +136,12 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
     }
     let mut expect: HashMap<String, i64> = HashMap::new();
     let mut journal_events = 0;
+    let mut recorded: HashMap<(String, String), i64> = HashMap::new();
     for t in db.journal_totals()? {
         journal_events += t.count;
+        *recorded
+            .entry((t.location.clone(), t.sku.clone()))
+            .or_default() += t.deficit;
         let (p, qty) = (format!("{}|{}", t.location, t.sku), t.qty);
         let mut add =
             |prefix: &str, q: i64| *expect.entry(format!("{prefix}|{p}")).or_default() += q;
@@ -205,6 +209,17 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
         if sum_rights != state.on_hand() - state.held() {
             problems.push(format!(
                 "{pool}: sum of rights {sum_rights} != on_hand - held"
+            ));
+        }
+        // The rule: this node's rights go below zero only by deficits it recorded.
+        let own_deficit = state.share(&meta.id).deficit();
+        let allowed = recorded
+            .get(&(pool.location.to_string(), pool.sku.to_string()))
+            .copied()
+            .unwrap_or(0);
+        if own_deficit > allowed {
+            problems.push(format!(
+                "{pool}: own deficit {own_deficit} exceeds the {allowed} units recorded under policy record"
             ));
         }
         if state.on_hand() + state.deficit() < state.held() {

@@ -165,6 +165,26 @@ fn unknown_things_and_refusals() {
         "no open reservation",
     );
     expect(&dir, &["sell", "A", "11"], 3, "insufficient rights");
+    expect(
+        &dir,
+        &["order", "A", "1", "--policy", "record"],
+        2,
+        "not allowed",
+    );
+    expect(
+        &dir,
+        &[
+            "reserve",
+            "A",
+            "1",
+            "--reservation",
+            "R1",
+            "--location",
+            "a b",
+        ],
+        2,
+        "contains",
+    );
     expect(&dir, &["order", "A", "11"], 3, "insufficient rights");
     // The same id for a different event is refused; for the same event it replays.
     assert!(run(&dir, ["sell", "A", "2", "--id", "s1"]).status.success());
@@ -252,4 +272,57 @@ fn a_second_writer_is_refused_while_the_directory_is_locked() {
     assert!(run(&dir, ["stock"]).status.success());
     drop(store);
     assert!(run(&dir, ["sell", "A", "1"]).status.success());
+}
+
+#[test]
+fn a_foreign_sqlite_file_is_refused_untouched() {
+    let (_t, dir) = node();
+    let db = dir.join("stocksync.db");
+    std::fs::remove_file(&db).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE other(x); PRAGMA user_version = 1;")
+        .unwrap();
+    drop(c);
+    let bytes = std::fs::read(&db).unwrap();
+    for args in [vec!["sell", "A", "1"], vec!["stock"]] {
+        let out = run(&dir, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a stocksync database"));
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            bytes,
+            "{args:?} wrote to the file"
+        );
+    }
+}
+
+#[test]
+fn init_after_an_init_that_stopped_half_way_makes_a_fresh_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A key left behind with no database.
+    std::fs::write(dir.join("node.key"), [7u8; 32]).unwrap();
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg("--data")
+        .arg(&dir)
+        .args([
+            "--node",
+            "t",
+            "--location",
+            "S1",
+            "--role",
+            "till",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(std::fs::read(dir.join("node.key")).unwrap(), vec![7u8; 32]);
+    assert!(run(&dir, ["receive", "A", "1"]).status.success());
 }

@@ -124,8 +124,10 @@ pub fn init_node(dir: &Path, name: &str, location: &str, role: &str) -> Result<N
         location,
         role,
     };
-    // The key first: a database without its key is unusable, a key without a database is re-initializable.
-    identity.save(dir)?;
+    // The key first: a database without its key is unusable. A key without a
+    // database (an init that stopped half-way) never acknowledged anything, so a
+    // fresh identity replaces it.
+    identity.replace(dir)?;
     SqliteStore::create(dir, &meta, Durability::Full)?;
     Ok(meta)
 }

@@ -57,6 +57,11 @@ pub fn plan(
     me: &NodeId,
     req: &EventRequest,
 ) -> Result<Plan, EventError> {
+    if req.policy == Some(Policy::Record) && !req.kind.may_record() {
+        return Err(EventError::RecordNotAllowed {
+            kind: req.kind.label(),
+        });
+    }
     let pool = &req.pool;
     let q = req.qty.as_i64();
     let rights = book.rights(pool, me);

@@ -101,6 +101,17 @@ impl EventKind {
         }
     }
 
+    /// False for events that promise stock not in hand (online orders, grants,
+    /// reservations): they are always `strict`. Till sales, shipments out and
+    /// counted removals move units that are physically there, so `record` may accept
+    /// a shortfall.
+    pub fn may_record(&self) -> bool {
+        !matches!(
+            self,
+            EventKind::OnlineOrder | EventKind::Grant { .. } | EventKind::Reserve { .. }
+        )
+    }
+
     /// The policy used when the caller names none.
     ///
     /// Negative adjustments are counted facts, so they record a deficit; every

@@ -15,12 +15,15 @@ use crate::store::{StockRow, Store};
 /// A caller's answer channel.
 pub type Reply = Sender<Result<EventOutcome, NodeError>>;
 
+/// A read of the replica, run on the loop's thread between batches.
+pub type Query = Box<dyn FnOnce(&Replica) + Send>;
+
 /// Work for the commit loop.
 pub enum Command {
     /// Decide, commit and answer an event.
     Event(EventRequest, Reply),
-    /// Run a read of the replica on the loop's thread.
-    Query(Box<dyn FnOnce(&Replica) + Send>),
+    /// Run a read of the replica once the current batch is committed.
+    Query(Query),
 }
 
 /// A caller waiting for the batch's commit.
@@ -51,9 +54,10 @@ impl<S: Store> CommitLoop<S> {
             let mut batch = Batch::default();
             let mut waiters = Vec::new();
             let mut in_batch: HashMap<EventId, (EventRequest, usize)> = HashMap::new();
+            let mut queries = Vec::new();
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
-                self.take(cmd, &mut batch, &mut waiters, &mut in_batch);
+                self.take(cmd, &mut batch, &mut waiters, &mut in_batch, &mut queries);
                 if waiters.len() >= self.max_batch {
                     break;
                 }
@@ -65,6 +69,11 @@ impl<S: Store> CommitLoop<S> {
             if !batch.is_empty() {
                 self.commit(batch, waiters);
             }
+            for f in queries {
+                if let Some(r) = &self.replica {
+                    f(r);
+                }
+            }
         }
     }
 
@@ -74,12 +83,12 @@ impl<S: Store> CommitLoop<S> {
         batch: &mut Batch,
         waiters: &mut Vec<Waiter>,
         in_batch: &mut HashMap<EventId, (EventRequest, usize)>,
+        queries: &mut Vec<Query>,
     ) {
         let (req, reply) = match cmd {
             Command::Query(f) => {
-                if let Some(r) = &self.replica {
-                    f(r);
-                }
+                // Run after the batch commits, so a query never sees staged state.
+                queries.push(f);
                 return;
             }
             Command::Event(req, reply) => (req, reply),
@@ -201,11 +210,10 @@ impl<S: Store> CommitLoop<S> {
     /// Drops the in-memory state and rebuilds it from what the store committed.
     fn reload(&mut self) {
         self.replica = None;
-        match self
-            .store
-            .load(&self.meta.id)
-            .and_then(|s| Replica::open(self.meta.id, s, self.epoch_changes))
-        {
+        match self.store.load(&self.meta.id).and_then(|s| {
+            Replica::open(self.meta.id, s, self.epoch_changes)
+                .map_err(|e| StoreError::Replica(e.to_string()))
+        }) {
             Ok(r) => self.replica = Some(r),
             Err(e) => error!(error = %e, "reload failed; the node refuses events until restarted"),
         }

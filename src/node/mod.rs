@@ -71,7 +71,8 @@ impl Node {
         clock: Clock,
     ) -> Result<Self, StoreError> {
         let snapshot = store.load(&meta.id)?;
-        let replica = Replica::open(meta.id, snapshot, options.epoch_changes)?;
+        let replica = Replica::open(meta.id, snapshot, options.epoch_changes)
+            .map_err(|e| StoreError::Replica(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
         let lp = CommitLoop {
             meta: meta.clone(),

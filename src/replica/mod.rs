@@ -15,10 +15,9 @@ use serde::Serialize;
 pub use own_doc::{CommittedChange, CounterWrite, OwnDoc};
 pub use remote::{validate, ValidChange, Verdict, WriterHead, MAX_CHANGE_BYTES};
 
-use crate::error::{ChangeError, EventError, StoreError};
+use crate::error::{ChangeError, EventError};
 use crate::escrow::{self, CounterKey, Hold, Holds, StockBook};
 use crate::model::{EventOutcome, EventRequest, NodeId, PoolKey, ReservationId};
-use crate::store::Snapshot;
 
 /// Events staged for one change, not yet sealed.
 #[derive(Debug, Default)]
@@ -69,6 +68,19 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Everything a node needs to resume: every writer's counters, its own holds and heads.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Every writer's counters.
+    pub book: StockBook,
+    /// This node's open holds.
+    pub holds: Holds,
+    /// The last change held from each writer.
+    pub heads: HashMap<NodeId, WriterHead>,
+    /// The own document's changes in its current epoch, in order.
+    pub own_epoch: Vec<Vec<u8>>,
+}
+
 /// A node's replica state.
 pub struct Replica {
     me: NodeId,
@@ -84,7 +96,7 @@ impl Replica {
     ///
     /// Loads only the own document's current epoch, so the cost is bounded by
     /// `epoch_changes`, not by the length of the history.
-    pub fn open(me: NodeId, snapshot: Snapshot, epoch_changes: u64) -> Result<Self, StoreError> {
+    pub fn open(me: NodeId, snapshot: Snapshot, epoch_changes: u64) -> Result<Self, ChangeError> {
         let Snapshot {
             book,
             holds,
@@ -93,10 +105,10 @@ impl Replica {
         } = snapshot;
         let doc = match heads.get(&me) {
             Some(h) => {
-                let doc =
-                    OwnDoc::load(&me, h.position.epoch, &own_epoch).map_err(StoreError::Replica)?;
+                let doc = OwnDoc::load(&me, h.position.epoch, &own_epoch)
+                    .map_err(ChangeError::Malformed)?;
                 if doc.seq() != h.position.seq {
-                    return Err(StoreError::Replica(format!(
+                    return Err(ChangeError::Malformed(format!(
                         "own epoch {} has {} changes, head says {}",
                         h.position.epoch,
                         doc.seq(),
@@ -193,8 +205,8 @@ impl Replica {
             })
             .collect();
         // Serializing plain structs of strings and integers cannot fail.
-        let message = serde_json::to_string(&lines).expect("audit lines serialize");
-        let change = self.doc.commit(&writes, &message, time_ms);
+        let events_json = serde_json::to_string(&lines).expect("audit lines serialize");
+        let change = self.doc.commit(&writes, &events_json, time_ms);
         if let Some(c) = &change {
             self.heads.insert(
                 self.me,

@@ -2,10 +2,14 @@
 //!
 //! Each writer has its own document: one actor, one linear history, so merging is
 //! trivial and the author is the only one who can ever write it. A document holds
-//! one root-level `Counter` per counter key; the first write of a key in an epoch
-//! is a `put` of its absolute value, later writes are `increment`s. A new epoch
-//! starts with a snapshot change that puts every non-zero counter, which bounds the
-//! history any peer or restart needs (see docs/storage.md).
+//! one root-level `Counter` per counter key, and every write `put`s the counter's
+//! new absolute value. (Increments would merge the same way, but automerge 0.12
+//! rebuilds a change from the op set by walking every successor of the counter's
+//! first op, so extracting a change costs O(increments so far): 650 µs after 20,000
+//! increments against a flat 17 µs for puts.) A new epoch starts with a snapshot
+//! change that puts every non-zero counter, which bounds the history any peer or
+//! restart needs (see docs/storage.md). Every change's message is a JSON object
+//! whose `epoch` field binds the change to its epoch.
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ChangeHash, ScalarValue, ROOT};
@@ -22,6 +26,13 @@ pub struct CommittedChange {
     pub hash: [u8; 32],
     /// Its Automerge encoding (`Change::raw_bytes`).
     pub bytes: Vec<u8>,
+}
+
+/// The part of a change's message that validation reads.
+#[derive(serde::Deserialize)]
+pub struct MessageHeader {
+    /// The epoch the change belongs to.
+    pub epoch: u32,
 }
 
 /// A counter write: the key, its value before and after.
@@ -82,14 +93,14 @@ impl OwnDoc {
         self.seq
     }
 
-    /// Commits `writes` as one change with `message`; `None` when there is nothing to write.
+    /// Commits `writes` as one change; `None` when there is nothing to write.
     ///
-    /// A write whose `old` is 0 is a `put` (the key is new in this epoch, since every
-    /// non-zero counter was put by the epoch's snapshot); others increment.
+    /// `events_json` is the JSON array of the audit lines of the change's events;
+    /// the message becomes `{"epoch":E,"events":[...]}`.
     pub fn commit(
         &mut self,
         writes: &[CounterWrite],
-        message: &str,
+        events_json: &str,
         time_ms: i64,
     ) -> Option<CommittedChange> {
         if writes.is_empty() {
@@ -97,19 +108,14 @@ impl OwnDoc {
         }
         let mut tx = self.doc.transaction();
         for w in writes {
-            let key = w.key.to_string();
-            let res = if w.old == 0 {
-                tx.put(ROOT, key, ScalarValue::counter(w.new))
-            } else {
-                tx.increment(ROOT, key, w.new - w.old)
-            };
-            // Puts and increments on root-level keys of our own document cannot fail:
-            // the root map always exists and every incremented key was put as a counter.
-            res.expect("root counter write");
+            // A put on a root-level key cannot fail: the root map always exists.
+            tx.put(ROOT, w.key.to_string(), ScalarValue::counter(w.new))
+                .expect("root counter put");
         }
+        let message = format!("{{\"epoch\":{},\"events\":{events_json}}}", self.epoch);
         let (hash, _) = tx.commit_with(
             CommitOptions::default()
-                .with_message(message.to_string())
+                .with_message(message)
                 .with_time(time_ms),
         );
         let hash: ChangeHash = hash?;
@@ -134,11 +140,13 @@ impl OwnDoc {
         time_ms: i64,
     ) -> (Self, Option<CommittedChange>) {
         let mut doc = Self::new(me, epoch);
-        let writes: Vec<CounterWrite> = snapshot
+        let mut writes: Vec<CounterWrite> = snapshot
             .filter(|(_, v)| *v > 0)
             .map(|(key, new)| CounterWrite { key, old: 0, new })
             .collect();
-        let change = doc.commit(&writes, r#"{"snapshot":true}"#, time_ms);
+        // Sorted, so the snapshot's bytes depend on the counters alone.
+        writes.sort_by(|a, b| a.key.cmp(&b.key));
+        let change = doc.commit(&writes, "[]", time_ms);
         (doc, change)
     }
 }
@@ -163,7 +171,7 @@ mod tests {
                     old: 5,
                     new: 8,
                 }],
-                "{}",
+                "[]",
                 2,
             )
             .unwrap();
@@ -173,6 +181,6 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(v.as_i64(), Some(8));
-        assert!(doc.commit(&[], "{}", 3).is_none());
+        assert!(doc.commit(&[], "[]", 3).is_none());
     }
 }

@@ -3,13 +3,15 @@
 //! A change is accepted only if it is a well-formed Automerge change by the writer
 //! it is filed under, it follows that writer's last change (or opens a newer
 //! epoch), and every operation puts or increments one of the writer's counters
-//! without ever lowering it.
+//! without ever lowering it. Every operation must be a `put` of a counter value:
+//! the value a receiver ends with then depends on the change alone.
 
 use std::collections::HashMap;
 
 use automerge::{legacy, Change, ScalarValue};
 use serde::{Deserialize, Serialize};
 
+use super::own_doc::MessageHeader;
 use crate::error::ChangeError;
 use crate::escrow::{CounterKey, StockBook, MAX_COUNTER};
 use crate::model::{NodeId, Position};
@@ -59,6 +61,21 @@ pub fn validate(
         )));
     }
     let change = Change::try_from(bytes).map_err(|e| ChangeError::Malformed(e.to_string()))?;
+    // automerge does not check the chunk checksum (bytes 4..8: the first four bytes
+    // of the change's hash), so a flipped bit could rename a counter; check it here.
+    if bytes.get(4..8) != Some(&change.hash().0[..4]) {
+        return Err(ChangeError::Malformed("checksum mismatch".into()));
+    }
+    let header: MessageHeader = change
+        .message()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .ok_or_else(|| ChangeError::Malformed("message carries no epoch".into()))?;
+    if header.epoch != epoch {
+        return Err(ChangeError::Forbidden(format!(
+            "change of epoch {} filed under epoch {epoch}",
+            header.epoch
+        )));
+    }
     if change.actor_id().to_bytes() != writer.0 || !change.other_actor_ids().is_empty() {
         return Err(ChangeError::WrongAuthor {
             claimed: writer.to_string(),
@@ -109,20 +126,9 @@ pub fn validate(
                 }
                 v
             }
-            legacy::OpType::Increment(d) if *d > 0 => {
-                if op.pred.len() != 1
-                    || op.pred.get(0).map(|p| p.actor()) != Some(change.actor_id())
-                {
-                    return Err(forbidden(
-                        "increment of a counter the writer did not create",
-                    ));
-                }
-                current
-                    .checked_add(*d)
-                    .ok_or(crate::error::EventError::Overflow)?
-            }
-            legacy::OpType::Increment(_) => return Err(forbidden("non-positive increment")),
-            _ => return Err(forbidden("only counter puts and increments are allowed")),
+            // Writers put absolute values; an increment would make the result depend
+            // on what the receiver held before, so it is never accepted.
+            _ => return Err(forbidden("only puts of counter values are allowed")),
         };
         if next > MAX_COUNTER {
             return Err(crate::error::EventError::Overflow.into());

@@ -77,7 +77,8 @@ fn put_change(d: &mut Data, writer: &NodeId, c: &CommittedChange) {
 
 fn put_rows(d: &mut Data, writer: &NodeId, counters: &[(CounterKey, i64)], stock: &[StockRow]) {
     for (k, v) in counters {
-        d.counters.insert((*writer, k.clone()), *v);
+        let e = d.counters.entry((*writer, k.clone())).or_insert(*v);
+        *e = (*e).max(*v);
     }
     for r in stock {
         d.stock

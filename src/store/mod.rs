@@ -4,27 +4,13 @@
 pub mod memory;
 pub mod sqlite;
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use crate::error::StoreError;
-use crate::escrow::{CounterKey, Holds, StockBook};
+use crate::escrow::{CounterKey, StockBook};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeId, Position};
-use crate::replica::{CommittedChange, SealedBatch, WriterHead};
-
-/// Everything a node needs to resume: every writer's counters, its own holds and heads.
-#[derive(Default)]
-pub struct Snapshot {
-    /// Every writer's counters.
-    pub book: StockBook,
-    /// This node's open holds.
-    pub holds: Holds,
-    /// The last change held from each writer.
-    pub heads: HashMap<NodeId, WriterHead>,
-    /// The own document's changes in its current epoch, in order.
-    pub own_epoch: Vec<Vec<u8>>,
-}
+pub use crate::replica::Snapshot;
+use crate::replica::{CommittedChange, SealedBatch};
 
 /// One row of the materialized `stock` table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -135,10 +135,16 @@ impl SqliteStore {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(map_err)?;
-        if version == 0 {
+        if version == 0 || !read::has_meta_table(&conn)? {
             return Err(StoreError::Corrupt(
                 "no stocksync schema in the file".into(),
             ));
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         configure(&conn, durability).map_err(|e| match e {
             StoreError::Sqlite(s) => map_err(s),

@@ -25,7 +25,7 @@ pub fn open_read_only(dir: &Path) -> Result<Connection, StoreError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(map_err)?;
-    if version == 0 {
+    if version == 0 || !has_meta_table(&conn)? {
         return Err(StoreError::Corrupt(
             "no stocksync schema in the file".into(),
         ));
@@ -71,11 +71,25 @@ pub struct JournalTotal {
     pub qty: i64,
     /// Number of events.
     pub count: i64,
+    /// Units recorded beyond rights.
+    pub deficit: i64,
 }
 
 /// Read queries over one connection.
 pub struct ReadOnly<'a> {
     pub(super) conn: &'a Connection,
+}
+
+/// True when the file has stocksync's `meta` table.
+pub(super) fn has_meta_table(conn: &Connection) -> Result<bool, StoreError> {
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(map_err)?;
+    Ok(n == 1)
 }
 
 pub(super) fn load_meta(conn: &Connection) -> Result<NodeMeta, StoreError> {
@@ -243,7 +257,7 @@ impl<'a> ReadOnly<'a> {
     pub fn journal_totals(&self) -> Result<Vec<JournalTotal>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT kind, location, sku, sum(qty), count(*) FROM events GROUP BY kind, location, sku")
+            .prepare("SELECT kind, location, sku, sum(qty), count(*), sum(deficit) FROM events GROUP BY kind, location, sku")
             .map_err(map_err)?;
         let rows = stmt
             .query_map([], |r| {
@@ -253,6 +267,7 @@ impl<'a> ReadOnly<'a> {
                     sku: r.get(2)?,
                     qty: r.get(3)?,
                     count: r.get(4)?,
+                    deficit: r.get(5)?,
                 })
             })
             .map_err(map_err)?
