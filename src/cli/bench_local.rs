@@ -123,7 +123,14 @@ fn single_caller(dir: &Path, samples: u64) -> Result<Histogram<u64>> {
     Ok(h)
 }
 
-fn concurrent(dir: &Path, callers: u64, duration: Duration) -> Result<serde_json::Value> {
+/// `callers` threads sell for `duration`, each keeping up to `window` sales in
+/// flight (window 1: each waits for its acknowledgement before the next sale).
+fn concurrent(
+    dir: &Path,
+    callers: u64,
+    window: usize,
+    duration: Duration,
+) -> Result<serde_json::Value> {
     let (node, loc) = new_node(dir, Durability::Full, NodeOptions::default())?;
     let skus: Vec<Sku> = (0..16)
         .map(|i| Sku::new(format!("SKU-{i}")))
@@ -138,10 +145,19 @@ fn concurrent(dir: &Path, callers: u64, duration: Duration) -> Result<serde_json
                 let (node, loc, skus) = (&node, &loc, &skus);
                 scope.spawn(move || -> Result<u64> {
                     let mut n = 0u64;
+                    let mut in_flight = std::collections::VecDeque::new();
                     while start.elapsed() < duration {
                         let sku = &skus[(c as usize + n as usize) % skus.len()];
-                        node.execute(sale(loc, sku, format!("c{c}-{n}"))?)?;
+                        in_flight.push_back(node.submit(sale(loc, sku, format!("c{c}-{n}"))?));
                         n += 1;
+                        if in_flight.len() >= window {
+                            if let Some(t) = in_flight.pop_front() {
+                                t.wait()?;
+                            }
+                        }
+                    }
+                    for t in in_flight {
+                        t.wait()?;
                     }
                     Ok(n)
                 })
@@ -154,9 +170,13 @@ fn concurrent(dir: &Path, callers: u64, duration: Duration) -> Result<serde_json
         Ok(sum)
     })?;
     let secs = start.elapsed().as_secs_f64();
-    Ok(
-        json!({ "callers": callers, "sales": total, "seconds": secs, "sales_per_s": total as f64 / secs }),
-    )
+    Ok(json!({
+        "callers": callers,
+        "in_flight_per_caller": window,
+        "sales": total,
+        "seconds": secs,
+        "sales_per_s": total as f64 / secs
+    }))
 }
 
 /// Builds a node with `history` sales, one change each, and measures a cold open in a child process.
@@ -169,7 +189,7 @@ fn restart(dir: &Path, history: u64) -> Result<serde_json::Value> {
         };
         let (node, loc) = new_node(dir, Durability::Normal, options)?;
         let sku = Sku::new("SKU-1")?;
-        receive(&node, &loc, &sku, history + 10)?;
+        receive(&node, &loc, &sku, history + 20_000)?;
         // Keep a window of submissions in flight so the build is quick, one change per sale.
         let mut pending = std::collections::VecDeque::new();
         for i in 0..history {
@@ -182,6 +202,14 @@ fn restart(dir: &Path, history: u64) -> Result<serde_json::Value> {
         }
         for t in pending {
             t.wait()?;
+        }
+        // Top up so the last epoch is one change short of full: the worst case
+        // for a restart, which loads the current epoch's changes.
+        let epoch_changes = NodeOptions::default().epoch_changes;
+        let mut extra = 0u64;
+        while node.query(|r| r.own_position().seq)? + 1 < epoch_changes {
+            node.execute(sale(&loc, &sku, format!("top-{extra}"))?)?;
+            extra += 1;
         }
         node.shutdown();
     }
@@ -208,7 +236,7 @@ fn restart(dir: &Path, history: u64) -> Result<serde_json::Value> {
 pub fn restart_probe(dir: &Path) -> Result<()> {
     let t = Instant::now();
     let node = super::open_node(dir)?;
-    let pools = node.query(|r| r.book().pools().count())?;
+    let (pools, own) = node.query(|r| (r.book().pools().count(), r.own_position()))?;
     let open_ms = t.elapsed().as_secs_f64() * 1000.0;
     node.shutdown();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -222,7 +250,13 @@ pub fn restart_probe(dir: &Path) -> Result<()> {
     };
     println!(
         "{}",
-        json!({ "open_ms": open_ms, "peak_rss_mb": kb("VmHWM:") as f64 / 1024.0, "pools": pools })
+        json!({
+            "open_ms": open_ms,
+            "peak_rss_mb": kb("VmHWM:") as f64 / 1024.0,
+            "pools": pools,
+            "own_epoch": own.epoch,
+            "own_epoch_changes_loaded": own.seq
+        })
     );
     Ok(())
 }
@@ -240,8 +274,9 @@ pub fn run(history: u64, samples: u64, dir: Option<PathBuf>, as_json: bool) -> R
     let fsync = fsync_floor(&base, samples)?;
     let bare = bare_commit(&base, samples)?;
     let single = single_caller(&base.join("single"), samples)?;
-    let c8 = concurrent(&base.join("c8"), 8, Duration::from_secs(5))?;
-    let c64 = concurrent(&base.join("c64"), 64, Duration::from_secs(5))?;
+    let c8 = concurrent(&base.join("c8"), 8, 1, Duration::from_secs(5))?;
+    let c8w = concurrent(&base.join("c8w"), 8, 32, Duration::from_secs(5))?;
+    let c64 = concurrent(&base.join("c64"), 64, 1, Duration::from_secs(5))?;
     let restart = restart(&base.join("restart"), history)?;
     let ratio = single.value_at_quantile(0.5) as f64 / bare.value_at_quantile(0.5).max(1) as f64;
     let report = json!({
@@ -251,6 +286,7 @@ pub fn run(history: u64, samples: u64, dir: Option<PathBuf>, as_json: bool) -> R
         "durable_sale_single_caller": summary(&single),
         "sale_p50_over_bare_commit_p50": ratio,
         "durable_sales_8_callers": c8,
+        "durable_sales_8_callers_32_in_flight": c8w,
         "durable_sales_64_callers": c64,
         "restart": restart,
         "goals": {

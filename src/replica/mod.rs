@@ -119,6 +119,12 @@ impl Replica {
             }
             None => OwnDoc::new(&me, 1),
         };
+        // The own counters are the values of the current epoch's document: its
+        // snapshot change put every non-zero counter, later changes put the rest.
+        let mut book = book;
+        for (k, v) in doc.values().map_err(ChangeError::Malformed)? {
+            book.raise(me, &k, v)?;
+        }
         Ok(Self {
             me,
             book,
@@ -235,6 +241,14 @@ impl Replica {
             counters: writes.into_iter().map(|w| (w.key, w.new)).collect(),
             holds: batch.holds.into_iter().collect(),
             pools,
+        }
+    }
+
+    /// The own document's epoch and number of changes in it.
+    pub fn own_position(&self) -> crate::model::Position {
+        crate::model::Position {
+            epoch: self.doc.epoch(),
+            seq: self.doc.seq(),
         }
     }
 

@@ -83,6 +83,24 @@ impl OwnDoc {
         Ok(Self { doc, epoch, seq })
     }
 
+    /// Every counter the document holds, with its current value.
+    pub fn values(&self) -> Result<Vec<(CounterKey, i64)>, String> {
+        use automerge::ReadDoc;
+        let mut out = Vec::new();
+        for name in self.doc.keys(ROOT) {
+            let key = CounterKey::parse(&name).map_err(|e| e.to_string())?;
+            let v = match self.doc.get(ROOT, name.as_str()) {
+                Ok(Some((automerge::Value::Scalar(s), _))) => match s.as_ref() {
+                    ScalarValue::Counter(c) => Some(i64::from(c)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            out.push((key, v.ok_or_else(|| format!("{name} is not a counter"))?));
+        }
+        Ok(out)
+    }
+
     /// The epoch this document belongs to.
     pub fn epoch(&self) -> u32 {
         self.epoch

@@ -128,7 +128,8 @@ impl Store for MemoryStore {
         if let Some(c) = &batch.change {
             put_change(&mut d, me, c);
         }
-        put_rows(&mut d, me, &batch.counters, stock);
+        // As in SQLite: own counters are rebuilt from the own document on load.
+        put_rows(&mut d, me, &[], stock);
         for (r, o) in &batch.events {
             d.events.insert(r.id.clone(), (r.clone(), o.clone()));
         }

@@ -169,10 +169,13 @@ impl SqliteStore {
         ReadOnly { conn: &self.conn }
     }
 
+    /// Stores a change; `head` also records it as the writer's head (other writers
+    /// only: the own head is the last own change row, one page fewer per sale).
     fn write_change(
         tx: &rusqlite::Transaction<'_>,
         writer: &NodeId,
         c: &CommittedChange,
+        head: bool,
     ) -> Result<(), rusqlite::Error> {
         tx.prepare_cached(
             "INSERT INTO changes(writer, epoch, seq, hash, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -184,6 +187,9 @@ impl SqliteStore {
             &c.hash[..],
             &c.bytes
         ])?;
+        if !head {
+            return Ok(());
+        }
         tx.prepare_cached(
             "INSERT INTO heads(writer, epoch, seq, hash) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(writer) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, hash = excluded.hash",
@@ -265,7 +271,7 @@ impl Store for SqliteStore {
         }
         drop(rows);
         drop(stmt);
-        let heads = read::load_heads(&self.conn)?;
+        let heads = read::load_heads(&self.conn, me)?;
         let own_epoch = match heads.get(me) {
             Some(h) => self
                 .changes(me, h.position.epoch, 0)?
@@ -312,14 +318,16 @@ impl Store for SqliteStore {
             .map_err(map_err)?;
         (|| -> Result<(), rusqlite::Error> {
             if let Some(c) = &batch.change {
-                Self::write_change(&tx, me, c)?;
+                Self::write_change(&tx, me, c, false)?;
             }
-            Self::write_rows(&tx, me, &batch.counters, stock)?;
+            // Own counters live in the own document (its epoch snapshot plus puts),
+            // which restart loads anyway: no counter rows on the sale's path.
+            Self::write_rows(&tx, me, &[], stock)?;
             let mut ins = tx.prepare_cached(
-                "INSERT INTO events(event_id, kind, location, sku, qty, deficit, epoch, seq, request, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO events(event_id, kind, location, sku, qty, deficit, epoch, seq, idx, request, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
-            for (r, o) in &batch.events {
+            for (idx, (r, o)) in batch.events.iter().enumerate() {
                 // Plain structs of strings and integers always serialize.
                 let req = serde_json::to_string(r).expect("request serializes");
                 let out = serde_json::to_string(o).expect("outcome serializes");
@@ -332,6 +340,7 @@ impl Store for SqliteStore {
                     o.deficit_created as i64,
                     o.position.epoch,
                     o.position.seq as i64,
+                    idx as i64,
                     req,
                     out
                 ])?;
@@ -361,7 +370,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(map_err)?;
-        Self::write_change(&tx, writer, change).map_err(map_err)?;
+        Self::write_change(&tx, writer, change, true).map_err(map_err)?;
         Self::write_rows(&tx, writer, counters, stock).map_err(map_err)?;
         tx.commit().map_err(map_err)
     }

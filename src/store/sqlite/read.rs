@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 use super::{db_path, map_err};
@@ -115,7 +115,11 @@ pub(super) fn load_meta(conn: &Connection) -> Result<NodeMeta, StoreError> {
     })
 }
 
-pub(super) fn load_heads(conn: &Connection) -> Result<HashMap<NodeId, WriterHead>, StoreError> {
+/// The last change held per writer: other writers from `heads`, `me` from its own changes.
+pub(super) fn load_heads(
+    conn: &Connection,
+    me: &NodeId,
+) -> Result<HashMap<NodeId, WriterHead>, StoreError> {
     let mut stmt = conn
         .prepare("SELECT writer, epoch, seq, hash FROM heads")
         .map_err(map_err)?;
@@ -135,6 +139,28 @@ pub(super) fn load_heads(conn: &Connection) -> Result<HashMap<NodeId, WriterHead
         };
         heads.insert(writer, WriterHead { position, hash });
     }
+    drop(rows);
+    let own = conn
+        .prepare_cached(
+            "SELECT epoch, seq, hash FROM changes WHERE writer = ?1 ORDER BY epoch DESC, seq DESC LIMIT 1",
+        )
+        .map_err(map_err)?
+        .query_row([&me.0[..]], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+        })
+        .optional()
+        .map_err(map_err)?;
+    if let Some((epoch, seq, h)) = own {
+        let hash: [u8; 32] = h
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("change hash is not 32 bytes".into()))?;
+        let position = Position {
+            epoch,
+            seq: seq as u64,
+        };
+        heads.insert(*me, WriterHead { position, hash });
+    }
     Ok(heads)
 }
 
@@ -151,7 +177,7 @@ impl<'a> ReadOnly<'a> {
 
     /// The last change held per writer.
     pub fn heads(&self) -> Result<HashMap<NodeId, WriterHead>, StoreError> {
-        load_heads(self.conn)
+        load_heads(self.conn, &self.meta()?.id)
     }
 
     /// Rows of the `stock` table, optionally for one SKU.
@@ -186,7 +212,7 @@ impl<'a> ReadOnly<'a> {
             .conn
             .prepare(
                 "SELECT event_id, kind, location, qty, deficit, epoch, seq, request FROM events
-                 WHERE sku = ?1 ORDER BY epoch, seq, rowid",
+                 WHERE sku = ?1 ORDER BY epoch, seq, idx",
             )
             .map_err(map_err)?;
         let rows = stmt

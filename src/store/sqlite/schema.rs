@@ -3,9 +3,12 @@
 //! Tables (see docs/storage.md for the meaning of each column):
 //! - `meta(key, value)`: node id, name, location, role.
 //! - `changes(writer, epoch, seq, hash, bytes)`: every Automerge change held, own and others'.
-//! - `heads(writer, epoch, seq, hash)`: the last change held per writer.
-//! - `counters(writer, key, value)`: every writer's counters, as last changed.
-//! - `events(event_id, ...)`: the own journal; one row per acknowledged event.
+//! - `heads(writer, epoch, seq, hash)`: the last change held per other writer (the
+//!   node's own head is the last row of its own changes).
+//! - `counters(writer, key, value)`: other writers' counters, as last changed (the
+//!   node's own counters are the values of its current epoch's document).
+//! - `events(event_id, ...)`: the own journal; one row per acknowledged event,
+//!   `(epoch, seq, idx)` = its change and its place in that change's batch.
 //! - `holds(reservation, location, sku, outstanding)`: open reservations.
 //! - `stock(location, sku, on_hand, held, rights, deficit)`: the materialized view for plain SQL.
 
@@ -29,9 +32,9 @@ CREATE TABLE counters(
 CREATE TABLE events(
     event_id TEXT PRIMARY KEY, kind TEXT NOT NULL, location TEXT NOT NULL,
     sku TEXT NOT NULL, qty INTEGER NOT NULL, deficit INTEGER NOT NULL,
-    epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
-    request TEXT NOT NULL, outcome TEXT NOT NULL);
-CREATE INDEX events_by_sku ON events(sku, location, epoch, seq);
+    epoch INTEGER NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL,
+    request TEXT NOT NULL, outcome TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX events_by_sku ON events(sku, epoch, seq, idx);
 CREATE TABLE holds(
     reservation TEXT PRIMARY KEY, location TEXT NOT NULL, sku TEXT NOT NULL,
     outstanding INTEGER NOT NULL) WITHOUT ROWID;

@@ -1,107 +1,98 @@
-//! The commit loop: one thread owns the replica and the store, takes every event
-//! waiting in its queue, decides each, writes them all in one transaction (group
-//! commit) and answers each caller only after that transaction committed.
+//! The writer: owns the replica and the store, decides a group of events in
+//! order, writes them all in one transaction (group commit), and returns each
+//! event's answer only after that transaction committed.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 
-use tracing::{debug, error, info_span, warn};
+use tracing::{debug, error, warn};
 
 use crate::error::{EventError, NodeError, StoreError};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeMeta};
 use crate::replica::{Batch, Replica, SealedBatch};
 use crate::store::{StockRow, Store};
 
-/// A caller's answer channel.
-pub type Reply = Sender<Result<EventOutcome, NodeError>>;
+/// The answer to one event.
+pub type Answer = Result<EventOutcome, NodeError>;
 
-/// A read of the replica, run on the loop's thread between batches.
-pub type Query = Box<dyn FnOnce(&Replica) + Send>;
+/// The answers of a group, by position in the group.
+struct Slots(Vec<Option<Answer>>);
 
-/// Work for the commit loop.
-pub enum Command {
-    /// Decide, commit and answer an event.
-    Event(EventRequest, Reply),
-    /// Run a read of the replica once the current batch is committed.
-    Query(Query),
+/// Where one event's answer goes: its position in the group.
+type Slot = usize;
+
+fn fill(slots: &mut Slots, slot: Slot, answer: Answer) {
+    if let Some(s) = slots.0.get_mut(slot) {
+        *s = Some(answer);
+    }
 }
 
-/// A caller waiting for the batch's commit.
+/// A caller waiting for the group's commit.
 struct Waiter {
-    reply: Reply,
+    slot: Slot,
     /// Index of its event in the batch.
     idx: usize,
-    /// Same id and request as an earlier event of the batch: answered with its outcome, replayed.
+    /// Same id and request as an earlier event of the group: answered with its outcome, replayed.
     repeat: bool,
 }
 
-/// The loop's state.
-pub struct CommitLoop<S: Store> {
+/// The replica and its store, used by one leader at a time.
+pub struct Writer {
     pub(super) meta: NodeMeta,
-    pub(super) store: S,
+    pub(super) store: Box<dyn Store>,
     pub(super) replica: Option<Replica>,
     pub(super) epoch_changes: u64,
-    pub(super) max_batch: usize,
     pub(super) clock: super::Clock,
 }
 
-impl<S: Store> CommitLoop<S> {
-    /// Runs until every sender is dropped.
-    pub fn run(mut self, rx: Receiver<Command>) {
-        let span = info_span!("commit_loop", node = %self.meta.id, name = %self.meta.name);
-        let _g = span.enter();
-        while let Ok(first) = rx.recv() {
-            let mut batch = Batch::default();
-            let mut waiters = Vec::new();
-            let mut in_batch: HashMap<EventId, (EventRequest, usize)> = HashMap::new();
-            let mut queries = Vec::new();
-            let mut next = Some(first);
-            while let Some(cmd) = next.take() {
-                self.take(cmd, &mut batch, &mut waiters, &mut in_batch, &mut queries);
-                if waiters.len() >= self.max_batch {
-                    break;
-                }
-                match rx.try_recv() {
-                    Ok(c) => next = Some(c),
-                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {}
-                }
-            }
-            if !batch.is_empty() {
-                self.commit(batch, waiters);
-            }
-            for f in queries {
-                if let Some(r) = &self.replica {
-                    f(r);
-                }
-            }
+impl Writer {
+    /// Decides and commits one group of requests; returns their answers in order.
+    pub fn commit_group(&mut self, group: Vec<EventRequest>) -> Vec<Answer> {
+        let mut slots = Slots((0..group.len()).map(|_| None).collect());
+        let mut batch = Batch::default();
+        let mut waiters = Vec::with_capacity(group.len());
+        let mut in_batch: HashMap<EventId, (EventRequest, usize)> = HashMap::new();
+        for (slot, req) in group.into_iter().enumerate() {
+            self.take(
+                req,
+                slot,
+                &mut slots,
+                &mut batch,
+                &mut waiters,
+                &mut in_batch,
+            );
         }
+        if !batch.is_empty() {
+            self.commit(batch, waiters, &mut slots);
+        }
+        slots
+            .0
+            .into_iter()
+            .map(|a| a.unwrap_or(Err(NodeError::Stopped)))
+            .collect()
     }
 
     fn take(
         &mut self,
-        cmd: Command,
+        req: EventRequest,
+        slot: Slot,
+        slots: &mut Slots,
         batch: &mut Batch,
         waiters: &mut Vec<Waiter>,
         in_batch: &mut HashMap<EventId, (EventRequest, usize)>,
-        queries: &mut Vec<Query>,
     ) {
-        let (req, reply) = match cmd {
-            Command::Query(f) => {
-                // Run after the batch commits, so a query never sees staged state.
-                queries.push(f);
-                return;
-            }
-            Command::Event(req, reply) => (req, reply),
-        };
         if let Some((first, idx)) = in_batch.get(&req.id) {
             if *first == req {
                 waiters.push(Waiter {
-                    reply,
+                    slot,
                     idx: *idx,
                     repeat: true,
                 });
             } else {
-                let _ = reply.send(Err(EventError::DuplicateEvent { id: req.id }.into()));
+                fill(
+                    slots,
+                    slot,
+                    Err(EventError::DuplicateEvent { id: req.id }.into()),
+                );
             }
             return;
         }
@@ -113,17 +104,17 @@ impl<S: Store> CommitLoop<S> {
                 } else {
                     Err(EventError::DuplicateEvent { id: req.id }.into())
                 };
-                let _ = reply.send(answer);
+                fill(slots, slot, answer);
                 return;
             }
             Ok(None) => {}
             Err(e) => {
-                let _ = reply.send(Err(e.into()));
+                fill(slots, slot, Err(e.into()));
                 return;
             }
         }
         let Some(replica) = self.replica.as_mut() else {
-            let _ = reply.send(Err(NodeError::Stopped));
+            fill(slots, slot, Err(NodeError::Stopped));
             return;
         };
         match replica.stage(batch, req.clone()) {
@@ -131,26 +122,25 @@ impl<S: Store> CommitLoop<S> {
                 let idx = in_batch.len();
                 in_batch.insert(req.id.clone(), (req, idx));
                 waiters.push(Waiter {
-                    reply,
+                    slot,
                     idx,
                     repeat: false,
                 });
             }
             Err(e) => {
                 debug!(event = %req.id, error = %e, "refused");
-                let _ = reply.send(Err(e.into()));
+                fill(slots, slot, Err(e.into()));
             }
         }
     }
 
-    fn commit(&mut self, batch: Batch, waiters: Vec<Waiter>) {
+    fn commit(&mut self, batch: Batch, waiters: Vec<Waiter>, slots: &mut Slots) {
         let now = (self.clock)();
         let Some(replica) = self.replica.as_mut() else {
             return;
         };
         let sealed = replica.seal(batch, now);
-        let result = self.persist(&sealed).and_then(|()| self.maybe_roll(now));
-        match result {
+        match self.persist(&sealed) {
             Ok(()) => {
                 for w in waiters {
                     // Staged events and their indices come from the same batch, in order.
@@ -158,13 +148,14 @@ impl<S: Store> CommitLoop<S> {
                     if let Some(o) = o.as_mut() {
                         o.replayed = w.repeat;
                     }
-                    let _ = w.reply.send(o.ok_or(NodeError::Stopped));
+                    fill(slots, w.slot, o.ok_or(NodeError::Stopped));
                 }
+                self.maybe_roll(now);
             }
             Err(e) => {
                 error!(error = %e, events = sealed.events.len(), "group commit failed; reloading the replica from storage");
                 for w in waiters {
-                    let _ = w.reply.send(Err(e.duplicate().into()));
+                    fill(slots, w.slot, Err(e.duplicate().into()));
                 }
                 self.reload();
             }
@@ -183,12 +174,12 @@ impl<S: Store> CommitLoop<S> {
         self.store.commit_local(&self.meta.id, sealed, &rows)
     }
 
-    fn maybe_roll(&mut self, now: i64) -> Result<(), StoreError> {
+    fn maybe_roll(&mut self, now: i64) {
         let Some(replica) = self.replica.as_mut() else {
-            return Ok(());
+            return;
         };
         if !replica.epoch_full() {
-            return Ok(());
+            return;
         }
         let change = replica.roll_epoch(now);
         let sealed = SealedBatch {
@@ -198,17 +189,16 @@ impl<S: Store> CommitLoop<S> {
             holds: Vec::new(),
             pools: Default::default(),
         };
-        // The events of the batch are durable already; a failure here only
-        // leaves the old epoch in force, which the reload below restores.
+        // The events before it are durable already; a failure here only leaves
+        // the old epoch in force, which the reload restores.
         if let Err(e) = self.store.commit_local(&self.meta.id, &sealed, &[]) {
             warn!(error = %e, "epoch roll-over failed");
             self.reload();
         }
-        Ok(())
     }
 
     /// Drops the in-memory state and rebuilds it from what the store committed.
-    fn reload(&mut self) {
+    pub fn reload(&mut self) {
         self.replica = None;
         match self.store.load(&self.meta.id).and_then(|s| {
             Replica::open(self.meta.id, s, self.epoch_changes)
