@@ -10,6 +10,7 @@
 //! - [`replica`]: the book plus the own Automerge document, and validation of other writers' changes (pure).
 //! - [`store`]: the storage trait, its SQLite and in-memory implementations.
 //! - [`node`]: the commit loop (group commit, idempotency) and the node handle.
+//! - [`sync`]: the sync protocol: wire messages, head signatures, the gossip state machine (pure).
 //! - [`identity`]: the node's ed25519 key pair.
 //! - [`verify`]: re-derives counts from the journal and the changes and checks the invariant.
 //! - [`error`]: one error enum per kind of operation.
@@ -21,4 +22,5 @@ pub mod model;
 pub mod node;
 pub mod replica;
 pub mod store;
+pub mod sync;
 pub mod verify;

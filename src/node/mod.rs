@@ -9,12 +9,14 @@
 
 mod writer;
 
+pub use writer::Writer;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tracing::info_span;
 
-use writer::{Answer, Writer};
+use writer::Answer;
 
 use crate::error::{NodeError, StoreError};
 use crate::model::{EventOutcome, EventRequest, NodeMeta};
@@ -205,20 +207,11 @@ impl Node {
     /// Loads the replica from `store` and makes the node ready.
     pub fn start<S: Store + 'static>(
         meta: NodeMeta,
-        mut store: S,
+        store: S,
         options: NodeOptions,
         clock: Clock,
     ) -> Result<Self, StoreError> {
-        let snapshot = store.load(&meta.id)?;
-        let replica = Replica::open(meta.id, snapshot, options.epoch_changes)
-            .map_err(|e| StoreError::Replica(e.to_string()))?;
-        let writer = Writer {
-            meta: meta.clone(),
-            store: Box::new(store),
-            replica: Some(replica),
-            epoch_changes: options.epoch_changes,
-            clock,
-        };
+        let writer = Writer::new(meta.clone(), Box::new(store), &options, clock)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 meta,
@@ -267,7 +260,7 @@ impl Node {
     /// Runs `f` on the replica between group commits (it never sees staged state).
     pub fn query<R>(&self, f: impl FnOnce(&Replica) -> R) -> Result<R, NodeError> {
         let writer = self.shared.writer();
-        writer.replica.as_ref().map(f).ok_or(NodeError::Stopped)
+        writer.replica().map(f).ok_or(NodeError::Stopped)
     }
 
     /// Releases this handle (the store closes when the last handle goes).

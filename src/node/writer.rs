@@ -2,14 +2,15 @@
 //! order, writes them all in one transaction (group commit), and returns each
 //! event's answer only after that transaction committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use tracing::{debug, error, warn};
 
 use crate::error::{EventError, NodeError, StoreError};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeMeta};
-use crate::replica::{Batch, Replica, SealedBatch};
+use crate::replica::{Batch, CommittedChange, Replica, SealedBatch};
 use crate::store::{StockRow, Store};
+use crate::sync::{Effect, Input, SyncEngine};
 
 /// The answer to one event.
 pub type Answer = Result<EventOutcome, NodeError>;
@@ -37,14 +38,97 @@ struct Waiter {
 
 /// The replica and its store, used by one leader at a time.
 pub struct Writer {
-    pub(super) meta: NodeMeta,
-    pub(super) store: Box<dyn Store>,
-    pub(super) replica: Option<Replica>,
-    pub(super) epoch_changes: u64,
-    pub(super) clock: super::Clock,
+    meta: NodeMeta,
+    store: Box<dyn Store>,
+    replica: Option<Replica>,
+    epoch_changes: u64,
+    clock: super::Clock,
+    /// Own changes committed and not yet taken by [`Writer::take_committed`].
+    committed: Vec<CommittedChange>,
 }
 
 impl Writer {
+    /// Loads the replica of `meta` from `store`.
+    pub fn new(
+        meta: NodeMeta,
+        mut store: Box<dyn Store>,
+        options: &super::NodeOptions,
+        clock: super::Clock,
+    ) -> Result<Self, StoreError> {
+        let snapshot = store.load(&meta.id)?;
+        let replica = Replica::open(meta.id, snapshot, options.epoch_changes)
+            .map_err(|e| StoreError::Replica(e.to_string()))?;
+        Ok(Self {
+            meta,
+            store,
+            replica: Some(replica),
+            epoch_changes: options.epoch_changes,
+            clock,
+            committed: Vec::new(),
+        })
+    }
+
+    /// The replica (`None` after a failed reload).
+    pub fn replica(&self) -> Option<&Replica> {
+        self.replica.as_ref()
+    }
+
+    /// Own changes committed since the last call, in order (for the sync engine).
+    pub fn take_committed(&mut self) -> Vec<CommittedChange> {
+        std::mem::take(&mut self.committed)
+    }
+
+    /// Runs `input` through the sync engine against this replica, performing the
+    /// storage effects (loads, persists) here; returns the sends and reports.
+    pub fn sync(&mut self, engine: &mut SyncEngine, now_ms: u64, input: Input) -> Vec<Effect> {
+        let mut pending = VecDeque::from([input]);
+        let mut out = Vec::new();
+        while let Some(input) = pending.pop_front() {
+            let Some(replica) = self.replica.as_mut() else {
+                break;
+            };
+            for effect in engine.handle(replica, now_ms, input) {
+                match effect {
+                    Effect::Load {
+                        peer,
+                        writer,
+                        epoch,
+                        after,
+                        limit,
+                    } => {
+                        let changes = self
+                            .store
+                            .changes(&writer, epoch, after, limit)
+                            .unwrap_or_else(|e| {
+                                error!(error = %e, "loading changes to send failed");
+                                Vec::new()
+                            });
+                        pending.push_back(Input::Loaded {
+                            peer,
+                            writer,
+                            changes,
+                        });
+                    }
+                    Effect::Persist(p) => {
+                        if let Err(e) = self.store.commit_remote(
+                            &p.writer,
+                            &p.change,
+                            p.signature.as_deref(),
+                            &p.counters,
+                            &p.stock,
+                        ) {
+                            // The replica got ahead of the store: rebuild it from what is
+                            // durable; anti-entropy brings the change again.
+                            error!(error = %e, writer = %p.writer, "persisting a remote change failed; reloading");
+                            self.reload();
+                        }
+                    }
+                    other => out.push(other),
+                }
+            }
+        }
+        out
+    }
     /// Decides and commits one group of requests; returns their answers in order.
     pub fn commit_group(&mut self, group: Vec<EventRequest>) -> Vec<Answer> {
         let mut slots = Slots((0..group.len()).map(|_| None).collect());
@@ -142,6 +226,7 @@ impl Writer {
         let sealed = replica.seal(batch, now);
         match self.persist(&sealed) {
             Ok(()) => {
+                self.committed.extend(sealed.change.iter().cloned());
                 for w in waiters {
                     // Staged events and their indices come from the same batch, in order.
                     let mut o = sealed.events.get(w.idx).map(|(_, o)| o.clone());
@@ -191,9 +276,12 @@ impl Writer {
         };
         // The events before it are durable already; a failure here only leaves
         // the old epoch in force, which the reload restores.
-        if let Err(e) = self.store.commit_local(&self.meta.id, &sealed, &[]) {
-            warn!(error = %e, "epoch roll-over failed");
-            self.reload();
+        match self.store.commit_local(&self.meta.id, &sealed, &[]) {
+            Ok(()) => self.committed.extend(sealed.change),
+            Err(e) => {
+                warn!(error = %e, "epoch roll-over failed");
+                self.reload();
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use crate::replica::{CommittedChange, SealedBatch, WriterHead};
 
 #[derive(Default)]
 struct Data {
-    changes: BTreeMap<(NodeId, u32, u64), Vec<u8>>,
+    changes: BTreeMap<(NodeId, u32, u64), (Vec<u8>, Option<Vec<u8>>)>,
     heads: HashMap<NodeId, WriterHead>,
     counters: BTreeMap<(NodeId, CounterKey), i64>,
     events: HashMap<EventId, (EventRequest, EventOutcome)>,
@@ -63,9 +63,11 @@ fn check_fail(d: &mut Data) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn put_change(d: &mut Data, writer: &NodeId, c: &CommittedChange) {
-    d.changes
-        .insert((*writer, c.position.epoch, c.position.seq), c.bytes.clone());
+fn put_change(d: &mut Data, writer: &NodeId, c: &CommittedChange, signature: Option<&[u8]>) {
+    d.changes.insert(
+        (*writer, c.position.epoch, c.position.seq),
+        (c.bytes.clone(), signature.map(<[u8]>::to_vec)),
+    );
     d.heads.insert(
         *writer,
         WriterHead {
@@ -98,7 +100,7 @@ impl Store for MemoryStore {
             Some(h) => d
                 .changes
                 .range((*me, h.position.epoch, 0)..=(*me, h.position.epoch, u64::MAX))
-                .map(|(_, b)| b.clone())
+                .map(|(_, (b, _))| b.clone())
                 .collect(),
             None => Vec::new(),
         };
@@ -126,7 +128,7 @@ impl Store for MemoryStore {
         let mut d = self.data();
         check_fail(&mut d)?;
         if let Some(c) = &batch.change {
-            put_change(&mut d, me, c);
+            put_change(&mut d, me, c, None);
         }
         // As in SQLite: own counters are rebuilt from the own document on load.
         put_rows(&mut d, me, &[], stock);
@@ -147,12 +149,13 @@ impl Store for MemoryStore {
         &mut self,
         writer: &NodeId,
         change: &CommittedChange,
+        signature: Option<&[u8]>,
         counters: &[(CounterKey, i64)],
         stock: &[StockRow],
     ) -> Result<(), StoreError> {
         let mut d = self.data();
         check_fail(&mut d)?;
-        put_change(&mut d, writer, change);
+        put_change(&mut d, writer, change, signature);
         put_rows(&mut d, writer, counters, stock);
         Ok(())
     }
@@ -162,13 +165,16 @@ impl Store for MemoryStore {
         writer: &NodeId,
         epoch: u32,
         after: u64,
+        limit: usize,
     ) -> Result<Vec<StoredChange>, StoreError> {
         let d = self.data();
         Ok(d.changes
             .range((*writer, epoch, after.saturating_add(1))..=(*writer, epoch, u64::MAX))
-            .map(|((_, e, s), b)| StoredChange {
+            .take(limit)
+            .map(|((_, e, s), (b, sig))| StoredChange {
                 position: Position { epoch: *e, seq: *s },
                 bytes: b.clone(),
+                signature: sig.clone(),
             })
             .collect())
     }

@@ -36,6 +36,8 @@ pub struct StoredChange {
     pub position: Position,
     /// Its Automerge bytes.
     pub bytes: Vec<u8>,
+    /// The writer's head signature, when a bundle ended at this change.
+    pub signature: Option<Vec<u8>>,
 }
 
 /// A durable home for one node's replica. Every method that writes is atomic:
@@ -56,19 +58,24 @@ pub trait Store: Send {
         stock: &[StockRow],
     ) -> Result<(), StoreError>;
     /// Commits another writer's validated change and the counters and rows it changed.
+    ///
+    /// `signature` is the writer's head signature when `change` ended a bundle.
     fn commit_remote(
         &mut self,
         writer: &NodeId,
         change: &CommittedChange,
+        signature: Option<&[u8]>,
         counters: &[(CounterKey, i64)],
         stock: &[StockRow],
     ) -> Result<(), StoreError>;
-    /// The stored changes of `writer` in `epoch` with a sequence number above `after`, in order.
+    /// At most `limit` stored changes of `writer` in `epoch` with a sequence number
+    /// above `after`, in order.
     fn changes(
         &mut self,
         writer: &NodeId,
         epoch: u32,
         after: u64,
+        limit: usize,
     ) -> Result<Vec<StoredChange>, StoreError>;
 }
 

@@ -175,17 +175,19 @@ impl SqliteStore {
         tx: &rusqlite::Transaction<'_>,
         writer: &NodeId,
         c: &CommittedChange,
+        signature: Option<&[u8]>,
         head: bool,
     ) -> Result<(), rusqlite::Error> {
         tx.prepare_cached(
-            "INSERT INTO changes(writer, epoch, seq, hash, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO changes(writer, epoch, seq, hash, bytes, sig) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
             &writer.0[..],
             c.position.epoch,
             c.position.seq as i64,
             &c.hash[..],
-            &c.bytes
+            &c.bytes,
+            signature
         ])?;
         if !head {
             return Ok(());
@@ -274,7 +276,7 @@ impl Store for SqliteStore {
         let heads = read::load_heads(&self.conn, me)?;
         let own_epoch = match heads.get(me) {
             Some(h) => self
-                .changes(me, h.position.epoch, 0)?
+                .changes(me, h.position.epoch, 0, usize::MAX)?
                 .into_iter()
                 .map(|c| c.bytes)
                 .collect(),
@@ -318,7 +320,7 @@ impl Store for SqliteStore {
             .map_err(map_err)?;
         (|| -> Result<(), rusqlite::Error> {
             if let Some(c) = &batch.change {
-                Self::write_change(&tx, me, c, false)?;
+                Self::write_change(&tx, me, c, None, false)?;
             }
             // Own counters live in the own document (its epoch snapshot plus puts),
             // which restart loads anyway: no counter rows on the sale's path.
@@ -363,6 +365,7 @@ impl Store for SqliteStore {
         &mut self,
         writer: &NodeId,
         change: &CommittedChange,
+        signature: Option<&[u8]>,
         counters: &[(CounterKey, i64)],
         stock: &[StockRow],
     ) -> Result<(), StoreError> {
@@ -370,7 +373,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(map_err)?;
-        Self::write_change(&tx, writer, change, true).map_err(map_err)?;
+        Self::write_change(&tx, writer, change, signature, true).map_err(map_err)?;
         Self::write_rows(&tx, writer, counters, stock).map_err(map_err)?;
         tx.commit().map_err(map_err)
     }
@@ -380,18 +383,21 @@ impl Store for SqliteStore {
         writer: &NodeId,
         epoch: u32,
         after: u64,
+        limit: usize,
     ) -> Result<Vec<StoredChange>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, bytes FROM changes WHERE writer = ?1 AND epoch = ?2 AND seq > ?3 ORDER BY seq")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, bytes, sig FROM changes WHERE writer = ?1 AND epoch = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![&writer.0[..], epoch, after as i64], |r| {
+            .query_map(params![&writer.0[..], epoch, after as i64, limit], |r| {
                 Ok(StoredChange {
                     position: Position {
                         epoch,
                         seq: r.get::<_, i64>(0)? as u64,
                     },
                     bytes: r.get(1)?,
+                    signature: r.get(2)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()

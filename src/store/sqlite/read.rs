@@ -257,6 +257,7 @@ impl<'a> ReadOnly<'a> {
                 StoredChange {
                     position,
                     bytes: r.get(3)?,
+                    signature: None,
                 },
             ));
         }

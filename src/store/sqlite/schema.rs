@@ -2,7 +2,8 @@
 //!
 //! Tables (see docs/storage.md for the meaning of each column):
 //! - `meta(key, value)`: node id, name, location, role.
-//! - `changes(writer, epoch, seq, hash, bytes)`: every Automerge change held, own and others'.
+//! - `changes(writer, epoch, seq, hash, bytes, sig)`: every Automerge change held, own
+//!   and others'; `sig` is the writer's head signature where a received bundle ended.
 //! - `heads(writer, epoch, seq, hash)`: the last change held per other writer (the
 //!   node's own head is the last row of its own changes).
 //! - `counters(writer, key, value)`: other writers' counters, as last changed (the
@@ -21,7 +22,7 @@ const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE changes(
     writer BLOB NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
-    hash BLOB NOT NULL, bytes BLOB NOT NULL,
+    hash BLOB NOT NULL, bytes BLOB NOT NULL, sig BLOB,
     PRIMARY KEY(writer, epoch, seq)) WITHOUT ROWID;
 CREATE TABLE heads(
     writer BLOB PRIMARY KEY, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,

@@ -1,0 +1,10 @@
+//! The sync protocol: messages, head signatures, and the pure state machine
+//! that gossips changes between replicas (see docs/sync.md).
+
+pub mod bundle;
+pub mod engine;
+pub mod message;
+pub mod signing;
+
+pub use engine::{Effect, Input, Persist, SyncConfig, SyncEngine, SyncEvent, SyncStats};
+pub use message::{Bundle, Message, WireError};
