@@ -11,6 +11,7 @@
 //! - [`store`]: the storage trait, its SQLite and in-memory implementations.
 //! - [`node`]: the commit loop (group commit, idempotency) and the node handle.
 //! - [`sync`]: the sync protocol: wire messages, head signatures, the gossip state machine (pure).
+//! - [`sim`]: the deterministic fleet simulator and its checker (seeded faults, pure).
 //! - [`identity`]: the node's ed25519 key pair.
 //! - [`verify`]: re-derives counts from the journal and the changes and checks the invariant.
 //! - [`error`]: one error enum per kind of operation.
@@ -21,6 +22,7 @@ pub mod identity;
 pub mod model;
 pub mod node;
 pub mod replica;
+pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod verify;

@@ -101,7 +101,11 @@ impl Network {
         if rng.chance(self.config.replay) {
             self.replays.push(d.clone());
         }
-        let copies = if rng.chance(self.config.duplicate) { 2 } else { 1 };
+        let copies = if rng.chance(self.config.duplicate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let at = now + rng.range(self.config.min_latency_ms, self.config.max_latency_ms);
             self.next += 1;

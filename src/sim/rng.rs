@@ -27,6 +27,7 @@ impl SimRng {
 
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64 < p
+        let x = (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        x < p
     }
 }

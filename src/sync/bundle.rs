@@ -36,13 +36,22 @@ pub struct Span {
     pub last_hash: [u8; 32],
 }
 
+/// The position of the bundle's last change, read without checking anything.
+pub fn last_position(bundle: &Bundle) -> Option<Position> {
+    let last = Change::try_from(&bundle.changes.last()?.0[..]).ok()?;
+    Some(Position {
+        epoch: bundle.epoch,
+        seq: last.seq(),
+    })
+}
+
 /// Verifies chain and signature of `bundle`.
 pub fn verify(bundle: &Bundle) -> Result<Span, BundleError> {
     let mut prev: Option<Change> = None;
     let mut first = None;
     for (i, bytes) in bundle.changes.iter().enumerate() {
-        let c =
-            Change::try_from(&bytes[..]).map_err(|e| BundleError::Unparsable(i, e.to_string()))?;
+        let c = Change::try_from(&bytes.0[..])
+            .map_err(|e| BundleError::Unparsable(i, e.to_string()))?;
         if let Some(p) = &prev {
             if c.seq() != p.seq() + 1 || c.deps() != [p.hash()] {
                 return Err(BundleError::Broken(i));

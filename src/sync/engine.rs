@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
 use super::bundle::{self, Span};
-use super::message::{self, Bundle, HeadSignature, Message};
+use super::message::{self, Bundle, ChangeBytes, HeadSignature, Message};
 use super::signing::sign_head;
 use crate::escrow::CounterKey;
 use crate::identity::Identity;
@@ -429,6 +429,18 @@ impl SyncEngine {
         if writer == self.me {
             return;
         }
+        // Cheap staleness test first: duplicates are common (several peers relay
+        // the same changes) and need no signature check.
+        let have = replica
+            .heads()
+            .get(&writer)
+            .map(|h| h.position)
+            .unwrap_or_default();
+        if let Some(last) = bundle::last_position(&bundle) {
+            if !newer(last, have) {
+                return;
+            }
+        }
         let span = match bundle::verify(&bundle) {
             Ok(s) => s,
             Err(e) => return self.reject(from, Some(writer), e.to_string(), out),
@@ -439,11 +451,6 @@ impl SyncEngine {
                 *k = span.last;
             }
         }
-        let have = replica
-            .heads()
-            .get(&writer)
-            .map(|h| h.position)
-            .unwrap_or_default();
         if !newer(span.last, have) {
             return;
         }
@@ -478,7 +485,7 @@ impl SyncEngine {
         let writer = bundle.writer;
         let n = bundle.changes.len();
         let mut applied = false;
-        for (i, bytes) in bundle.changes.into_iter().enumerate() {
+        for (i, super::message::ChangeBytes(bytes)) in bundle.changes.into_iter().enumerate() {
             let signature = (i + 1 == n).then(|| bundle.signature.0.clone());
             match replica.apply_remote(&writer, bundle.epoch, &bytes) {
                 Ok(Some(valid)) => {
@@ -669,7 +676,7 @@ impl SyncEngine {
         let bundle = Bundle {
             writer,
             epoch,
-            changes: changes.into_iter().map(|c| c.bytes).collect(),
+            changes: changes.into_iter().map(|c| ChangeBytes(c.bytes)).collect(),
             signature: HeadSignature(signature),
         };
         Some((bundle, end))

@@ -16,7 +16,7 @@ pub const VERSION: u8 = 1;
 /// Largest message accepted, before and after decompression.
 pub const MAX_MESSAGE: usize = 8 << 20;
 /// Bodies larger than this are deflate-compressed.
-const COMPRESS_ABOVE: usize = 256;
+const COMPRESS_ABOVE: usize = 512;
 const FLAG_DEFLATE: u8 = 1;
 
 /// Why bytes from a peer are not a message. Nothing was applied.
@@ -45,7 +45,11 @@ pub enum WireError {
 /// Each change names the previous one's hash, so a signature over a head
 /// authenticates every earlier change of that epoch too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeadSignature(pub Vec<u8>);
+pub struct HeadSignature(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// One Automerge change, as bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeBytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 /// Consecutive changes of one writer's epoch, signed at the last one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +59,7 @@ pub struct Bundle {
     /// Which epoch of the writer's history.
     pub epoch: u32,
     /// Automerge change bytes, in sequence order.
-    pub changes: Vec<Vec<u8>>,
+    pub changes: Vec<ChangeBytes>,
     /// The writer's signature over the last change.
     pub signature: HeadSignature,
 }
@@ -185,7 +189,7 @@ mod tests {
         Message::Changes(Bundle {
             writer: NodeId([4; 32]),
             epoch: 2,
-            changes: vec![vec![1; 300], vec![2; 300]],
+            changes: vec![ChangeBytes(vec![1; 300]), ChangeBytes(vec![2; 300])],
             signature: HeadSignature(vec![9; 64]),
         })
     }
