@@ -252,6 +252,9 @@ pub enum BenchKind {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The sync protocol over a zero-latency in-memory network: bytes per sale,
+    /// anti-entropy bytes when equal, catch-up time of a store.
+    Sync,
     /// Internal: open a node and report its load time and peak memory.
     #[command(hide = true)]
     Restart {

@@ -3,6 +3,7 @@
 
 mod args;
 mod bench_local;
+mod bench_sync;
 mod demo;
 mod events;
 mod output;
@@ -152,6 +153,7 @@ fn run(cli: Cli) -> Result<()> {
                 dir,
             } => bench_local::run(*history, *samples, dir.clone(), cli.json),
             BenchKind::Restart { dir } => bench_local::restart_probe(dir),
+            BenchKind::Sync => bench_sync::run(cli.json),
         },
         Command::Info => {
             let dir = data_dir(&cli)?;

@@ -87,6 +87,7 @@ impl Writer {
             let Some(replica) = self.replica.as_mut() else {
                 break;
             };
+            let mut persist = Vec::new();
             for effect in engine.handle(replica, now_ms, input) {
                 match effect {
                     Effect::Load {
@@ -109,21 +110,17 @@ impl Writer {
                             changes,
                         });
                     }
-                    Effect::Persist(p) => {
-                        if let Err(e) = self.store.commit_remote(
-                            &p.writer,
-                            &p.change,
-                            p.signature.as_deref(),
-                            &p.counters,
-                            &p.stock,
-                        ) {
-                            // The replica got ahead of the store: rebuild it from what is
-                            // durable; anti-entropy brings the change again.
-                            error!(error = %e, writer = %p.writer, "persisting a remote change failed; reloading");
-                            self.reload();
-                        }
-                    }
+                    Effect::Persist(p) => persist.push(p),
                     other => out.push(other),
+                }
+            }
+            // Every change one input applied goes to disk in one transaction.
+            if !persist.is_empty() {
+                if let Err(e) = self.store.commit_remote(&persist) {
+                    // The replica got ahead of the store: rebuild it from what is
+                    // durable; anti-entropy brings the changes again.
+                    error!(error = %e, changes = persist.len(), "persisting remote changes failed; reloading");
+                    self.reload();
                 }
             }
         }

@@ -4,15 +4,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Snapshot, StockRow, Store, StoredChange};
+use super::{RemoteChange, Snapshot, StockRow, Store, StoredChange};
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, Hold, StockBook};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeId, Position, ReservationId};
 use crate::replica::{CommittedChange, SealedBatch, WriterHead};
 
+/// A stored change's bytes and head signature.
+type StoredBytes = (Vec<u8>, Option<Vec<u8>>);
+
 #[derive(Default)]
 struct Data {
-    changes: BTreeMap<(NodeId, u32, u64), (Vec<u8>, Option<Vec<u8>>)>,
+    changes: BTreeMap<(NodeId, u32, u64), StoredBytes>,
     heads: HashMap<NodeId, WriterHead>,
     counters: BTreeMap<(NodeId, CounterKey), i64>,
     events: HashMap<EventId, (EventRequest, EventOutcome)>,
@@ -145,18 +148,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn commit_remote(
-        &mut self,
-        writer: &NodeId,
-        change: &CommittedChange,
-        signature: Option<&[u8]>,
-        counters: &[(CounterKey, i64)],
-        stock: &[StockRow],
-    ) -> Result<(), StoreError> {
+    fn commit_remote(&mut self, changes: &[RemoteChange]) -> Result<(), StoreError> {
         let mut d = self.data();
         check_fail(&mut d)?;
-        put_change(&mut d, writer, change, signature);
-        put_rows(&mut d, writer, counters, stock);
+        for c in changes {
+            put_change(&mut d, &c.writer, &c.change, c.signature.as_deref());
+            put_rows(&mut d, &c.writer, &c.counters, &c.stock);
+        }
         Ok(())
     }
 

@@ -29,6 +29,21 @@ pub struct StockRow {
     pub deficit: i64,
 }
 
+/// Another writer's validated change, ready to make durable.
+#[derive(Debug, Clone)]
+pub struct RemoteChange {
+    /// Its writer.
+    pub writer: NodeId,
+    /// The change.
+    pub change: CommittedChange,
+    /// The writer's head signature, when the change ended its bundle.
+    pub signature: Option<Vec<u8>>,
+    /// The writer's counters it raised.
+    pub counters: Vec<(CounterKey, i64)>,
+    /// Stock rows of the pools it touched, as they stand after it.
+    pub stock: Vec<StockRow>,
+}
+
 /// One stored change of a writer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredChange {
@@ -57,17 +72,8 @@ pub trait Store: Send {
         batch: &SealedBatch,
         stock: &[StockRow],
     ) -> Result<(), StoreError>;
-    /// Commits another writer's validated change and the counters and rows it changed.
-    ///
-    /// `signature` is the writer's head signature when `change` ended a bundle.
-    fn commit_remote(
-        &mut self,
-        writer: &NodeId,
-        change: &CommittedChange,
-        signature: Option<&[u8]>,
-        counters: &[(CounterKey, i64)],
-        stock: &[StockRow],
-    ) -> Result<(), StoreError>;
+    /// Commits other writers' validated changes, all in one transaction.
+    fn commit_remote(&mut self, changes: &[RemoteChange]) -> Result<(), StoreError>;
     /// At most `limit` stored changes of `writer` in `epoch` with a sequence number
     /// above `after`, in order.
     fn changes(

@@ -10,11 +10,10 @@ use tracing::debug;
 use super::bundle::{self, Span};
 use super::message::{self, Bundle, ChangeBytes, HeadSignature, Message};
 use super::signing::sign_head;
-use crate::escrow::CounterKey;
 use crate::identity::Identity;
 use crate::model::{NodeId, Position};
 use crate::replica::{CommittedChange, Replica};
-use crate::store::{StockRow, StoredChange};
+use crate::store::{RemoteChange, StockRow, StoredChange};
 
 /// Tunables of the protocol.
 #[derive(Clone, Debug)]
@@ -31,6 +30,9 @@ pub struct SyncConfig {
     pub max_parked: usize,
     /// Recent changes per writer kept in memory for eager push and relay.
     pub recent_per_writer: usize,
+    /// Coalescing delay of eager pushes: 0 pushes each change at once; more
+    /// gathers the changes of that many milliseconds into one signed bundle.
+    pub push_delay_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -42,6 +44,7 @@ impl Default for SyncConfig {
             bundle_changes: 512,
             max_parked: 256,
             recent_per_writer: 256,
+            push_delay_ms: 0,
         }
     }
 }
@@ -73,21 +76,6 @@ pub enum Input {
     },
     /// Time passed; run what is due (see [`SyncEngine::poll_timeout`]).
     Tick,
-}
-
-/// A remote change to make durable.
-#[derive(Debug, Clone)]
-pub struct Persist {
-    /// Its writer.
-    pub writer: NodeId,
-    /// The change.
-    pub change: CommittedChange,
-    /// The writer's head signature, when the change ended its bundle.
-    pub signature: Option<Vec<u8>>,
-    /// The writer's counters it raised.
-    pub counters: Vec<(CounterKey, i64)>,
-    /// Stock rows of the pools it touched, as they stand after it.
-    pub stock: Vec<StockRow>,
 }
 
 /// Something the protocol reports.
@@ -137,8 +125,9 @@ pub enum Effect {
         /// Most changes to read.
         limit: usize,
     },
-    /// Make a remote change durable (store's `commit_remote`).
-    Persist(Persist),
+    /// Make a remote change durable (store's `commit_remote`; consecutive
+    /// persists of one `handle` call may share a transaction).
+    Persist(RemoteChange),
     /// Report an event (log it, count it).
     Report(SyncEvent),
 }
@@ -183,6 +172,10 @@ pub struct SyncEngine {
     parked: BTreeMap<(NodeId, u32, u64), (NodeId, Bundle)>,
     own_signature: Option<(Position, Vec<u8>)>,
     stats: SyncStats,
+    now_ms: u64,
+    /// Writers with changes not yet pushed (when coalescing).
+    dirty: BTreeSet<NodeId>,
+    flush_at: Option<u64>,
 }
 
 fn newer(a: Position, b: Position) -> bool {
@@ -201,6 +194,9 @@ impl SyncEngine {
             parked: BTreeMap::new(),
             own_signature: None,
             stats: SyncStats::default(),
+            now_ms: 0,
+            dirty: BTreeSet::new(),
+            flush_at: None,
         }
     }
 
@@ -216,6 +212,11 @@ impl SyncEngine {
 
     /// When [`Input::Tick`] is next due, if any peer is connected.
     pub fn poll_timeout(&self) -> Option<u64> {
+        let flush = if self.peers.is_empty() {
+            None
+        } else {
+            self.flush_at
+        };
         self.peers
             .values()
             .map(|p| {
@@ -226,11 +227,13 @@ impl SyncEngine {
                     p.next_probe_ms
                 }
             })
+            .chain(flush)
             .min()
     }
 
     /// Handles one input at time `now_ms` against `replica`; returns the effects, in order.
     pub fn handle(&mut self, replica: &mut Replica, now_ms: u64, input: Input) -> Vec<Effect> {
+        self.now_ms = now_ms;
         let mut out = Vec::new();
         match input {
             Input::PeerUp(peer) => {
@@ -268,9 +271,7 @@ impl SyncEngine {
                         signature: None,
                     },
                 );
-                for peer in self.peer_ids() {
-                    self.push(replica, peer, me, &mut out);
-                }
+                self.announce(replica, me, &mut out);
             }
             Input::Loaded {
                 peer,
@@ -298,6 +299,14 @@ impl SyncEngine {
     }
 
     fn tick(&mut self, replica: &Replica, now_ms: u64, out: &mut Vec<Effect>) {
+        if self.flush_at.is_some_and(|t| t <= now_ms) {
+            self.flush_at = None;
+            for writer in std::mem::take(&mut self.dirty) {
+                for peer in self.peer_ids() {
+                    self.push(replica, peer, writer, out);
+                }
+            }
+        }
         for peer in self.peer_ids() {
             let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
@@ -468,9 +477,20 @@ impl SyncEngine {
         }
         if self.apply(replica, from, bundle, span, out) {
             self.unpark(replica, writer, out);
+            self.announce(replica, writer, out);
+        }
+    }
+
+    /// New changes of `writer`: push them now, or at the next flush when coalescing.
+    fn announce(&mut self, replica: &Replica, writer: NodeId, out: &mut Vec<Effect>) {
+        if self.config.push_delay_ms == 0 {
             for peer in self.peer_ids() {
                 self.push(replica, peer, writer, out);
             }
+        } else {
+            self.dirty.insert(writer);
+            self.flush_at
+                .get_or_insert(self.now_ms + self.config.push_delay_ms);
         }
     }
 
@@ -514,7 +534,7 @@ impl SyncEngine {
                             signature: signature.clone(),
                         },
                     );
-                    out.push(Effect::Persist(Persist {
+                    out.push(Effect::Persist(RemoteChange {
                         writer,
                         change,
                         signature,

@@ -6,5 +6,5 @@ pub mod engine;
 pub mod message;
 pub mod signing;
 
-pub use engine::{Effect, Input, Persist, SyncConfig, SyncEngine, SyncEvent, SyncStats};
+pub use engine::{Effect, Input, SyncConfig, SyncEngine, SyncEvent, SyncStats};
 pub use message::{Bundle, Message, WireError};

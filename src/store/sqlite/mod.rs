@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 pub use read::{open_read_only, HistoryRow, JournalTotal, ReadOnly};
 pub use schema::SCHEMA_VERSION;
 
-use super::{Snapshot, StockRow, Store, StoredChange};
+use super::{RemoteChange, Snapshot, StockRow, Store, StoredChange};
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, Hold, StockBook};
 use crate::model::{
@@ -361,20 +361,16 @@ impl Store for SqliteStore {
         tx.commit().map_err(map_err)
     }
 
-    fn commit_remote(
-        &mut self,
-        writer: &NodeId,
-        change: &CommittedChange,
-        signature: Option<&[u8]>,
-        counters: &[(CounterKey, i64)],
-        stock: &[StockRow],
-    ) -> Result<(), StoreError> {
+    fn commit_remote(&mut self, changes: &[RemoteChange]) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(map_err)?;
-        Self::write_change(&tx, writer, change, signature, true).map_err(map_err)?;
-        Self::write_rows(&tx, writer, counters, stock).map_err(map_err)?;
+        for c in changes {
+            Self::write_change(&tx, &c.writer, &c.change, c.signature.as_deref(), true)
+                .map_err(map_err)?;
+            Self::write_rows(&tx, &c.writer, &c.counters, &c.stock).map_err(map_err)?;
+        }
         tx.commit().map_err(map_err)
     }
 
