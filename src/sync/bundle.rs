@@ -1,11 +1,14 @@
-//! Checking a received bundle before anything of it is applied: the changes
-//! form one chain and the writer signed its last change.
+//! Bundles on the wire: consecutive changes of one writer's epoch, packed with
+//! each change's single dependency left out after the first (it is the hash of
+//! the change before it, which the receiver computes), and checked before
+//! anything of them is applied: the changes form one chain and the writer
+//! signed its last change.
 
 use automerge::Change;
 
-use super::message::Bundle;
+use super::message::{Bundle, ChangeBytes, HeadSignature};
 use super::signing::verify_head;
-use crate::model::Position;
+use crate::model::{NodeId, Position};
 
 /// Why a bundle is refused. Nothing of it was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,54 +35,202 @@ pub struct Span {
     pub first: Position,
     /// The last change's position (the signed head).
     pub last: Position,
-    /// The last change's hash.
-    pub last_hash: [u8; 32],
 }
 
-/// The position of the bundle's last change, read without checking anything.
+const HASH: usize = 32;
+
+fn leb128(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, b) in bytes.get(at..)?.iter().take(10).enumerate() {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, at + i + 1));
+        }
+    }
+    None
+}
+
+/// Offset of the first dependency hash of a change chunk holding exactly one.
+///
+/// Layout: magic (4), checksum (4), chunk type (1), body length (LEB128), then
+/// the body, which opens with the number of dependencies (LEB128) and the hashes.
+fn single_dep_offset(bytes: &[u8]) -> Option<usize> {
+    if bytes.get(8) != Some(&1) {
+        return None;
+    }
+    let (_, body) = leb128(bytes, 9)?;
+    let (n, deps) = leb128(bytes, body)?;
+    (n == 1).then_some(deps)
+}
+
+/// Packs consecutive changes: from the second on, the dependency is left out.
+pub fn pack(
+    writer: NodeId,
+    epoch: u32,
+    changes: Vec<Vec<u8>>,
+    first_seq: u64,
+    signature: Vec<u8>,
+) -> Bundle {
+    let changes = changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            if i > 0 {
+                if let Some(at) = single_dep_offset(&c) {
+                    if c.len() >= at + HASH {
+                        c.drain(at..at + HASH);
+                    }
+                }
+            }
+            ChangeBytes(c)
+        })
+        .collect();
+    Bundle {
+        writer,
+        epoch,
+        first_seq,
+        changes,
+        signature: HeadSignature(signature),
+    }
+}
+
+/// The position of the bundle's last change, as the bundle states it (for a
+/// cheap staleness test; [`verify`] checks it).
 pub fn last_position(bundle: &Bundle) -> Option<Position> {
-    let last = Change::try_from(&bundle.changes.last()?.0[..]).ok()?;
+    let n = bundle.changes.len() as u64;
     Some(Position {
         epoch: bundle.epoch,
-        seq: last.seq(),
+        seq: bundle.first_seq.checked_add(n.checked_sub(1)?)?,
     })
 }
 
-/// Verifies chain and signature of `bundle`.
-pub fn verify(bundle: &Bundle) -> Result<Span, BundleError> {
+/// Restores the changes of `bundle`, checks they form one chain from
+/// `first_seq` on, and checks the writer's signature over the last one.
+pub fn verify(bundle: &Bundle) -> Result<(Span, Vec<Vec<u8>>), BundleError> {
+    let mut restored: Vec<Vec<u8>> = Vec::with_capacity(bundle.changes.len());
     let mut prev: Option<Change> = None;
-    let mut first = None;
-    for (i, bytes) in bundle.changes.iter().enumerate() {
-        let c = Change::try_from(&bytes.0[..])
-            .map_err(|e| BundleError::Unparsable(i, e.to_string()))?;
-        if let Some(p) = &prev {
-            if c.seq() != p.seq() + 1 || c.deps() != [p.hash()] {
-                return Err(BundleError::Broken(i));
+    for (i, ChangeBytes(packed)) in bundle.changes.iter().enumerate() {
+        let bytes = match &prev {
+            None => packed.clone(),
+            Some(p) => {
+                let at = single_dep_offset(packed).ok_or(BundleError::Broken(i))?;
+                if packed.len() < at {
+                    return Err(BundleError::Broken(i));
+                }
+                let mut b = Vec::with_capacity(packed.len() + HASH);
+                b.extend_from_slice(&packed[..at]);
+                b.extend_from_slice(&p.hash().0);
+                b.extend_from_slice(&packed[at..]);
+                b
             }
-        } else {
-            first = Some(c.seq());
+        };
+        let c =
+            Change::try_from(&bytes[..]).map_err(|e| BundleError::Unparsable(i, e.to_string()))?;
+        let want_seq = bundle.first_seq.checked_add(i as u64);
+        if Some(c.seq()) != want_seq || prev.as_ref().is_some_and(|p| c.deps() != [p.hash()]) {
+            return Err(BundleError::Broken(i));
         }
         prev = Some(c);
+        restored.push(bytes);
     }
-    let (Some(last), Some(first)) = (prev, first) else {
-        return Err(BundleError::Empty);
-    };
+    let last = prev.ok_or(BundleError::Empty)?;
     let pos = |seq| Position {
         epoch: bundle.epoch,
         seq,
     };
-    let last_hash = last.hash().0;
     if !verify_head(
         &bundle.writer,
         pos(last.seq()),
-        &last_hash,
+        &last.hash().0,
         &bundle.signature.0,
     ) {
         return Err(BundleError::BadSignature);
     }
-    Ok(Span {
-        first: pos(first),
-        last: pos(last.seq()),
-        last_hash,
-    })
+    Ok((
+        Span {
+            first: pos(bundle.first_seq),
+            last: pos(last.seq()),
+        },
+        restored,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::escrow::CounterKey;
+    use crate::identity::Identity;
+    use crate::model::{LocationId, PoolKey, Sku};
+    use crate::replica::{CounterWrite, OwnDoc};
+    use crate::sync::signing::sign_head;
+
+    fn chain(id: &Identity, n: i64) -> Vec<crate::replica::CommittedChange> {
+        let mut doc = OwnDoc::new(&id.node_id(), 1);
+        let key = CounterKey::Minted(PoolKey::new(
+            LocationId::new("S").unwrap(),
+            Sku::new("A").unwrap(),
+        ));
+        (1..=n)
+            .map(|v| {
+                let w = CounterWrite {
+                    key: key.clone(),
+                    old: v - 1,
+                    new: v,
+                };
+                doc.commit(&[w], "[]", 0).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packing_leaves_out_dependencies_and_verify_restores_them() {
+        let id = Identity::from_seed([1; 32]);
+        let changes = chain(&id, 5);
+        let last = changes.last().unwrap();
+        let sig = sign_head(&id, last.position, &last.hash);
+        let bytes: Vec<Vec<u8>> = changes.iter().map(|c| c.bytes.clone()).collect();
+        let bundle = pack(id.node_id(), 1, bytes.clone(), 1, sig);
+        for (packed, full) in bundle.changes.iter().zip(&bytes).skip(1) {
+            assert_eq!(packed.0.len() + HASH, full.len());
+        }
+        let (span, restored) = verify(&bundle).unwrap();
+        assert_eq!(restored, bytes);
+        assert_eq!(span.last, last.position);
+        assert_eq!(last_position(&bundle), Some(last.position));
+    }
+
+    #[test]
+    fn tampering_is_refused() {
+        let id = Identity::from_seed([1; 32]);
+        let changes = chain(&id, 3);
+        let last = changes.last().unwrap();
+        let sig = sign_head(&id, last.position, &last.hash);
+        let bytes: Vec<Vec<u8>> = changes.iter().map(|c| c.bytes.clone()).collect();
+        let good = pack(id.node_id(), 1, bytes.clone(), 1, sig.clone());
+        // Another writer's name on the bundle.
+        let mut b = good.clone();
+        b.writer = NodeId([7; 32]);
+        assert_eq!(verify(&b).unwrap_err(), BundleError::BadSignature);
+        // A change dropped from the middle.
+        let mut b = good.clone();
+        b.changes.remove(1);
+        assert!(verify(&b).is_err());
+        // The wrong first sequence number.
+        let mut b = good.clone();
+        b.first_seq = 2;
+        assert_eq!(verify(&b).unwrap_err(), BundleError::Broken(0));
+        // A signature by someone else over the same head.
+        let other = Identity::from_seed([2; 32]);
+        let b = pack(
+            id.node_id(),
+            1,
+            bytes,
+            1,
+            sign_head(&other, last.position, &last.hash),
+        );
+        assert_eq!(verify(&b).unwrap_err(), BundleError::BadSignature);
+        let mut b = good;
+        b.changes.clear();
+        assert_eq!(verify(&b).unwrap_err(), BundleError::Empty);
+    }
 }

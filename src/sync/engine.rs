@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
 use super::bundle::{self, Span};
-use super::message::{self, Bundle, ChangeBytes, HeadSignature, Message};
+use super::message::{self, Bundle, Message};
 use super::signing::sign_head;
 use crate::identity::Identity;
 use crate::model::{NodeId, Position};
@@ -157,6 +157,15 @@ struct Peer {
     loading: BTreeSet<NodeId>,
 }
 
+/// A bundle whose chain and signature were checked, restored to plain changes.
+struct Verified {
+    from: NodeId,
+    writer: NodeId,
+    span: Span,
+    changes: Vec<Vec<u8>>,
+    signature: Vec<u8>,
+}
+
 struct Recent {
     epoch: u32,
     changes: VecDeque<StoredChange>,
@@ -169,7 +178,7 @@ pub struct SyncEngine {
     config: SyncConfig,
     peers: BTreeMap<NodeId, Peer>,
     recent: HashMap<NodeId, Recent>,
-    parked: BTreeMap<(NodeId, u32, u64), (NodeId, Bundle)>,
+    parked: BTreeMap<(NodeId, u32, u64), Verified>,
     own_signature: Option<(Position, Vec<u8>)>,
     stats: SyncStats,
     now_ms: u64,
@@ -450,9 +459,16 @@ impl SyncEngine {
                 return;
             }
         }
-        let span = match bundle::verify(&bundle) {
-            Ok(s) => s,
+        let (span, changes) = match bundle::verify(&bundle) {
+            Ok(v) => v,
             Err(e) => return self.reject(from, Some(writer), e.to_string(), out),
+        };
+        let verified = Verified {
+            from,
+            writer,
+            span,
+            changes,
+            signature: bundle.signature.0,
         };
         if let Some(p) = self.peers.get_mut(&from) {
             let k = p.known.entry(writer).or_default();
@@ -471,11 +487,11 @@ impl SyncEngine {
         if !connects {
             if self.parked.len() < self.config.max_parked {
                 self.parked
-                    .insert((writer, span.first.epoch, span.first.seq), (from, bundle));
+                    .insert((writer, span.first.epoch, span.first.seq), verified);
             }
             return;
         }
-        if self.apply(replica, from, bundle, span, out) {
+        if self.apply(replica, verified, out) {
             self.unpark(replica, writer, out);
             self.announce(replica, writer, out);
         }
@@ -494,20 +510,20 @@ impl SyncEngine {
         }
     }
 
-    fn apply(
-        &mut self,
-        replica: &mut Replica,
-        from: NodeId,
-        bundle: Bundle,
-        span: Span,
-        out: &mut Vec<Effect>,
-    ) -> bool {
-        let writer = bundle.writer;
-        let n = bundle.changes.len();
+    fn apply(&mut self, replica: &mut Replica, v: Verified, out: &mut Vec<Effect>) -> bool {
+        let Verified {
+            from,
+            writer,
+            span,
+            changes,
+            signature: head_signature,
+        } = v;
+        let epoch = span.first.epoch;
+        let n = changes.len();
         let mut applied = false;
-        for (i, super::message::ChangeBytes(bytes)) in bundle.changes.into_iter().enumerate() {
-            let signature = (i + 1 == n).then(|| bundle.signature.0.clone());
-            match replica.apply_remote(&writer, bundle.epoch, &bytes) {
+        for (i, bytes) in changes.into_iter().enumerate() {
+            let signature = (i + 1 == n).then(|| head_signature.clone());
+            match replica.apply_remote(&writer, epoch, &bytes) {
                 Ok(Some(valid)) => {
                     applied = true;
                     self.stats.changes_applied += 1;
@@ -527,7 +543,7 @@ impl SyncEngine {
                     };
                     self.remember(
                         writer,
-                        bundle.epoch,
+                        epoch,
                         StoredChange {
                             position: change.position,
                             bytes,
@@ -584,13 +600,11 @@ impl SyncEngine {
                     .retain(|(w, e, _), _| *w != writer || *e >= have.epoch);
                 return;
             };
-            let Some((from, bundle)) = self.parked.remove(&key) else {
+            let Some(verified) = self.parked.remove(&key) else {
                 return;
             };
-            if let Ok(span) = bundle::verify(&bundle) {
-                if newer(span.last, have) {
-                    self.apply(replica, from, bundle, span, out);
-                }
+            if newer(verified.span.last, have) {
+                self.apply(replica, verified, out);
             }
         }
     }
@@ -693,13 +707,12 @@ impl SyncEngine {
             changes.last()?.signature.clone()?
         };
         let end = changes.last()?.position;
-        let bundle = Bundle {
-            writer,
-            epoch,
-            changes: changes.into_iter().map(|c| ChangeBytes(c.bytes)).collect(),
-            signature: HeadSignature(signature),
-        };
-        Some((bundle, end))
+        let first_seq = changes.first()?.position.seq;
+        let bytes = changes.into_iter().map(|c| c.bytes).collect();
+        Some((
+            bundle::pack(writer, epoch, bytes, first_seq, signature),
+            end,
+        ))
     }
 
     fn send_bundle(&mut self, peer: NodeId, bundle: Bundle, end: Position, out: &mut Vec<Effect>) {

@@ -58,7 +58,10 @@ pub struct Bundle {
     pub writer: NodeId,
     /// Which epoch of the writer's history.
     pub epoch: u32,
-    /// Automerge change bytes, in sequence order.
+    /// Sequence number of the first change.
+    pub first_seq: u64,
+    /// Automerge change bytes, in sequence order; from the second on, the one
+    /// dependency (the previous change's hash) is left out (see `bundle::pack`).
     pub changes: Vec<ChangeBytes>,
     /// The writer's signature over the last change.
     pub signature: HeadSignature,
@@ -189,6 +192,7 @@ mod tests {
         Message::Changes(Bundle {
             writer: NodeId([4; 32]),
             epoch: 2,
+            first_seq: 1,
             changes: vec![ChangeBytes(vec![1; 300]), ChangeBytes(vec![2; 300])],
             signature: HeadSignature(vec![9; 64]),
         })
