@@ -69,7 +69,7 @@ pub enum InputError {
 #[non_exhaustive]
 pub enum EventError {
     /// The node's rights do not cover the consumption under `strict`.
-    #[error("insufficient rights for {pool}: {available} available, {requested} requested (rebalance, or sell with --policy record if the units are in hand)")]
+    #[error("insufficient rights for {pool}: {available} available, {requested} requested (rebalance first; a till sale of units in hand may use --policy record)")]
     InsufficientRights {
         /// The pool.
         pool: PoolKey,
@@ -216,7 +216,7 @@ pub enum NodeError {
     /// Storage failed; the event was not acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The node's commit thread has stopped.
+    /// The node cannot take events (its replica failed to reload, or a group panicked).
     #[error("node is stopped")]
     Stopped,
 }

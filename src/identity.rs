@@ -70,6 +70,8 @@ impl Identity {
         f.write_all(&self.key.to_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, dir.join(KEY_FILE))?;
+        // Make the rename itself durable.
+        fs::File::open(dir)?.sync_all()?;
         Ok(())
     }
 

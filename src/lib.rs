@@ -9,7 +9,7 @@
 //! - [`escrow`]: the stock book of grow-only counters and the escrow rule (pure).
 //! - [`replica`]: the book plus the own Automerge document, and validation of other writers' changes (pure).
 //! - [`store`]: the storage trait, its SQLite and in-memory implementations.
-//! - [`node`]: the commit loop (group commit, idempotency) and the node handle.
+//! - [`node`]: the node handle and its writer: leader/follower group commit, idempotency.
 //! - [`sync`]: the sync protocol: wire messages, head signatures, the gossip state machine (pure).
 //! - [`sim`]: the deterministic fleet simulator and its checker (seeded faults, pure).
 //! - [`identity`]: the node's ed25519 key pair.

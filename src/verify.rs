@@ -198,6 +198,18 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
         .map(|r| ((r.location.clone(), r.sku.clone()), r))
         .collect();
     let mut pools = 0;
+    for r in rows.values() {
+        let known = crate::model::LocationId::new(r.location.as_str())
+            .and_then(|l| Ok(PoolKey::new(l, crate::model::Sku::new(r.sku.as_str())?)))
+            .map(|p| book.pool(&p).is_some())
+            .unwrap_or(false);
+        if !known {
+            problems.push(format!(
+                "stock row {}@{} has no counters behind it",
+                r.sku, r.location
+            ));
+        }
+    }
     for (pool, state) in book.pools() {
         pools += 1;
         let want = StockRow::of(&book, &meta.id, pool);
@@ -241,6 +253,11 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
     let mut held: HashMap<PoolKey, i64> = HashMap::new();
     for (pool, outstanding) in db.holds()? {
         *held.entry(pool).or_default() += outstanding;
+    }
+    for pool in held.keys() {
+        if book.pool(pool).is_none() {
+            problems.push(format!("open reservation in {pool}, which has no counters"));
+        }
     }
     for (pool, state) in book.pools() {
         let own = state.share(&meta.id).held();

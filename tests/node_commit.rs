@@ -1,4 +1,4 @@
-//! The commit loop over the in-memory store: group commit, idempotency, and a
+//! The node's writer over the in-memory store: group commit, idempotency, and a
 //! failed commit that must change nothing.
 
 use std::sync::Arc;

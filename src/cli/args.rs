@@ -73,7 +73,7 @@ pub enum Command {
         #[command(flatten)]
         opts: EventOpts,
     },
-    /// An order from an online channel (always strict unless --policy says otherwise).
+    /// An order from an online channel (always strict: it promises stock not in hand).
     Order {
         /// SKU.
         sku: String,
@@ -213,6 +213,18 @@ pub enum Command {
         /// Keep the demo's data directory here instead of a temporary one.
         #[arg(long)]
         keep: Option<PathBuf>,
+    },
+    /// Run the deterministic fleet simulator: one seed to replay a failure, or many.
+    Sim {
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many consecutive seeds.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Sell against the pool's on-hand count instead of rights (the checker must fail).
+        #[arg(long)]
+        broken_rule: bool,
     },
     /// Benchmarks; print figures as JSON with --json.
     Bench {

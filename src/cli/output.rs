@@ -16,7 +16,7 @@ fn json(v: &impl serde::Serialize) {
 pub fn error(e: &anyhow::Error, code: i32, as_json: bool) {
     let msg = format!("{e:#}");
     eprintln!("error: {msg}");
-    if as_json {
+    if as_json && e.downcast_ref::<super::Reported>().is_none() {
         json(&serde_json::json!({ "error": msg, "exit_code": code }));
     }
 }

@@ -115,7 +115,8 @@ impl EventKind {
     /// The policy used when the caller names none.
     ///
     /// Negative adjustments are counted facts, so they record a deficit; every
-    /// other consumption is a promise and refuses.
+    /// other consumption refuses unless the caller asks for `record` (allowed only
+    /// where [`EventKind::may_record`] says the units are in hand).
     pub fn default_policy(&self) -> Policy {
         match self {
             EventKind::Adjustment {

@@ -2,7 +2,7 @@
 //!
 //! There is no commit thread. A caller queues its event and waits for its
 //! answer; when no leader is active, a waiting caller becomes the leader: it
-//! takes every queued event, decides and commits them in one transaction, hands
+//! takes up to `max_batch` queued events, decides and commits them in one transaction, hands
 //! out the answers and, if events are still queued, wakes one waiting caller to
 //! lead the next group. A caller alone pays no thread hand-off; concurrent
 //! callers share each commit.
@@ -144,10 +144,22 @@ impl Shared {
             .filter_map(|i| q.entries.get_mut(i).and_then(|e| e.request.take()))
             .collect();
         drop(q);
+        let count = requests.len();
         let answers = {
-            let span = info_span!("group_commit", node = %self.meta.id, events = requests.len());
+            let span = info_span!("group_commit", node = %self.meta.id, events = count);
             let _g = span.enter();
-            self.writer().commit_group(requests)
+            // A panic inside the group must not leave `leader_active` set (every
+            // later caller would wait forever): answer the group with an error;
+            // the poisoned writer lock makes the next leader reload from storage.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut w = self.writer();
+                let answers = w.commit_group(requests);
+                // No sync engine is attached to this handle yet: the own changes
+                // are durable in the store, where sync reads them.
+                w.take_committed();
+                answers
+            }))
+            .unwrap_or_else(|_| (0..count).map(|_| Err(NodeError::Stopped)).collect())
         };
         let mut q = self.queue();
         for (i, answer) in ids.iter().zip(answers) {

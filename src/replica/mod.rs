@@ -1,7 +1,7 @@
 //! A node's replica: the stock book of all writers, its own holds, its own
 //! Automerge document and the head of every writer it has heard from.
 //!
-//! Pure: no disk, no clock (times come in as arguments). The node's commit loop
+//! Pure: no disk, no clock (times come in as arguments). The node's writer
 //! stages events into a [`Batch`], seals it into one change, makes it durable, and
 //! only then acknowledges.
 

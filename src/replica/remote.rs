@@ -2,7 +2,7 @@
 //!
 //! A change is accepted only if it is a well-formed Automerge change by the writer
 //! it is filed under, it follows that writer's last change (or opens a newer
-//! epoch), and every operation puts or increments one of the writer's counters
+//! epoch), and every operation puts one of the writer's counters
 //! without ever lowering it. Every operation must be a `put` of a counter value:
 //! the value a receiver ends with then depends on the change alone.
 

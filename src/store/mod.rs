@@ -1,4 +1,4 @@
-//! Storage: the trait the node's commit loop writes through, and its two
+//! Storage: the trait the node's writer commits through, and its two
 //! implementations (SQLite for real nodes, memory for tests and the simulator).
 
 pub mod memory;

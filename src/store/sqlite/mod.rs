@@ -47,12 +47,14 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
 }
 
 /// A lock on the data directory, released when dropped.
-struct DirLock {
+pub struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    fn acquire(dir: &Path) -> Result<Self, StoreError> {
+    /// Takes the lock of `dir` (created if missing), or fails with [`StoreError::Locked`].
+    pub fn acquire(dir: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir)?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -93,8 +95,16 @@ fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError
 impl SqliteStore {
     /// Creates a new node's database in `dir` (created if missing).
     pub fn create(dir: &Path, meta: &NodeMeta, durability: Durability) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir)?;
-        let lock = DirLock::acquire(dir)?;
+        Self::create_locked(DirLock::acquire(dir)?, dir, meta, durability)
+    }
+
+    /// Like [`SqliteStore::create`], under a lock the caller already holds.
+    pub fn create_locked(
+        lock: DirLock,
+        dir: &Path,
+        meta: &NodeMeta,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
         if path.exists() {
             return Err(StoreError::AlreadyInitialized(dir.display().to_string()));
