@@ -307,3 +307,51 @@ fn equal_replicas_exchange_only_digests() {
         after - before
     );
 }
+
+#[test]
+fn last_unit_two_channels_during_a_partition_exactly_one_sells() {
+    // Scenario 2: one unit left; its right sits with the till. The web channel
+    // (node 2) holds none, so during the partition only the till can sell it.
+    let mut net = Net::new(3, SyncConfig::default());
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.event(0, "r", 1, EventKind::Receipt);
+    let till = net.nodes[1].id;
+    net.event(0, "g", 1, EventKind::Grant { to: till });
+    net.settle();
+    // Partition: nothing flows.
+    let sale = |net: &mut Net, i: usize, id: &str, kind: EventKind| {
+        let req = EventRequest::new(
+            EventId::new(id).unwrap(),
+            LocationId::new("S1").unwrap(),
+            Sku::new("A").unwrap(),
+            Quantity::new(1).unwrap(),
+            kind,
+        );
+        net.nodes[i].writer.commit_group(vec![req]).pop().unwrap()
+    };
+    let till_sale = sale(&mut net, 1, "till-sale", EventKind::Sale);
+    let web_order = sale(&mut net, 2, "web-order", EventKind::OnlineOrder);
+    assert!(till_sale.is_ok());
+    assert!(web_order.unwrap_err().is_refusal());
+    for i in 0..3 {
+        for c in net.nodes[i].writer.take_committed() {
+            net.input(i, Input::LocalCommitted(c));
+        }
+    }
+    net.tick(2_000);
+    net.settle();
+    let pool =
+        stocksync::model::PoolKey::new(LocationId::new("S1").unwrap(), Sku::new("A").unwrap());
+    for n in &net.nodes {
+        let p = n
+            .writer
+            .replica()
+            .unwrap()
+            .book()
+            .pool(&pool)
+            .cloned()
+            .unwrap();
+        assert_eq!(p.on_hand(), 0);
+    }
+}
