@@ -2,141 +2,40 @@
 //! network: wire bytes per sale, anti-entropy bytes when replicas are equal,
 //! and the time for a store to catch up with 20,000 offline sales from 5 tills.
 
-use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use stocksync::identity::Identity;
 use stocksync::model::{
     EventId, EventKind, EventRequest, LocationId, NodeId, NodeMeta, Quantity, Role, Sku,
 };
-use stocksync::node::{NodeOptions, Writer};
+use stocksync::sim::mesh::Mesh;
 use stocksync::store::memory::MemoryStore;
 use stocksync::store::sqlite::{Durability, SqliteStore};
-use stocksync::store::Store;
-use stocksync::sync::{Effect, Input, SyncConfig, SyncEngine};
+use stocksync::sync::SyncConfig;
 
-struct Peer {
-    id: NodeId,
-    writer: Writer,
-    engine: SyncEngine,
+/// A sale or receipt of SKU-1 at S1 on node `i`, gossiped at once.
+fn event(m: &mut Mesh, i: usize, id: String, qty: u64, kind: EventKind) -> Result<()> {
+    let req = EventRequest::new(
+        EventId::new(id)?,
+        LocationId::new("S1")?,
+        Sku::new("SKU-1")?,
+        Quantity::new(qty)?,
+        kind,
+    );
+    m.event(i, req)?;
+    Ok(())
 }
 
-/// Nodes joined by a lossless, zero-latency network; messages are delivered in order.
-struct Mesh {
-    nodes: Vec<Peer>,
-    queue: VecDeque<(usize, NodeId, Vec<u8>)>,
-    now: u64,
-    bytes: u64,
+fn sell(m: &mut Mesh, i: usize, n: u64) -> Result<()> {
+    event(m, i, format!("s{n}"), 1, EventKind::Sale)
 }
 
-impl Mesh {
-    fn add(
-        &mut self,
-        seed: u8,
-        store: Box<dyn Store>,
-        meta_for: impl FnOnce(NodeId) -> NodeMeta,
-        config: &SyncConfig,
-    ) -> Result<usize> {
-        let identity = Identity::from_seed([seed; 32]);
-        let id = identity.node_id();
-        let writer = Writer::new(meta_for(id), store, &NodeOptions::default(), Arc::new(|| 0))?;
-        self.nodes.push(Peer {
-            id,
-            writer,
-            engine: SyncEngine::new(identity, config.clone()),
-        });
-        Ok(self.nodes.len() - 1)
-    }
-
-    fn input(&mut self, i: usize, input: Input) {
-        let now = self.now;
-        let p = &mut self.nodes[i];
-        let from = p.id;
-        for e in p.writer.sync(&mut p.engine, now, input) {
-            if let Effect::Send { to, message } = e {
-                if let Some(j) = self.nodes.iter().position(|n| n.id == to) {
-                    self.bytes += message.len() as u64;
-                    self.queue.push_back((j, from, message));
-                }
-            }
-        }
-    }
-
-    fn connect(&mut self, a: usize, b: usize) {
-        let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
-        self.input(a, Input::PeerUp(ib));
-        self.input(b, Input::PeerUp(ia));
-    }
-
-    fn settle(&mut self) {
-        while let Some((to, from, message)) = self.queue.pop_front() {
-            self.input(to, Input::Received { from, message });
-        }
-    }
-
-    /// Moves time to `t`, running due timers and delivering everything.
-    fn advance(&mut self, t: u64) {
-        self.now = t;
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].engine.poll_timeout().is_some_and(|d| d <= t) {
-                self.input(i, Input::Tick);
-            }
-        }
-        self.settle();
-    }
-
-    fn sell(&mut self, i: usize, n: u64) -> Result<()> {
-        let p = &mut self.nodes[i];
-        let loc = LocationId::new("S1")?;
-        let req = EventRequest::new(
-            EventId::new(format!("s{n}"))?,
-            loc,
-            Sku::new("SKU-1")?,
-            Quantity::new(1)?,
-            EventKind::Sale,
-        );
-        p.writer
-            .commit_group(vec![req])
-            .pop()
-            .context("no answer")??;
-        for c in p.writer.take_committed() {
-            self.input(i, Input::LocalCommitted(c));
-        }
-        Ok(())
-    }
-
-    fn receive(&mut self, i: usize, qty: u64) -> Result<()> {
-        let p = &mut self.nodes[i];
-        let req = EventRequest::new(
-            EventId::new("rcv")?,
-            LocationId::new("S1")?,
-            Sku::new("SKU-1")?,
-            Quantity::new(qty)?,
-            EventKind::Receipt,
-        );
-        p.writer
-            .commit_group(vec![req])
-            .pop()
-            .context("no answer")??;
-        for c in p.writer.take_committed() {
-            self.input(i, Input::LocalCommitted(c));
-        }
-        Ok(())
-    }
-
-    fn head(&self, i: usize, writer: NodeId) -> Option<stocksync::model::Position> {
-        self.nodes[i]
-            .writer
-            .replica()?
-            .heads()
-            .get(&writer)
-            .map(|h| h.position)
-    }
+fn receive(m: &mut Mesh, i: usize, qty: u64) -> Result<()> {
+    event(m, i, "rcv".into(), qty, EventKind::Receipt)
 }
 
 fn meta(role: Role) -> impl FnOnce(NodeId) -> NodeMeta {
@@ -148,15 +47,6 @@ fn meta(role: Role) -> impl FnOnce(NodeId) -> NodeMeta {
     }
 }
 
-fn mesh() -> Mesh {
-    Mesh {
-        nodes: Vec::new(),
-        queue: VecDeque::new(),
-        now: 0,
-        bytes: 0,
-    }
-}
-
 /// Bytes on the wire per sale between a till and its store, with `sales` sales one
 /// change each, `gap_ms` apart, pushed after `push_delay_ms`.
 fn steady(sales: u64, gap_ms: u64, push_delay_ms: u64) -> Result<serde_json::Value> {
@@ -164,21 +54,20 @@ fn steady(sales: u64, gap_ms: u64, push_delay_ms: u64) -> Result<serde_json::Val
         push_delay_ms,
         ..SyncConfig::default()
     };
-    let mut m = mesh();
-    let till = m.add(1, Box::new(MemoryStore::new()), meta(Role::Till), &config)?;
-    let store = m.add(2, Box::new(MemoryStore::new()), meta(Role::Store), &config)?;
-    m.receive(till, sales + 1)?;
+    let mut m = Mesh::new(config.clone());
+    let till = m.add([1; 32], Box::new(MemoryStore::new()), meta(Role::Till))?;
+    let store = m.add([2; 32], Box::new(MemoryStore::new()), meta(Role::Store))?;
+    receive(&mut m, till, sales + 1)?;
     m.connect(till, store);
     m.settle();
     let start_bytes = m.bytes;
     for n in 0..sales {
-        m.sell(till, n)?;
+        sell(&mut m, till, n)?;
         m.advance(m.now + gap_ms);
     }
     m.advance(m.now + push_delay_ms + 1);
-    let tid = m.nodes[till].id;
     anyhow::ensure!(
-        m.head(store, tid) == m.head(till, tid),
+        m.head(store, till) == m.head(till, till),
         "store did not converge"
     );
     let bytes = m.bytes - start_bytes;
@@ -194,13 +83,13 @@ fn steady(sales: u64, gap_ms: u64, push_delay_ms: u64) -> Result<serde_json::Val
 /// One anti-entropy round between replicas that are already equal.
 fn equal_probe(history: u64) -> Result<serde_json::Value> {
     let config = SyncConfig::default();
-    let mut m = mesh();
-    let till = m.add(3, Box::new(MemoryStore::new()), meta(Role::Till), &config)?;
-    let store = m.add(4, Box::new(MemoryStore::new()), meta(Role::Store), &config)?;
-    m.receive(till, history + 1)?;
+    let mut m = Mesh::new(config.clone());
+    let till = m.add([3; 32], Box::new(MemoryStore::new()), meta(Role::Till))?;
+    let store = m.add([4; 32], Box::new(MemoryStore::new()), meta(Role::Store))?;
+    receive(&mut m, till, history + 1)?;
     m.connect(till, store);
     for n in 0..history {
-        m.sell(till, n)?;
+        sell(&mut m, till, n)?;
     }
     m.settle();
     let before = m.bytes;
@@ -212,23 +101,17 @@ fn equal_probe(history: u64) -> Result<serde_json::Value> {
 
 /// Five tills with `per_till` offline sales each meet a store on SQLite (FULL).
 fn catch_up(dir: &Path, per_till: u64) -> Result<serde_json::Value> {
-    let config = SyncConfig::default();
-    let mut m = mesh();
+    let mut m = Mesh::new(SyncConfig::default());
     let store_id = Identity::from_seed([50; 32]).node_id();
     std::fs::create_dir_all(dir)?;
     let sqlite = SqliteStore::create(dir, &meta(Role::Store)(store_id), Durability::Full)?;
-    let store = m.add(50, Box::new(sqlite), meta(Role::Store), &config)?;
+    let store = m.add([50; 32], Box::new(sqlite), meta(Role::Store))?;
     let mut tills = Vec::new();
     for t in 0..5u8 {
-        let i = m.add(
-            60 + t,
-            Box::new(MemoryStore::new()),
-            meta(Role::Till),
-            &config,
-        )?;
-        m.receive(i, per_till + 1)?;
+        let i = m.add([60 + t; 32], Box::new(MemoryStore::new()), meta(Role::Till))?;
+        receive(&mut m, i, per_till + 1)?;
         for n in 0..per_till {
-            m.sell(i, n)?;
+            sell(&mut m, i, n)?;
         }
         tills.push(i);
     }
@@ -241,9 +124,8 @@ fn catch_up(dir: &Path, per_till: u64) -> Result<serde_json::Value> {
     let wall = start.elapsed().as_secs_f64();
     let cpu = cpu_time() - cpu;
     for &t in &tills {
-        let tid = m.nodes[t].id;
         anyhow::ensure!(
-            m.head(store, tid) == m.head(t, tid),
+            m.head(store, t) == m.head(t, t),
             "store did not catch up with a till"
         );
     }

@@ -5,6 +5,7 @@
 //! acknowledged event, and convergence after the network heals.
 
 pub mod check;
+pub mod mesh;
 pub mod net;
 pub mod rng;
 pub mod workload;
