@@ -3,41 +3,13 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stocksync");
-
-fn run<I, S>(dir: &Path, args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Command::new(BIN)
-        .arg("--data")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run stocksync")
-}
+mod common;
+use common::{run, BIN};
 
 fn node() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n");
-    let out = Command::new(BIN)
-        .arg("init")
-        .arg("--data")
-        .arg(&dir)
-        .args(["--node", "till-1", "--location", "S1", "--role", "till"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run(&dir, ["receive", "A", "10", "--id", "r1"]);
-    assert!(out.status.success());
-    (tmp, dir)
+    common::node_with(&[&["receive", "A", "10", "--id", "r1"]])
 }
 
 fn state(dir: &Path) -> (String, String) {

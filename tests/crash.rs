@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stocksync");
+mod common;
+use common::BIN;
 
 struct Rng(u64);
 impl Rng {
@@ -27,12 +28,7 @@ impl Rng {
 }
 
 fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--data")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run stocksync")
+    common::run(dir, args)
 }
 
 fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
@@ -69,13 +65,7 @@ fn kill_nine_loses_no_acknowledged_sale_and_spends_no_right_twice() {
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("till");
-    let out = Command::new(BIN)
-        .arg("init")
-        .arg("--data")
-        .arg(&dir)
-        .args(["--node", "till-1", "--location", "S1", "--role", "till"])
-        .output()
-        .unwrap();
+    let out = common::init(&dir);
     assert!(
         out.status.success(),
         "{}",

@@ -1,39 +1,20 @@
 //! `verify` must notice when the tables stop agreeing with the changes and the journal.
 
 use std::path::Path;
-use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stocksync");
+mod common;
 
 fn run(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--data")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
+    common::run(dir, args)
 }
 
 fn node() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n");
-    let out = Command::new(BIN)
-        .arg("init")
-        .arg("--data")
-        .arg(&dir)
-        .args(["--node", "t", "--location", "S1", "--role", "till"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    for args in [
-        vec!["receive", "A", "10"],
-        vec!["sell", "A", "3"],
-        vec!["reserve", "A", "2", "--reservation", "R1"],
-        vec!["adjust", "A", "-1", "--reason", "damage"],
-    ] {
-        assert!(run(&dir, &args).status.success(), "{args:?}");
-    }
-    (tmp, dir)
+    common::node_with(&[
+        &["receive", "A", "10"],
+        &["sell", "A", "3"],
+        &["reserve", "A", "2", "--reservation", "R1"],
+        &["adjust", "A", "-1", "--reason", "damage"],
+    ])
 }
 
 #[test]
