@@ -134,7 +134,6 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
             Err(e) => problems.push(format!("{k}: {e}")),
         }
     }
-    let mut expect: HashMap<String, i64> = HashMap::new();
     let mut journal_events = 0;
     let mut recorded: HashMap<(String, String), i64> = HashMap::new();
     for t in db.journal_totals()? {
@@ -142,46 +141,29 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
         *recorded
             .entry((t.location.clone(), t.sku.clone()))
             .or_default() += t.deficit;
-        let (p, qty) = (format!("{}|{}", t.location, t.sku), t.qty);
-        let mut add =
-            |prefix: &str, q: i64| *expect.entry(format!("{prefix}|{p}")).or_default() += q;
-        match t.kind.as_str() {
-            "sale" | "online_order" | "transfer_out" => add("c", qty),
-            "receipt" | "return" | "transfer_in" => add("m", qty),
-            "reserve" => add("r", qty),
-            "release" => add("l", qty),
-            "fulfil" => {
-                add("l", qty);
-                add("c", qty);
-            }
-            // Adjustments and grants carry their direction or target in the request;
-            // their totals are checked through the per-event rows below.
-            _ => {}
+    }
+    // Replay every journal event through the rule's own event → counter mapping.
+    let mut expect: HashMap<CounterKey, i64> = HashMap::new();
+    db.journal_requests(|req| {
+        for (k, d) in crate::escrow::counter_deltas(&req) {
+            *expect.entry(k).or_default() += d;
         }
-    }
-    for (_, qty, key) in db.journal_directed()? {
-        *expect.entry(key).or_default() += qty;
-    }
-    for (key, want) in &expect {
-        let have = CounterKey::parse(key)
-            .map(|k| book.counter(&meta.id, &k))
-            .unwrap_or(-1);
-        if have != *want {
-            problems.push(format!("{key}: journal {want}, counter {have}"));
-        }
-    }
-    for (k, v) in book.counters_of(&meta.id) {
-        let key = k.to_string();
-        let is_flow = matches!(
-            k,
-            CounterKey::Minted(_)
-                | CounterKey::Consumed(_)
-                | CounterKey::Reserved(_)
-                | CounterKey::Released(_)
-                | CounterKey::Granted(..)
+    })?;
+    let own: HashMap<CounterKey, i64> = book
+        .counters_of(&meta.id)
+        .map(|(k, v)| (k.clone(), v))
+        .collect();
+    for key in expect
+        .keys()
+        .chain(own.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (want, have) = (
+            expect.get(key).copied().unwrap_or(0),
+            own.get(key).copied().unwrap_or(0),
         );
-        if is_flow && !expect.contains_key(&key) && v != 0 {
-            problems.push(format!("{key}: counter {v} with no journal event"));
+        if want != have {
+            problems.push(format!("{key}: journal {want}, counter {have}"));
         }
     }
     checks.push(check(

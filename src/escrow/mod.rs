@@ -7,4 +7,4 @@ pub mod rule;
 
 pub use book::{PoolState, Share, StockBook, TransitState, MAX_COUNTER};
 pub use counter_key::{CounterKey, TransferLeg};
-pub use rule::{apply, plan, Hold, Holds, Plan};
+pub use rule::{apply, counter_deltas, plan, Hold, Holds, Plan};

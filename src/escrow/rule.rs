@@ -50,6 +50,51 @@ fn bump(
     Ok((key, v))
 }
 
+/// The counters of its own writer that `req` raises, and by how much.
+///
+/// The one mapping from events to counters: the rule, `verify` and the
+/// simulator's checker all use it.
+pub fn counter_deltas(req: &EventRequest) -> Vec<(CounterKey, i64)> {
+    let pool = &req.pool;
+    let q = req.qty.as_i64();
+    let p = || pool.clone();
+    let leg = |transfer: &crate::model::TransferId,
+               from: &crate::model::LocationId,
+               to: &crate::model::LocationId| TransferLeg {
+        transfer: transfer.clone(),
+        from: from.clone(),
+        to: to.clone(),
+        sku: pool.sku.clone(),
+    };
+    match &req.kind {
+        EventKind::Sale
+        | EventKind::OnlineOrder
+        | EventKind::Adjustment {
+            increase: false, ..
+        } => {
+            vec![(CounterKey::Consumed(p()), q)]
+        }
+        EventKind::TransferOut { to, transfer } => vec![
+            (CounterKey::Consumed(p()), q),
+            (CounterKey::Shipped(leg(transfer, &pool.location, to)), q),
+        ],
+        EventKind::Grant { to } => vec![(CounterKey::Granted(p(), *to), q)],
+        EventKind::Reserve { .. } => vec![(CounterKey::Reserved(p()), q)],
+        EventKind::Release { .. } => vec![(CounterKey::Released(p()), q)],
+        EventKind::Fulfil { .. } => vec![
+            (CounterKey::Released(p()), q),
+            (CounterKey::Consumed(p()), q),
+        ],
+        EventKind::Return | EventKind::Receipt | EventKind::Adjustment { increase: true, .. } => {
+            vec![(CounterKey::Minted(p()), q)]
+        }
+        EventKind::TransferIn { from, transfer } => vec![
+            (CounterKey::Minted(p()), q),
+            (CounterKey::Received(leg(transfer, from, &pool.location)), q),
+        ],
+    }
+}
+
 /// Decides `req` for node `me` against `book` and `holds`; changes nothing.
 pub fn plan(
     book: &StockBook,
@@ -86,52 +131,30 @@ pub fn plan(
         }
         Ok(())
     };
-    let p = || pool.clone();
     let mut hold = None;
-    let writes = match &req.kind {
-        EventKind::Sale | EventKind::OnlineOrder => {
-            consume(req.effective_policy())?;
-            vec![bump(book, me, CounterKey::Consumed(p()), q)?]
-        }
-        EventKind::Adjustment {
+    match &req.kind {
+        EventKind::Sale
+        | EventKind::OnlineOrder
+        | EventKind::TransferOut { .. }
+        | EventKind::Adjustment {
             increase: false, ..
-        } => {
-            consume(req.effective_policy())?;
-            vec![bump(book, me, CounterKey::Consumed(p()), q)?]
-        }
-        EventKind::TransferOut { to, transfer } => {
-            consume(req.effective_policy())?;
-            let leg = TransferLeg {
-                transfer: transfer.clone(),
-                from: pool.location.clone(),
-                to: to.clone(),
-                sku: pool.sku.clone(),
-            };
-            vec![
-                bump(book, me, CounterKey::Consumed(p()), q)?,
-                bump(book, me, CounterKey::Shipped(leg), q)?,
-            ]
-        }
+        } => consume(req.effective_policy())?,
         EventKind::Grant { to } => {
             if to == me {
                 return Err(EventError::SelfGrant);
             }
             consume(Policy::Strict)?;
-            vec![bump(book, me, CounterKey::Granted(p(), *to), q)?]
         }
         EventKind::Reserve { reservation } => {
             if holds.contains_key(reservation) {
                 return Err(EventError::ReservationExists(reservation.clone()));
             }
             consume(Policy::Strict)?;
-            hold = Some((
-                reservation.clone(),
-                Hold {
-                    pool: p(),
-                    outstanding: q,
-                },
-            ));
-            vec![bump(book, me, CounterKey::Reserved(p()), q)?]
+            let h = Hold {
+                pool: pool.clone(),
+                outstanding: q,
+            };
+            hold = Some((reservation.clone(), h));
         }
         EventKind::Release { reservation } | EventKind::Fulfil { reservation } => {
             let h = holds
@@ -147,41 +170,25 @@ pub fn plan(
                     requested: req.qty.get(),
                 });
             }
-            hold = Some((
-                reservation.clone(),
-                Hold {
-                    pool: p(),
-                    outstanding: h.outstanding - q,
-                },
-            ));
-            let mut w = vec![bump(book, me, CounterKey::Released(p()), q)?];
-            if matches!(req.kind, EventKind::Fulfil { .. }) {
-                w.push(bump(book, me, CounterKey::Consumed(p()), q)?);
-            }
-            w
+            let left = Hold {
+                pool: pool.clone(),
+                outstanding: h.outstanding - q,
+            };
+            hold = Some((reservation.clone(), left));
         }
         EventKind::Return => {
             if !book.knows_sku(&pool.sku) {
                 return Err(EventError::UnknownSku(pool.sku.clone()));
             }
-            vec![bump(book, me, CounterKey::Minted(p()), q)?]
         }
-        EventKind::Receipt | EventKind::Adjustment { increase: true, .. } => {
-            vec![bump(book, me, CounterKey::Minted(p()), q)?]
-        }
-        EventKind::TransferIn { from, transfer } => {
-            let leg = TransferLeg {
-                transfer: transfer.clone(),
-                from: from.clone(),
-                to: pool.location.clone(),
-                sku: pool.sku.clone(),
-            };
-            vec![
-                bump(book, me, CounterKey::Minted(p()), q)?,
-                bump(book, me, CounterKey::Received(leg), q)?,
-            ]
-        }
-    };
+        EventKind::Receipt
+        | EventKind::Adjustment { increase: true, .. }
+        | EventKind::TransferIn { .. } => {}
+    }
+    let writes = counter_deltas(req)
+        .into_iter()
+        .map(|(k, d)| bump(book, me, k, d))
+        .collect::<Result<Vec<_>, _>>()?;
     for (_, v) in &writes {
         if *v > super::book::MAX_COUNTER {
             return Err(EventError::Overflow);

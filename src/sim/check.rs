@@ -120,3 +120,29 @@ pub fn acknowledged_kept(world: &mut World) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Each node's own counters are exactly the sum of its acknowledged events:
+/// none lost, none counted twice (retries come back `replayed` and add nothing).
+pub fn acknowledged_counted_once(world: &World, truth: &Truth) -> Result<(), String> {
+    let mut expect: HashMap<NodeId, BTreeMap<CounterKey, i64>> = HashMap::new();
+    for (i, req, outcome) in &world.acked {
+        if outcome.replayed {
+            continue;
+        }
+        let e = expect.entry(world.nodes[*i].meta.id).or_default();
+        for (k, d) in crate::escrow::counter_deltas(req) {
+            *e.entry(k).or_default() += d;
+        }
+    }
+    for node in &world.nodes {
+        let want = expect.remove(&node.meta.id).unwrap_or_default();
+        let have = truth.get(&node.meta.id).cloned().unwrap_or_default();
+        if want != have {
+            return Err(format!(
+                "{}: acknowledged events add up to {want:?}, its counters are {have:?}",
+                node.meta.name
+            ));
+        }
+    }
+    Ok(())
+}

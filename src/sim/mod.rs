@@ -369,6 +369,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
         return Err(fail(&world, format!("an honest change was rejected: {r}")));
     }
     check::acknowledged_kept(&mut world).map_err(|e| fail(&world, e))?;
+    check::acknowledged_counted_once(&world, &truth).map_err(|e| fail(&world, e))?;
     report.acked = world.acked.len();
     report.bytes = world.net.bytes_sent;
     Ok(report)

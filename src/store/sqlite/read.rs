@@ -8,8 +8,7 @@ use serde::Serialize;
 
 use super::{db_path, map_err};
 use crate::error::StoreError;
-use crate::escrow::CounterKey;
-use crate::model::{EventKind, EventRequest, LocationId, NodeId, NodeMeta, PoolKey, Position, Sku};
+use crate::model::{EventRequest, LocationId, NodeId, NodeMeta, PoolKey, Position, Sku};
 use crate::replica::WriterHead;
 use crate::store::{StockRow, StoredChange};
 
@@ -303,38 +302,18 @@ impl<'a> ReadOnly<'a> {
         Ok(rows)
     }
 
-    /// Adjustments and grants of the own journal as `(kind, qty, counter key they raise)`.
-    pub fn journal_directed(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
+    /// Calls `f` with every request of the own journal, in commit order.
+    pub fn journal_requests(&self, mut f: impl FnMut(EventRequest)) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT kind, qty, request FROM events WHERE kind IN ('adjustment', 'grant')")
+            .prepare("SELECT request FROM events ORDER BY epoch, seq, idx")
             .map_err(map_err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(map_err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (kind, qty, req) in rows {
-            let req: EventRequest =
-                serde_json::from_str(&req).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let key = match &req.kind {
-                EventKind::Adjustment { increase: true, .. } => CounterKey::Minted(req.pool),
-                EventKind::Adjustment {
-                    increase: false, ..
-                } => CounterKey::Consumed(req.pool),
-                EventKind::Grant { to } => CounterKey::Granted(req.pool, *to),
-                _ => continue,
-            };
-            out.push((kind, qty, key.to_string()));
+        let mut rows = stmt.query([]).map_err(map_err)?;
+        while let Some(r) = rows.next().map_err(map_err)? {
+            let text: String = r.get(0)?;
+            f(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Open holds as `(pool, outstanding)`.
