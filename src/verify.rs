@@ -144,7 +144,13 @@ pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> 
     }
     // Replay every journal event through the rule's own event → counter mapping.
     let mut expect: HashMap<CounterKey, i64> = HashMap::new();
-    db.journal_requests(|req| {
+    db.journal_requests(|req, agree| {
+        if !agree {
+            problems.push(format!(
+                "event {}: its columns disagree with its request",
+                req.id
+            ));
+        }
         for (k, d) in crate::escrow::counter_deltas(&req) {
             *expect.entry(k).or_default() += d;
         }

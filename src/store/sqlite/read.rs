@@ -302,16 +302,28 @@ impl<'a> ReadOnly<'a> {
         Ok(rows)
     }
 
-    /// Calls `f` with every request of the own journal, in commit order.
-    pub fn journal_requests(&self, mut f: impl FnMut(EventRequest)) -> Result<(), StoreError> {
+    /// Calls `f` with every request of the own journal, in commit order, and
+    /// whether the row's plain columns (kind, location, SKU, quantity) agree with it.
+    pub fn journal_requests(
+        &self,
+        mut f: impl FnMut(EventRequest, bool),
+    ) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT request FROM events ORDER BY epoch, seq, idx")
+            .prepare(
+                "SELECT request, kind, location, sku, qty FROM events ORDER BY epoch, seq, idx",
+            )
             .map_err(map_err)?;
         let mut rows = stmt.query([]).map_err(map_err)?;
         while let Some(r) = rows.next().map_err(map_err)? {
             let text: String = r.get(0)?;
-            f(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            let req: EventRequest =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let agree = req.kind.label() == r.get::<_, String>(1)?
+                && req.pool.location.as_str() == r.get::<_, String>(2)?
+                && req.pool.sku.as_str() == r.get::<_, String>(3)?
+                && req.qty.as_i64() == r.get::<_, i64>(4)?;
+            f(req, agree);
         }
         Ok(())
     }
