@@ -7,187 +7,55 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
-use super::bundle::{self, Span};
-use super::message::{self, Bundle, Message};
-use super::signing::sign_head;
+use super::bundle::Span;
+pub use super::io::{Effect, Input, SyncConfig, SyncEvent, SyncStats};
+use super::message::{self, Message};
 use crate::identity::Identity;
 use crate::model::{NodeId, Position};
-use crate::replica::{CommittedChange, Replica};
-use crate::store::{RemoteChange, StockRow, StoredChange};
-
-/// Tunables of the protocol.
-#[derive(Clone, Debug)]
-pub struct SyncConfig {
-    /// Anti-entropy period per peer.
-    pub probe_interval_ms: u64,
-    /// Unacknowledged bytes after which the window to a peer is reset and repaired.
-    pub ack_timeout_ms: u64,
-    /// Most unacknowledged bytes in flight to one peer (back-pressure).
-    pub window_bytes: usize,
-    /// Most changes in one bundle.
-    pub bundle_changes: usize,
-    /// Most out-of-order bundles held back until their gap is filled.
-    pub max_parked: usize,
-    /// Recent changes per writer kept in memory for eager push and relay.
-    pub recent_per_writer: usize,
-    /// Coalescing delay of eager pushes: 0 pushes each change at once; more
-    /// gathers the changes of that many milliseconds into one signed bundle.
-    pub push_delay_ms: u64,
-}
-
-impl Default for SyncConfig {
-    fn default() -> Self {
-        Self {
-            probe_interval_ms: 1_000,
-            ack_timeout_ms: 3_000,
-            window_bytes: 1 << 20,
-            bundle_changes: 512,
-            max_parked: 256,
-            recent_per_writer: 256,
-            push_delay_ms: 0,
-        }
-    }
-}
-
-/// What happened, from the outside.
-#[derive(Debug)]
-pub enum Input {
-    /// A connection to an authenticated peer is up.
-    PeerUp(NodeId),
-    /// The connection to a peer is gone.
-    PeerDown(NodeId),
-    /// A message arrived from a peer.
-    Received {
-        /// Sender.
-        from: NodeId,
-        /// Encoded message (see [`message::encode`]).
-        message: Vec<u8>,
-    },
-    /// An own change was made durable.
-    LocalCommitted(CommittedChange),
-    /// The answer to an [`Effect::Load`].
-    Loaded {
-        /// The peer the load was for.
-        peer: NodeId,
-        /// Whose changes.
-        writer: NodeId,
-        /// The stored changes, in order.
-        changes: Vec<StoredChange>,
-    },
-    /// Time passed; run what is due (see [`SyncEngine::poll_timeout`]).
-    Tick,
-}
-
-/// Something the protocol reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SyncEvent {
-    /// A change of `writer` was applied.
-    Applied {
-        /// The peer it came from.
-        from: NodeId,
-        /// Its writer.
-        writer: NodeId,
-        /// Its position.
-        position: Position,
-    },
-    /// A message or change from `from` was refused; nothing of it was applied or relayed.
-    Rejected {
-        /// The peer it came from.
-        from: NodeId,
-        /// The writer it claimed, if it got that far.
-        writer: Option<NodeId>,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What the caller must do.
-#[derive(Debug)]
-pub enum Effect {
-    /// Send an encoded message to a peer.
-    Send {
-        /// Receiver.
-        to: NodeId,
-        /// Encoded message.
-        message: Vec<u8>,
-    },
-    /// Read at most `limit` stored changes of `writer` in `epoch` after `after`,
-    /// and answer with [`Input::Loaded`].
-    Load {
-        /// The peer they are for.
-        peer: NodeId,
-        /// Whose changes.
-        writer: NodeId,
-        /// Which epoch.
-        epoch: u32,
-        /// Sequence number already held by the peer in that epoch.
-        after: u64,
-        /// Most changes to read.
-        limit: usize,
-    },
-    /// Make a remote change durable (store's `commit_remote`; consecutive
-    /// persists of one `handle` call may share a transaction).
-    Persist(RemoteChange),
-    /// Report an event (log it, count it).
-    Report(SyncEvent),
-}
-
-/// Counters of the protocol's work, for benches and the hub.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyncStats {
-    /// Bytes of messages sent.
-    pub bytes_sent: u64,
-    /// Messages sent.
-    pub messages_sent: u64,
-    /// Bytes of messages received.
-    pub bytes_received: u64,
-    /// Remote changes applied.
-    pub changes_applied: u64,
-    /// Messages or changes refused.
-    pub rejected: u64,
-}
+use crate::replica::Replica;
+use crate::store::StoredChange;
 
 #[derive(Default)]
-struct Peer {
+pub(super) struct Peer {
     /// What the peer holds, as far as known (from its heads and what was sent).
-    known: HashMap<NodeId, Position>,
-    in_flight: usize,
-    last_progress_ms: u64,
-    next_probe_ms: u64,
-    loading: BTreeSet<NodeId>,
+    pub(super) known: HashMap<NodeId, Position>,
+    pub(super) in_flight: usize,
+    pub(super) last_progress_ms: u64,
+    pub(super) next_probe_ms: u64,
+    pub(super) loading: BTreeSet<NodeId>,
 }
 
 /// A bundle whose chain and signature were checked, restored to plain changes.
-struct Verified {
-    from: NodeId,
-    writer: NodeId,
-    span: Span,
-    changes: Vec<Vec<u8>>,
-    signature: Vec<u8>,
+pub(super) struct Verified {
+    pub(super) from: NodeId,
+    pub(super) writer: NodeId,
+    pub(super) span: Span,
+    pub(super) changes: Vec<Vec<u8>>,
+    pub(super) signature: Vec<u8>,
 }
 
-struct Recent {
-    epoch: u32,
-    changes: VecDeque<StoredChange>,
+pub(super) struct Recent {
+    pub(super) epoch: u32,
+    pub(super) changes: VecDeque<StoredChange>,
 }
 
 /// One node's sync state.
 pub struct SyncEngine {
-    identity: Identity,
-    me: NodeId,
-    config: SyncConfig,
-    peers: BTreeMap<NodeId, Peer>,
-    recent: HashMap<NodeId, Recent>,
-    parked: BTreeMap<(NodeId, u32, u64), Verified>,
-    own_signature: Option<(Position, Vec<u8>)>,
-    stats: SyncStats,
-    now_ms: u64,
+    pub(super) identity: Identity,
+    pub(super) me: NodeId,
+    pub(super) config: SyncConfig,
+    pub(super) peers: BTreeMap<NodeId, Peer>,
+    pub(super) recent: HashMap<NodeId, Recent>,
+    pub(super) parked: BTreeMap<(NodeId, u32, u64), Verified>,
+    pub(super) own_signature: Option<(Position, Vec<u8>)>,
+    pub(super) stats: SyncStats,
+    pub(super) now_ms: u64,
     /// Writers with changes not yet pushed (when coalescing).
-    dirty: BTreeSet<NodeId>,
-    flush_at: Option<u64>,
+    pub(super) dirty: BTreeSet<NodeId>,
+    pub(super) flush_at: Option<u64>,
 }
 
-fn newer(a: Position, b: Position) -> bool {
+pub(super) fn newer(a: Position, b: Position) -> bool {
     (a.epoch, a.seq) > (b.epoch, b.seq)
 }
 
@@ -303,7 +171,7 @@ impl SyncEngine {
         out
     }
 
-    fn peer_ids(&self) -> Vec<NodeId> {
+    pub(super) fn peer_ids(&self) -> Vec<NodeId> {
         self.peers.keys().copied().collect()
     }
 
@@ -419,7 +287,7 @@ impl SyncEngine {
         }
     }
 
-    fn reject(
+    pub(super) fn reject(
         &mut self,
         from: NodeId,
         writer: Option<NodeId>,
@@ -434,308 +302,10 @@ impl SyncEngine {
             reason,
         }));
     }
-
-    /// Verifies and applies a bundle, parks it if it arrived ahead of a gap.
-    fn ingest(
-        &mut self,
-        replica: &mut Replica,
-        from: NodeId,
-        bundle: Bundle,
-        out: &mut Vec<Effect>,
-    ) {
-        let writer = bundle.writer;
-        if writer == self.me {
-            return;
-        }
-        // Cheap staleness test first: duplicates are common (several peers relay
-        // the same changes) and need no signature check.
-        let have = replica
-            .heads()
-            .get(&writer)
-            .map(|h| h.position)
-            .unwrap_or_default();
-        if let Some(last) = bundle::last_position(&bundle) {
-            if !newer(last, have) {
-                return;
-            }
-        }
-        let (span, changes) = match bundle::verify(&bundle) {
-            Ok(v) => v,
-            Err(e) => return self.reject(from, Some(writer), e.to_string(), out),
-        };
-        let verified = Verified {
-            from,
-            writer,
-            span,
-            changes,
-            signature: bundle.signature.0,
-        };
-        if let Some(p) = self.peers.get_mut(&from) {
-            let k = p.known.entry(writer).or_default();
-            if newer(span.last, *k) {
-                *k = span.last;
-            }
-        }
-        if !newer(span.last, have) {
-            return;
-        }
-        let connects = if span.first.epoch == have.epoch {
-            span.first.seq <= have.seq + 1
-        } else {
-            span.first.seq == 1
-        };
-        if !connects {
-            if self.parked.len() < self.config.max_parked {
-                self.parked
-                    .insert((writer, span.first.epoch, span.first.seq), verified);
-            }
-            return;
-        }
-        if self.apply(replica, verified, out) {
-            self.unpark(replica, writer, out);
-            self.announce(replica, writer, out);
-        }
-    }
-
-    /// New changes of `writer`: push them now, or at the next flush when coalescing.
-    fn announce(&mut self, replica: &Replica, writer: NodeId, out: &mut Vec<Effect>) {
-        if self.config.push_delay_ms == 0 {
-            for peer in self.peer_ids() {
-                self.push(replica, peer, writer, out);
-            }
-        } else {
-            self.dirty.insert(writer);
-            self.flush_at
-                .get_or_insert(self.now_ms + self.config.push_delay_ms);
-        }
-    }
-
-    fn apply(&mut self, replica: &mut Replica, v: Verified, out: &mut Vec<Effect>) -> bool {
-        let Verified {
-            from,
-            writer,
-            span,
-            changes,
-            signature: head_signature,
-        } = v;
-        let epoch = span.first.epoch;
-        let n = changes.len();
-        let mut applied = false;
-        for (i, bytes) in changes.into_iter().enumerate() {
-            let signature = (i + 1 == n).then(|| head_signature.clone());
-            match replica.apply_remote(&writer, epoch, &bytes) {
-                Ok(Some(valid)) => {
-                    applied = true;
-                    self.stats.changes_applied += 1;
-                    let pools: BTreeSet<_> = valid
-                        .writes
-                        .iter()
-                        .filter_map(|(k, _)| k.pool().cloned())
-                        .collect();
-                    let stock = pools
-                        .iter()
-                        .map(|p| StockRow::of(replica.book(), &self.me, p))
-                        .collect();
-                    let change = CommittedChange {
-                        position: valid.head.position,
-                        hash: valid.head.hash,
-                        bytes: bytes.clone(),
-                    };
-                    self.remember(
-                        writer,
-                        epoch,
-                        StoredChange {
-                            position: change.position,
-                            bytes,
-                            signature: signature.clone(),
-                        },
-                    );
-                    out.push(Effect::Persist(RemoteChange {
-                        writer,
-                        change,
-                        signature,
-                        counters: valid.writes,
-                        stock,
-                    }));
-                    out.push(Effect::Report(SyncEvent::Applied {
-                        from,
-                        writer,
-                        position: valid.head.position,
-                    }));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.reject(from, Some(writer), e.to_string(), out);
-                    break;
-                }
-            }
-        }
-        debug_assert!(
-            !applied || replica.heads().get(&writer).map(|h| h.position) <= Some(span.last)
-        );
-        applied
-    }
-
-    fn unpark(&mut self, replica: &mut Replica, writer: NodeId, out: &mut Vec<Effect>) {
-        loop {
-            let have = replica
-                .heads()
-                .get(&writer)
-                .map(|h| h.position)
-                .unwrap_or_default();
-            let key = self
-                .parked
-                .range((writer, 0, 0)..=(writer, u32::MAX, u64::MAX))
-                .map(|(k, _)| *k)
-                .find(|(_, e, s)| {
-                    if *e == have.epoch {
-                        *s <= have.seq + 1
-                    } else {
-                        *e > have.epoch && *s == 1
-                    }
-                });
-            let Some(key) = key else {
-                // Drop what can never connect any more.
-                self.parked
-                    .retain(|(w, e, _), _| *w != writer || *e >= have.epoch);
-                return;
-            };
-            let Some(verified) = self.parked.remove(&key) else {
-                return;
-            };
-            if newer(verified.span.last, have) {
-                self.apply(replica, verified, out);
-            }
-        }
-    }
-
-    fn remember(&mut self, writer: NodeId, epoch: u32, change: StoredChange) {
-        let r = self.recent.entry(writer).or_insert_with(|| Recent {
-            epoch,
-            changes: VecDeque::new(),
-        });
-        let follows = r
-            .changes
-            .back()
-            .is_none_or(|b| b.position.seq + 1 == change.position.seq);
-        if r.epoch != epoch || !follows {
-            r.epoch = epoch;
-            r.changes.clear();
-        }
-        r.changes.push_back(change);
-        while r.changes.len() > self.config.recent_per_writer {
-            r.changes.pop_front();
-        }
-    }
-
-    /// Sends `peer` what it lacks of `writer`, within the window: from memory
-    /// when the recent changes cover it, else by asking storage.
-    fn push(&mut self, replica: &Replica, peer: NodeId, writer: NodeId, out: &mut Vec<Effect>) {
-        let Some(head) = replica.heads().get(&writer).map(|h| h.position) else {
-            return;
-        };
-        let Some(p) = self.peers.get(&peer) else {
-            return;
-        };
-        let known = p.known.get(&writer).copied().unwrap_or_default();
-        if !newer(head, known)
-            || p.in_flight >= self.config.window_bytes
-            || p.loading.contains(&writer)
-        {
-            return;
-        }
-        let after = if known.epoch == head.epoch {
-            known.seq
-        } else {
-            0
-        };
-        let limit = self.config.bundle_changes;
-        let from_memory = self.recent.get(&writer).and_then(|r| {
-            let first = r.changes.front()?.position.seq;
-            (r.epoch == head.epoch && first <= after + 1).then(|| {
-                r.changes
-                    .iter()
-                    .filter(|c| c.position.seq > after)
-                    .take(limit)
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-        });
-        match from_memory {
-            Some(changes) if !changes.is_empty() => {
-                if let Some((bundle, end)) = self.make_bundle(writer, head.epoch, changes) {
-                    self.send_bundle(peer, bundle, end, out);
-                }
-            }
-            _ => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.loading.insert(writer);
-                }
-                out.push(Effect::Load {
-                    peer,
-                    writer,
-                    epoch: head.epoch,
-                    after,
-                    limit,
-                });
-            }
-        }
-    }
-
-    /// Cuts `changes` at the last signed one (signing own heads) and bundles them.
-    fn make_bundle(
-        &mut self,
-        writer: NodeId,
-        epoch: u32,
-        mut changes: Vec<StoredChange>,
-    ) -> Option<(Bundle, Position)> {
-        let signature = if writer == self.me {
-            let last = changes.last()?;
-            let position = last.position;
-            match &self.own_signature {
-                Some((p, s)) if *p == position => s.clone(),
-                _ => {
-                    let hash = automerge::Change::try_from(&last.bytes[..]).ok()?.hash().0;
-                    let s = sign_head(&self.identity, position, &hash);
-                    self.own_signature = Some((position, s.clone()));
-                    s
-                }
-            }
-        } else {
-            let end = changes.iter().rposition(|c| c.signature.is_some())?;
-            changes.truncate(end + 1);
-            changes.last()?.signature.clone()?
-        };
-        let end = changes.last()?.position;
-        let first_seq = changes.first()?.position.seq;
-        let bytes = changes.into_iter().map(|c| c.bytes).collect();
-        Some((
-            bundle::pack(writer, epoch, bytes, first_seq, signature),
-            end,
-        ))
-    }
-
-    fn send_bundle(&mut self, peer: NodeId, bundle: Bundle, end: Position, out: &mut Vec<Effect>) {
-        let writer = bundle.writer;
-        let bytes = self.send(peer, &Message::Changes(bundle), out);
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.in_flight += bytes;
-            p.known.insert(writer, end);
-        }
-    }
-
-    fn send(&mut self, to: NodeId, msg: &Message, out: &mut Vec<Effect>) -> usize {
-        let message = message::encode(msg);
-        let n = message.len();
-        self.stats.bytes_sent += n as u64;
-        self.stats.messages_sent += 1;
-        out.push(Effect::Send { to, message });
-        n
-    }
 }
 
 /// Every writer head of `replica`, sorted by writer.
-fn heads(replica: &Replica) -> Vec<(NodeId, Position)> {
+pub(super) fn heads(replica: &Replica) -> Vec<(NodeId, Position)> {
     let mut v: Vec<_> = replica
         .heads()
         .iter()

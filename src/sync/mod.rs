@@ -3,7 +3,10 @@
 
 pub mod bundle;
 pub mod engine;
+mod inbound;
+pub mod io;
 pub mod message;
+mod outbound;
 pub mod signing;
 
 pub use engine::{Effect, Input, SyncConfig, SyncEngine, SyncEvent, SyncStats};

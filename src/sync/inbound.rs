@@ -1,0 +1,180 @@
+//! The receiving side of the engine: verifying bundles, parking the ones that
+//! arrive ahead of a gap, and applying changes to the replica.
+
+use std::collections::BTreeSet;
+
+use super::bundle;
+use super::engine::{newer, SyncEngine, Verified};
+use super::io::{Effect, SyncEvent};
+use super::message::Bundle;
+use crate::model::NodeId;
+use crate::replica::{CommittedChange, Replica};
+use crate::store::{RemoteChange, StockRow, StoredChange};
+
+impl SyncEngine {
+    /// Verifies and applies a bundle, parks it if it arrived ahead of a gap.
+    pub(super) fn ingest(
+        &mut self,
+        replica: &mut Replica,
+        from: NodeId,
+        bundle: Bundle,
+        out: &mut Vec<Effect>,
+    ) {
+        let writer = bundle.writer;
+        if writer == self.me {
+            return;
+        }
+        // Cheap staleness test first: duplicates are common (several peers relay
+        // the same changes) and need no signature check.
+        let have = replica
+            .heads()
+            .get(&writer)
+            .map(|h| h.position)
+            .unwrap_or_default();
+        if let Some(last) = bundle::last_position(&bundle) {
+            if !newer(last, have) {
+                return;
+            }
+        }
+        let (span, changes) = match bundle::verify(&bundle) {
+            Ok(v) => v,
+            Err(e) => return self.reject(from, Some(writer), e.to_string(), out),
+        };
+        let verified = Verified {
+            from,
+            writer,
+            span,
+            changes,
+            signature: bundle.signature.0,
+        };
+        if let Some(p) = self.peers.get_mut(&from) {
+            let k = p.known.entry(writer).or_default();
+            if newer(span.last, *k) {
+                *k = span.last;
+            }
+        }
+        if !newer(span.last, have) {
+            return;
+        }
+        let connects = if span.first.epoch == have.epoch {
+            span.first.seq <= have.seq + 1
+        } else {
+            span.first.seq == 1
+        };
+        if !connects {
+            if self.parked.len() < self.config.max_parked {
+                self.parked
+                    .insert((writer, span.first.epoch, span.first.seq), verified);
+            }
+            return;
+        }
+        if self.apply(replica, verified, out) {
+            self.unpark(replica, writer, out);
+            self.announce(replica, writer, out);
+        }
+    }
+
+    pub(super) fn apply(
+        &mut self,
+        replica: &mut Replica,
+        v: Verified,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let Verified {
+            from,
+            writer,
+            span,
+            changes,
+            signature: head_signature,
+        } = v;
+        let epoch = span.first.epoch;
+        let n = changes.len();
+        let mut applied = false;
+        for (i, bytes) in changes.into_iter().enumerate() {
+            let signature = (i + 1 == n).then(|| head_signature.clone());
+            match replica.apply_remote(&writer, epoch, &bytes) {
+                Ok(Some(valid)) => {
+                    applied = true;
+                    self.stats.changes_applied += 1;
+                    let pools: BTreeSet<_> = valid
+                        .writes
+                        .iter()
+                        .filter_map(|(k, _)| k.pool().cloned())
+                        .collect();
+                    let stock = pools
+                        .iter()
+                        .map(|p| StockRow::of(replica.book(), &self.me, p))
+                        .collect();
+                    let change = CommittedChange {
+                        position: valid.head.position,
+                        hash: valid.head.hash,
+                        bytes: bytes.clone(),
+                    };
+                    self.remember(
+                        writer,
+                        epoch,
+                        StoredChange {
+                            position: change.position,
+                            bytes,
+                            signature: signature.clone(),
+                        },
+                    );
+                    out.push(Effect::Persist(RemoteChange {
+                        writer,
+                        change,
+                        signature,
+                        counters: valid.writes,
+                        stock,
+                    }));
+                    out.push(Effect::Report(SyncEvent::Applied {
+                        from,
+                        writer,
+                        position: valid.head.position,
+                    }));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.reject(from, Some(writer), e.to_string(), out);
+                    break;
+                }
+            }
+        }
+        debug_assert!(
+            !applied || replica.heads().get(&writer).map(|h| h.position) <= Some(span.last)
+        );
+        applied
+    }
+
+    pub(super) fn unpark(&mut self, replica: &mut Replica, writer: NodeId, out: &mut Vec<Effect>) {
+        loop {
+            let have = replica
+                .heads()
+                .get(&writer)
+                .map(|h| h.position)
+                .unwrap_or_default();
+            let key = self
+                .parked
+                .range((writer, 0, 0)..=(writer, u32::MAX, u64::MAX))
+                .map(|(k, _)| *k)
+                .find(|(_, e, s)| {
+                    if *e == have.epoch {
+                        *s <= have.seq + 1
+                    } else {
+                        *e > have.epoch && *s == 1
+                    }
+                });
+            let Some(key) = key else {
+                // Drop what can never connect any more.
+                self.parked
+                    .retain(|(w, e, _), _| *w != writer || *e >= have.epoch);
+                return;
+            };
+            let Some(verified) = self.parked.remove(&key) else {
+                return;
+            };
+            if newer(verified.span.last, have) {
+                self.apply(replica, verified, out);
+            }
+        }
+    }
+}
