@@ -103,9 +103,9 @@ impl Replica {
             heads,
             own_epoch,
         } = snapshot;
-        let doc = match heads.get(&me) {
+        let (doc, own) = match heads.get(&me) {
             Some(h) => {
-                let doc = OwnDoc::load(&me, h.position.epoch, &own_epoch)
+                let (doc, own) = OwnDoc::load(&me, h.position.epoch, &own_epoch)
                     .map_err(ChangeError::Malformed)?;
                 if doc.seq() != h.position.seq {
                     return Err(ChangeError::Malformed(format!(
@@ -115,14 +115,14 @@ impl Replica {
                         h.position.seq
                     )));
                 }
-                doc
+                (doc, own)
             }
-            None => OwnDoc::new(&me, 1),
+            None => (OwnDoc::new(&me, 1), Vec::new()),
         };
         // The own counters are the values of the current epoch's document: its
         // snapshot change put every non-zero counter, later changes put the rest.
         let mut book = book;
-        for (k, v) in doc.values().map_err(ChangeError::Malformed)? {
+        for (k, v) in own {
             book.raise(me, &k, v)?;
         }
         Ok(Self {
