@@ -129,3 +129,80 @@ fn deficits_only_under_record_and_always_reported() {
     node.execute(req("ret", 1, EventKind::Return)).unwrap();
     assert_eq!(store.stock_rows()[0].deficit, 0);
 }
+
+/// A store whose `commit_local` panics once, to exercise the leader's recovery.
+struct PanicOnce {
+    inner: MemoryStore,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl stocksync::store::Store for PanicOnce {
+    fn load(
+        &mut self,
+        me: &stocksync::model::NodeId,
+    ) -> Result<stocksync::store::Snapshot, StoreError> {
+        self.inner.load(me)
+    }
+    fn find_event(
+        &mut self,
+        id: &EventId,
+    ) -> Result<Option<(EventRequest, stocksync::model::EventOutcome)>, StoreError> {
+        self.inner.find_event(id)
+    }
+    fn commit_local(
+        &mut self,
+        me: &stocksync::model::NodeId,
+        batch: &stocksync::replica::SealedBatch,
+        stock: &[stocksync::store::StockRow],
+    ) -> Result<(), StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("simulated bug inside a group commit");
+        }
+        self.inner.commit_local(me, batch, stock)
+    }
+    fn commit_remote(
+        &mut self,
+        changes: &[stocksync::store::RemoteChange],
+    ) -> Result<(), StoreError> {
+        self.inner.commit_remote(changes)
+    }
+    fn changes(
+        &mut self,
+        writer: &stocksync::model::NodeId,
+        epoch: u32,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<stocksync::store::StoredChange>, StoreError> {
+        self.inner.changes(writer, epoch, after, limit)
+    }
+}
+
+#[test]
+fn a_panic_inside_a_group_fails_that_group_and_the_node_carries_on() {
+    use stocksync::store::Store as _;
+    let inner = MemoryStore::new();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = PanicOnce {
+        inner: inner.clone(),
+        armed: armed.clone(),
+    };
+    let node = Node::start(meta(), store, NodeOptions::default(), Arc::new(|| 0)).unwrap();
+    node.execute(req("r", 5, EventKind::Receipt)).unwrap();
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        node.execute(req("s1", 2, EventKind::Sale))
+    }))
+    .expect("the caller does not see the panic")
+    .unwrap_err();
+    assert!(matches!(err, NodeError::Stopped), "{err}");
+    // The panicked group left nothing behind: all 5 units can still be sold.
+    let o = node.execute(req("s2", 5, EventKind::Sale)).unwrap();
+    assert_eq!((o.rights_after, o.on_hand_after), (0, 0));
+    assert_eq!(
+        inner
+            .clone()
+            .find_event(&EventId::new("s1").unwrap())
+            .unwrap(),
+        None
+    );
+}
