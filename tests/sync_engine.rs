@@ -244,3 +244,69 @@ fn last_unit_two_channels_during_a_partition_exactly_one_sells() {
         assert_eq!(p.on_hand(), 0);
     }
 }
+
+#[test]
+fn a_transfer_is_in_transit_at_the_hub_until_received_then_sellable() {
+    // Scenario 8: store A (node 0, S1) ships 5 to store B (node 2, S2) through
+    // the hub (node 1).
+    let mut m = Mesh::new(SyncConfig::default());
+    for (i, loc) in ["S1", "HQ", "S2"].iter().enumerate() {
+        m.add([i as u8 + 1; 32], Box::new(MemoryStore::new()), |id| {
+            NodeMeta {
+                id,
+                name: loc.to_string(),
+                location: LocationId::new(*loc).unwrap(),
+                role: Role::Store,
+            }
+        })
+        .unwrap();
+    }
+    m.connect(0, 1);
+    m.connect(1, 2);
+    let at = |loc: &str, id: &str, kind| {
+        EventRequest::new(
+            EventId::new(id).unwrap(),
+            LocationId::new(loc).unwrap(),
+            Sku::new("A").unwrap(),
+            Quantity::new(5).unwrap(),
+            kind,
+        )
+    };
+    let t = stocksync::model::TransferId::new("T1").unwrap();
+    m.event(0, at("S1", "r", EventKind::Receipt)).unwrap();
+    let out = EventKind::TransferOut {
+        to: LocationId::new("S2").unwrap(),
+        transfer: t.clone(),
+    };
+    m.event(0, at("S1", "out", out)).unwrap();
+    m.settle();
+    let in_transit = |m: &Mesh, i: usize| -> i64 {
+        m.nodes[i]
+            .writer
+            .replica()
+            .unwrap()
+            .book()
+            .transits()
+            .map(|(_, s)| s.in_transit())
+            .sum()
+    };
+    assert_eq!(in_transit(&m, 1), 5, "the hub sees the units in transit");
+    // B cannot sell them before receiving.
+    assert!(m.event(2, at("S2", "early", EventKind::Sale)).is_err());
+    let inn = EventKind::TransferIn {
+        from: LocationId::new("S1").unwrap(),
+        transfer: t,
+    };
+    m.event(2, at("S2", "in", inn)).unwrap();
+    m.settle();
+    assert_eq!(in_transit(&m, 1), 0);
+    let o = m.event(2, at("S2", "sale", EventKind::Sale)).unwrap();
+    assert_eq!(o.on_hand_after, 0);
+    m.settle();
+    let pool = |loc: &str| {
+        stocksync::model::PoolKey::new(LocationId::new(loc).unwrap(), Sku::new("A").unwrap())
+    };
+    let hub = m.nodes[1].writer.replica().unwrap().book();
+    assert_eq!(hub.pool(&pool("S1")).unwrap().on_hand(), 0);
+    assert_eq!(hub.pool(&pool("S2")).unwrap().on_hand(), 0);
+}
