@@ -298,3 +298,25 @@ fn init_after_an_init_that_stopped_half_way_makes_a_fresh_identity() {
     assert_ne!(std::fs::read(dir.join("node.key")).unwrap(), vec![7u8; 32]);
     assert!(run(&dir, ["receive", "A", "1"]).status.success());
 }
+
+#[test]
+fn a_repeated_id_returns_the_first_result_unchanged() {
+    let (_t, dir) = node();
+    let first = run(
+        &dir,
+        ["sell", "A", "3", "--id", "s9", "--ref", "R-1", "--json"],
+    );
+    assert!(first.status.success());
+    // Something else happens in between: the replay must still show the first result.
+    assert!(run(&dir, ["sell", "A", "1"]).status.success());
+    let again = run(
+        &dir,
+        ["sell", "A", "3", "--id", "s9", "--ref", "R-1", "--json"],
+    );
+    let mut a: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(a["replayed"], false);
+    assert_eq!(b["replayed"], true);
+    a["replayed"] = true.into();
+    assert_eq!(a, b);
+}

@@ -304,15 +304,33 @@ impl Store for SqliteStore {
         &mut self,
         id: &EventId,
     ) -> Result<Option<(EventRequest, EventOutcome)>, StoreError> {
-        let row: Option<(String, String)> = self
+        type Row = (String, i64, u32, i64, i64, i64);
+        let row: Option<Row> = self
             .conn
-            .prepare_cached("SELECT request, outcome FROM events WHERE event_id = ?1")?
-            .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached(
+                "SELECT request, deficit, epoch, seq, rights_after, on_hand_after FROM events WHERE event_id = ?1",
+            )?
+            .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
             .optional()
             .map_err(map_err)?;
-        row.map(|(req, out)| {
-            let req = serde_json::from_str(&req).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let out = serde_json::from_str(&out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        row.map(|(req, deficit, epoch, seq, rights_after, on_hand_after)| {
+            let req: EventRequest =
+                serde_json::from_str(&req).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // The outcome is the request plus the columns written with it.
+            let out = EventOutcome {
+                id: req.id.clone(),
+                kind: req.kind.label().to_string(),
+                pool: req.pool.clone(),
+                qty: req.qty.get(),
+                deficit_created: deficit.max(0) as u64,
+                rights_after,
+                on_hand_after,
+                position: Position {
+                    epoch,
+                    seq: seq.max(0) as u64,
+                },
+                replayed: false,
+            };
             Ok((req, out))
         })
         .transpose()
@@ -336,13 +354,13 @@ impl Store for SqliteStore {
             // which restart loads anyway: no counter rows on the sale's path.
             Self::write_rows(&tx, me, &[], stock)?;
             let mut ins = tx.prepare_cached(
-                "INSERT INTO events(event_id, kind, location, sku, qty, deficit, epoch, seq, idx, request, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO events(event_id, kind, location, sku, qty, deficit, epoch, seq, idx, request,
+                                    rights_after, on_hand_after)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for (idx, (r, o)) in batch.events.iter().enumerate() {
                 // Plain structs of strings and integers always serialize.
                 let req = serde_json::to_string(r).expect("request serializes");
-                let out = serde_json::to_string(o).expect("outcome serializes");
                 ins.execute(params![
                     r.id.as_str(),
                     o.kind,
@@ -354,7 +372,8 @@ impl Store for SqliteStore {
                     o.position.seq as i64,
                     idx as i64,
                     req,
-                    out
+                    o.rights_after,
+                    o.on_hand_after
                 ])?;
             }
             for (id, h) in &batch.holds {

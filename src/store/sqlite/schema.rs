@@ -34,7 +34,8 @@ CREATE TABLE events(
     event_id TEXT PRIMARY KEY, kind TEXT NOT NULL, location TEXT NOT NULL,
     sku TEXT NOT NULL, qty INTEGER NOT NULL, deficit INTEGER NOT NULL,
     epoch INTEGER NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL,
-    request TEXT NOT NULL, outcome TEXT NOT NULL) WITHOUT ROWID;
+    request TEXT NOT NULL, rights_after INTEGER NOT NULL,
+    on_hand_after INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX events_by_sku ON events(sku, epoch, seq, idx);
 CREATE TABLE holds(
     reservation TEXT PRIMARY KEY, location TEXT NOT NULL, sku TEXT NOT NULL,
