@@ -143,20 +143,22 @@ impl OwnDoc {
             return None;
         }
         let start_op = self.max_op + 1;
+        // Each key rendered once: for its op and for its last-put entry.
+        let keys: Vec<String> = writes.iter().map(|w| w.key.to_string()).collect();
         let operations: Vec<Op> = writes
             .iter()
-            .map(|w| {
-                let key = w.key.to_string();
+            .zip(&keys)
+            .map(|(w, key)| {
                 let pred: SortedVec<OpId> = self
                     .last_put
-                    .get(&key)
+                    .get(key)
                     .map(|c| vec![OpId::new(*c, &self.actor)])
                     .unwrap_or_default()
                     .into();
                 Op {
                     action: OpType::Put(ScalarValue::counter(w.new)),
                     obj: ObjectId::Root,
-                    key: Key::Map(smol_str::SmolStr::new(key)),
+                    key: Key::Map(smol_str::SmolStr::new(key.as_str())),
                     pred,
                     insert: false,
                 }
@@ -178,8 +180,8 @@ impl OwnDoc {
             extra_bytes: Vec::new(),
             author: None,
         });
-        for (i, w) in writes.iter().enumerate() {
-            self.last_put.insert(w.key.to_string(), start_op + i as u64);
+        for (i, key) in keys.into_iter().enumerate() {
+            self.last_put.insert(key, start_op + i as u64);
         }
         self.seq += 1;
         self.max_op = change.max_op();

@@ -212,12 +212,10 @@ impl World {
 
     /// Crashes node `i`: its in-memory state is gone, its store stays.
     pub fn crash(&mut self, i: usize) {
+        let id = self.nodes[i].meta.id;
         for j in self.neighbours(i) {
-            if let Some(n) = self.nodes[j].live.as_ref() {
-                let _ = n;
-                let id = self.nodes[i].meta.id;
-                self.input(j, Input::PeerDown(id));
-            }
+            // `input` ignores neighbours that are down themselves.
+            self.input(j, Input::PeerDown(id));
         }
         self.nodes[i].live = None;
     }
