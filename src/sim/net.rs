@@ -135,9 +135,4 @@ impl Network {
         let d = self.queue.remove(&k)?;
         Some(self.up(d.from, d.to).then_some(d))
     }
-
-    /// Messages still in flight.
-    pub fn in_flight(&self) -> usize {
-        self.queue.len()
-    }
 }
