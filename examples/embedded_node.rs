@@ -1,33 +1,22 @@
-//! A node embedded in a program: open a till on SQLite, take stock in, sell,
-//! and read the result. Run: `cargo run --example embedded_node`.
+//! A node embedded in a program: create a till's data directory, open it, take
+//! stock in, sell, and read the result. Run: `cargo run --example embedded_node`.
 
 use anyhow::Result;
-use stocksync::identity::Identity;
-use stocksync::model::{
-    EventId, EventKind, EventRequest, LocationId, NodeMeta, Quantity, Role, Sku,
+use stocksync::{
+    data_dir, system_clock, EventId, EventKind, EventRequest, NodeOptions, NodeSpec, Quantity,
+    Reader, Sku,
 };
-use stocksync::node::{system_clock, Node, NodeOptions};
-use stocksync::store::sqlite::{Durability, SqliteStore};
 
 fn main() -> Result<()> {
     let dir = tempfile_dir()?;
-    let identity = Identity::generate()?;
-    identity.save(&dir)?;
-    let location = LocationId::new("STORE-7")?;
-    let meta = NodeMeta {
-        id: identity.node_id(),
-        name: "till-1".into(),
-        location: location.clone(),
-        role: Role::Till,
-    };
-    let store = SqliteStore::create(&dir, &meta, Durability::Full)?;
-    let node = Node::start(meta, store, NodeOptions::default(), system_clock())?;
+    let meta = data_dir::init(&dir, &NodeSpec::parse("till-1", "STORE-7", "till")?)?;
+    let node = data_dir::open(&dir, NodeOptions::default(), system_clock())?;
 
     let sku = Sku::new("SHOE-42")?;
     let event = |id: &str, qty: u64, kind| -> Result<EventRequest> {
         Ok(EventRequest::new(
             EventId::new(id)?,
-            location.clone(),
+            meta.location.clone(),
             sku.clone(),
             Quantity::new(qty)?,
             kind,
@@ -46,6 +35,16 @@ fn main() -> Result<()> {
     let again = node.execute(event("sale-1", 2, EventKind::Sale)?)?;
     println!("sale-1 sent again: replayed = {}", again.replayed);
     drop(node);
+    // Reading needs no lock: a POS back office can do it while the till runs.
+    let reader = Reader::open(&dir)?;
+    for row in reader.stock(None)? {
+        println!(
+            "{} @ {}: on hand {}, this till's rights {}",
+            row.sku, row.location, row.on_hand, row.rights
+        );
+    }
+    anyhow::ensure!(reader.verify()?.ok, "verify failed");
+    drop(reader);
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -54,7 +53,5 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("{e}"))?;
     let name: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let dir = std::env::temp_dir().join(format!("stocksync-example-{name}"));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    Ok(std::env::temp_dir().join(format!("stocksync-example-{name}")))
 }

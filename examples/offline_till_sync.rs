@@ -33,11 +33,7 @@ fn event(m: &mut Mesh, i: usize, id: &str, qty: u64, kind: EventKind) -> Result<
 
 fn on_hand(m: &Mesh, i: usize) -> Result<i64> {
     let pool = PoolKey::new(LocationId::new("S1")?, Sku::new("TEE")?);
-    let r = m.nodes[i]
-        .writer
-        .replica()
-        .ok_or_else(|| anyhow::anyhow!("no replica"))?;
-    Ok(r.book().pool(&pool).map(|p| p.on_hand()).unwrap_or(0))
+    Ok(m.book(i).pool(&pool).map(|p| p.on_hand()).unwrap_or(0))
 }
 
 fn main() -> Result<()> {
@@ -47,13 +43,11 @@ fn main() -> Result<()> {
         .zip([Role::Store, Role::Till, Role::Till])
         .enumerate()
     {
-        m.add([i as u8 + 1; 32], Box::new(MemoryStore::new()), |id| {
-            NodeMeta {
-                id,
-                name: name.to_string(),
-                location: LocationId::new("S1").expect("valid location"),
-                role,
-            }
+        m.add([i as u8 + 1; 32], MemoryStore::new(), |id| NodeMeta {
+            id,
+            name: name.to_string(),
+            location: LocationId::new("S1").expect("valid location"),
+            role,
         })?;
     }
     m.connect(0, 1);

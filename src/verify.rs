@@ -87,7 +87,7 @@ fn replay_changes(db: &ReadOnly<'_>) -> Result<(CounterValues, usize), StoreErro
 }
 
 /// Runs every check on the database behind `db`, for node `meta`.
-pub fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> {
+pub(crate) fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, StoreError> {
     let mut checks = Vec::new();
     checks.push(match db.integrity() {
         Ok(()) => check("sqlite_integrity", vec![], "ok".into()),

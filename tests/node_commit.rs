@@ -11,9 +11,13 @@ use stocksync::model::{
 use stocksync::node::{Node, NodeOptions};
 use stocksync::store::memory::MemoryStore;
 
+fn identity() -> Identity {
+    Identity::from_seed([1; 32])
+}
+
 fn meta() -> NodeMeta {
     NodeMeta {
-        id: Identity::from_seed([1; 32]).node_id(),
+        id: identity().node_id(),
         name: "till-1".into(),
         location: LocationId::new("S1").unwrap(),
         role: Role::Till,
@@ -31,7 +35,7 @@ fn req(id: &str, qty: u64, kind: EventKind) -> EventRequest {
 }
 
 fn start(store: &MemoryStore, options: NodeOptions) -> Node {
-    Node::start(meta(), store.clone(), options, Arc::new(|| 0)).unwrap()
+    Node::start(identity(), meta(), store.clone(), options, Arc::new(|| 0)).unwrap()
 }
 
 #[test]
@@ -42,6 +46,7 @@ fn concurrent_callers_never_oversell_and_every_ack_is_durable() {
         NodeOptions {
             epoch_changes: 50,
             max_batch: 16,
+            ..NodeOptions::default()
         },
     );
     node.execute(req("r", 500, EventKind::Receipt)).unwrap();
@@ -186,7 +191,14 @@ fn a_panic_inside_a_group_fails_that_group_and_the_node_carries_on() {
         inner: inner.clone(),
         armed: armed.clone(),
     };
-    let node = Node::start(meta(), store, NodeOptions::default(), Arc::new(|| 0)).unwrap();
+    let node = Node::start(
+        identity(),
+        meta(),
+        store,
+        NodeOptions::default(),
+        Arc::new(|| 0),
+    )
+    .unwrap();
     node.execute(req("r", 5, EventKind::Receipt)).unwrap();
     armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

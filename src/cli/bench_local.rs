@@ -11,12 +11,10 @@ use hdrhistogram::Histogram;
 use rusqlite::params;
 use serde_json::json;
 
-use stocksync::identity::Identity;
-use stocksync::model::{
-    EventId, EventKind, EventRequest, LocationId, NodeMeta, Quantity, Role, Sku,
-};
+use stocksync::data_dir::{self, NodeSpec};
+use stocksync::model::{EventId, EventKind, EventRequest, LocationId, Quantity, Sku};
 use stocksync::node::{system_clock, Node, NodeOptions};
-use stocksync::store::sqlite::{Durability, SqliteStore};
+use stocksync::store::sqlite::Durability;
 
 fn hist() -> Histogram<u64> {
     // 3 significant figures over 1 ns .. 60 s cannot fail to construct.
@@ -73,18 +71,10 @@ fn new_node(
     durability: Durability,
     options: NodeOptions,
 ) -> Result<(Node, LocationId)> {
-    std::fs::create_dir_all(dir)?;
-    let identity = Identity::generate()?;
-    identity.save(dir)?;
-    let location = LocationId::new("S1")?;
-    let meta = NodeMeta {
-        id: identity.node_id(),
-        name: "bench".into(),
-        location: location.clone(),
-        role: Role::Till,
-    };
-    let store = SqliteStore::create(dir, &meta, durability)?;
-    Ok((Node::start(meta, store, options, system_clock())?, location))
+    let spec = NodeSpec::parse("bench", "S1", "till")?;
+    data_dir::init(dir, &spec)?;
+    let node = data_dir::open_with_durability(dir, options, durability, system_clock())?;
+    Ok((node, spec.location))
 }
 
 fn sale(location: &LocationId, sku: &Sku, id: String) -> Result<EventRequest> {
@@ -98,7 +88,7 @@ fn sale(location: &LocationId, sku: &Sku, id: String) -> Result<EventRequest> {
 }
 
 fn receive(node: &Node, location: &LocationId, sku: &Sku, qty: u64) -> Result<()> {
-    let q = Quantity::new(qty.min(stocksync::model::quantity::MAX_QUANTITY))?;
+    let q = Quantity::new(qty.min(stocksync::model::MAX_QUANTITY))?;
     node.execute(EventRequest::new(
         EventId::new(format!("rcv-{sku}"))?,
         location.clone(),

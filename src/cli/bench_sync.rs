@@ -55,17 +55,17 @@ fn steady(sales: u64, gap_ms: u64, push_delay_ms: u64) -> Result<serde_json::Val
         ..SyncConfig::default()
     };
     let mut m = Mesh::new(config.clone());
-    let till = m.add([1; 32], Box::new(MemoryStore::new()), meta(Role::Till))?;
-    let store = m.add([2; 32], Box::new(MemoryStore::new()), meta(Role::Store))?;
+    let till = m.add([1; 32], MemoryStore::new(), meta(Role::Till))?;
+    let store = m.add([2; 32], MemoryStore::new(), meta(Role::Store))?;
     receive(&mut m, till, sales + 1)?;
     m.connect(till, store);
     m.settle();
     let start_bytes = m.bytes;
     for n in 0..sales {
         sell(&mut m, till, n)?;
-        m.advance(m.now + gap_ms);
+        m.advance(m.now() + gap_ms);
     }
-    m.advance(m.now + push_delay_ms + 1);
+    m.advance(m.now() + push_delay_ms + 1);
     anyhow::ensure!(
         m.head(store, till) == m.head(till, till),
         "store did not converge"
@@ -84,8 +84,8 @@ fn steady(sales: u64, gap_ms: u64, push_delay_ms: u64) -> Result<serde_json::Val
 fn equal_probe(history: u64) -> Result<serde_json::Value> {
     let config = SyncConfig::default();
     let mut m = Mesh::new(config.clone());
-    let till = m.add([3; 32], Box::new(MemoryStore::new()), meta(Role::Till))?;
-    let store = m.add([4; 32], Box::new(MemoryStore::new()), meta(Role::Store))?;
+    let till = m.add([3; 32], MemoryStore::new(), meta(Role::Till))?;
+    let store = m.add([4; 32], MemoryStore::new(), meta(Role::Store))?;
     receive(&mut m, till, history + 1)?;
     m.connect(till, store);
     for n in 0..history {
@@ -94,7 +94,7 @@ fn equal_probe(history: u64) -> Result<serde_json::Value> {
     m.settle();
     let before = m.bytes;
     // Past the probe interval: both sides send a digest; equal replicas answer nothing.
-    m.advance(m.now + config.probe_interval_ms + 1);
+    m.advance(m.now() + config.probe_interval_ms + 1);
     let round = m.bytes - before;
     Ok(json!({ "history_changes": history, "bytes_per_probe_round_both_ways": round }))
 }
@@ -105,10 +105,10 @@ fn catch_up(dir: &Path, per_till: u64) -> Result<serde_json::Value> {
     let store_id = Identity::from_seed([50; 32]).node_id();
     std::fs::create_dir_all(dir)?;
     let sqlite = SqliteStore::create(dir, &meta(Role::Store)(store_id), Durability::Full)?;
-    let store = m.add([50; 32], Box::new(sqlite), meta(Role::Store))?;
+    let store = m.add([50; 32], sqlite, meta(Role::Store))?;
     let mut tills = Vec::new();
     for t in 0..5u8 {
-        let i = m.add([60 + t; 32], Box::new(MemoryStore::new()), meta(Role::Till))?;
+        let i = m.add([60 + t; 32], MemoryStore::new(), meta(Role::Till))?;
         receive(&mut m, i, per_till + 1)?;
         for n in 0..per_till {
             sell(&mut m, i, n)?;

@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use stocksync::data_dir::Reader;
 use stocksync::error::NodeError;
 use stocksync::model::{
     EventId, EventKind, EventRequest, Policy, Quantity, ReasonCode, ReservationId, Sku,
 };
 use stocksync::node::Node;
-use stocksync::store::sqlite::{open_read_only, ReadOnly};
 
 struct Day<'a> {
     node: &'a Node,
@@ -120,13 +120,12 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
     node.shutdown();
 
     println!("18:10 closing stock (from the SQLite `stock` table):");
-    let conn = open_read_only(&dir)?;
-    let db = ReadOnly::new(&conn);
-    super::output::stock(&db.stock(None)?, false);
-    let report = stocksync::verify::verify(&db, &meta)?;
+    let reader = Reader::open(&dir)?;
+    super::output::stock(&reader.stock(None)?, false);
+    let report = reader.verify()?;
     println!("18:11 verify re-derives every count from the Automerge changes and the journal:");
     super::output::verify(&report, false);
-    drop(conn);
+    drop(reader);
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }

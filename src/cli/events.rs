@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::args::{Command, EventOpts};
-use stocksync::model::quantity::parse_delta;
+use stocksync::model::parse_delta;
 use stocksync::model::{
     EventId, EventKind, EventRequest, LocationId, NodeId, NodeMeta, Policy, Quantity, ReasonCode,
     ReservationId, Sku, TransferId,

@@ -15,11 +15,10 @@ use clap::Parser;
 
 pub use args::Cli;
 use args::{BenchKind, Command};
+use stocksync::data_dir::{self, NodeSpec, Reader, SetupError};
 use stocksync::error::{EventError, InputError, NodeError, StoreError};
-use stocksync::identity::Identity;
-use stocksync::model::{LocationId, NodeMeta, Role};
+use stocksync::model::NodeMeta;
 use stocksync::node::{system_clock, Node, NodeOptions};
-use stocksync::store::sqlite::{open_read_only, Durability, ReadOnly, SqliteStore};
 
 /// Exit code: bad input or usage.
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -66,7 +65,13 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<InputError>().is_some() || e.downcast_ref::<UsageError>().is_some() {
         return EXIT_BAD_INPUT;
     }
-    if let Some(s) = e.downcast_ref::<StoreError>() {
+    let store = match e.downcast_ref::<SetupError>() {
+        Some(SetupError::Input(_)) => return EXIT_BAD_INPUT,
+        Some(SetupError::Store(s)) => Some(s),
+        Some(_) => return 1,
+        None => e.downcast_ref::<StoreError>(),
+    };
+    if let Some(s) = store {
         return match s {
             StoreError::NotInitialized(_) | StoreError::AlreadyInitialized(_) => EXIT_BAD_INPUT,
             _ => 1,
@@ -91,52 +96,15 @@ fn data_dir(cli: &Cli) -> Result<PathBuf> {
     })
 }
 
-/// Opens the node in `dir` for writing: checks the key matches the database.
+/// Opens the node in `dir` for writing (directory lock, key check).
 pub fn open_node(dir: &Path) -> Result<Node> {
-    let store = SqliteStore::open(dir, Durability::Full)?;
-    let identity = Identity::load(dir)?;
-    let meta = store.meta().clone();
-    if identity.node_id() != meta.id {
-        return Err(StoreError::Corrupt("node.key does not belong to this database".into()).into());
-    }
-    Ok(Node::start(
-        meta,
-        store,
-        NodeOptions::default(),
-        system_clock(),
-    )?)
+    Ok(data_dir::open(dir, NodeOptions::default(), system_clock())?)
 }
 
 /// Creates a node in `dir`.
 pub fn init_node(dir: &Path, name: &str, location: &str, role: &str) -> Result<NodeMeta> {
-    let location = LocationId::new(location)?;
-    let role: Role = role.parse()?;
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(InputError::BadNodeName(name.to_string()).into());
-    }
-    // The lock first, so two inits cannot interleave key and database.
-    let lock = stocksync::store::sqlite::DirLock::acquire(dir)?;
-    if dir.join(stocksync::store::sqlite::DB_FILE).exists() {
-        return Err(StoreError::AlreadyInitialized(dir.display().to_string()).into());
-    }
-    let identity = Identity::generate()?;
-    let meta = NodeMeta {
-        id: identity.node_id(),
-        name: name.to_string(),
-        location,
-        role,
-    };
-    // The key first: a database without its key is unusable. A key without a
-    // database (an init that stopped half-way) never acknowledged anything, so a
-    // fresh identity replaces it.
-    identity.replace(dir)?;
-    SqliteStore::create_locked(lock, dir, &meta, Durability::Full)?;
-    Ok(meta)
+    let spec = NodeSpec::parse(name, location, role)?;
+    Ok(data_dir::init(dir, &spec)?)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -168,31 +136,27 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Info => {
             let dir = data_dir(&cli)?;
-            let conn = open_read_only(&dir)?;
-            output::meta(&ReadOnly::new(&conn).meta()?, cli.json);
+            output::meta(&Reader::open(&dir)?.meta()?, cli.json);
             Ok(())
         }
         Command::Stock { sku } => {
             let dir = data_dir(&cli)?;
-            let conn = open_read_only(&dir)?;
+            let reader = Reader::open(&dir)?;
             if let Some(s) = sku {
                 stocksync::model::Sku::new(s.as_str())?;
             }
-            output::stock(&ReadOnly::new(&conn).stock(sku.as_deref())?, cli.json);
+            output::stock(&reader.stock(sku.as_deref())?, cli.json);
             Ok(())
         }
         Command::History { sku } => {
             let dir = data_dir(&cli)?;
             stocksync::model::Sku::new(sku.as_str())?;
-            let conn = open_read_only(&dir)?;
-            output::history(&ReadOnly::new(&conn).history(sku)?, cli.json);
+            output::history(&Reader::open(&dir)?.history(sku)?, cli.json);
             Ok(())
         }
         Command::Verify => {
             let dir = data_dir(&cli)?;
-            let conn = open_read_only(&dir)?;
-            let db = ReadOnly::new(&conn);
-            let report = stocksync::verify::verify(&db, &db.meta()?)?;
+            let report = Reader::open(&dir)?.verify()?;
             output::verify(&report, cli.json);
             if report.ok {
                 Ok(())

@@ -1,9 +1,9 @@
 //! Escrow counters: the book of every writer's grow-only counters and the rule that
 //! keeps every pool's on-hand count non-negative.
 
-pub mod book;
-pub mod counter_key;
-pub mod rule;
+mod book;
+mod counter_key;
+mod rule;
 
 pub use book::{PoolState, Share, StockBook, TransitState, MAX_COUNTER};
 pub use counter_key::{CounterKey, TransferLeg};

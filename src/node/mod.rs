@@ -1,27 +1,39 @@
-//! A running node: the handle callers use, and leader/follower group commit.
+//! A running node: one thread-safe handle over the replica, its store and its
+//! sync engine.
 //!
-//! There is no commit thread. A caller queues its event and waits for its
-//! answer; when no leader is active, a waiting caller becomes the leader: it
-//! takes up to `max_batch` queued events, decides and commits them in one transaction, hands
-//! out the answers and, if events are still queued, wakes one waiting caller to
-//! lead the next group. A caller alone pays no thread hand-off; concurrent
-//! callers share each commit.
+//! Callers submit events ([`Node::submit`], [`Node::execute`]); group commit
+//! makes them durable in batches and hands every committed change to the sync
+//! engine. A transport feeds the same handle what happens on the wire
+//! ([`Node::peer_up`], [`Node::peer_down`], [`Node::receive`], [`Node::tick`] when
+//! [`Node::poll_timeout`] is due) and drains what the engine sends
+//! ([`Node::take_sends`], [`Node::wait_sends`]). The simulator, the examples, the
+//! benches and the command line all run this one type.
 
+mod group;
+mod outbox;
+mod status;
 mod writer;
 
-pub use writer::Writer;
+pub use group::Ticket;
+pub use outbox::Outgoing;
+pub use status::SyncStatus;
+pub(crate) use writer::Writer;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use tracing::info_span;
+use tracing::{debug, warn};
 
-use writer::Answer;
+use group::Queue;
+use outbox::Outbox;
+use status::StatusLog;
 
 use crate::error::{NodeError, StoreError};
-use crate::model::{EventOutcome, EventRequest, NodeMeta};
+use crate::identity::Identity;
+use crate::model::{EventOutcome, EventRequest, NodeId, NodeMeta};
 use crate::replica::Replica;
 use crate::store::Store;
+use crate::sync::{Effect, Input, SyncConfig, SyncEngine, SyncEvent};
 
 /// Milliseconds since the Unix epoch, supplied by the caller (a fixed clock in tests).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -43,6 +55,11 @@ pub struct NodeOptions {
     pub epoch_changes: u64,
     /// Most events committed in one transaction.
     pub max_batch: usize,
+    /// The sync protocol's tunables.
+    pub sync: SyncConfig,
+    /// Most bytes queued for one peer before further messages to it are dropped
+    /// (the protocol repairs them); only reached when a transport stops draining.
+    pub outbox_bytes_per_peer: usize,
 }
 
 impl Default for NodeOptions {
@@ -50,162 +67,87 @@ impl Default for NodeOptions {
         Self {
             epoch_changes: 10_000,
             max_batch: 1024,
+            sync: SyncConfig::default(),
+            outbox_bytes_per_peer: 8 << 20,
         }
     }
 }
 
-/// Groups a caller whose answer is ready still leads while events are queued
-/// (saves waking another thread for each group under load).
-const EXTRA_ROUNDS: u32 = 2;
-
-/// One submitted event until its caller has taken the answer.
-struct Entry {
-    request: Option<EventRequest>,
-    answer: Option<Answer>,
-    waiting: bool,
-    wake: Arc<Condvar>,
+/// The replica's writer and the sync engine, used under one lock.
+pub(crate) struct Core {
+    pub(crate) writer: Writer,
+    engine: SyncEngine,
+    status: StatusLog,
 }
 
-#[derive(Default)]
-struct Queue {
-    entries: HashMap<u64, Entry>,
-    /// Ids of events not yet taken by a leader, oldest first.
-    order: VecDeque<u64>,
-    next_id: u64,
-    leader_active: bool,
-}
-
-struct Shared {
+pub(crate) struct Shared {
     meta: NodeMeta,
     queue: Mutex<Queue>,
-    writer: Mutex<Writer>,
+    core: Mutex<Core>,
+    outbox: Outbox,
     max_batch: usize,
+    clock: Clock,
 }
 
 impl Shared {
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        // The queue holds plain data and every update to it is a single step, so a
-        // panic elsewhere cannot leave it half-changed.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn writer(&self) -> MutexGuard<'_, Writer> {
-        match self.writer.lock() {
+    fn core(&self) -> MutexGuard<'_, Core> {
+        match self.core.lock() {
             Ok(g) => g,
             Err(poisoned) => {
                 // A leader panicked mid-group: the in-memory state may be half
                 // applied, so rebuild it from what the store committed.
                 let mut g = poisoned.into_inner();
-                g.reload();
-                self.writer.clear_poison();
+                g.writer.reload();
+                self.core.clear_poison();
                 g
             }
         }
     }
 
-    /// Waits for the answer of event `id`, leading group commits when no one else does.
-    fn drive(&self, id: u64, wake: &Condvar) -> Answer {
-        let mut q = self.queue();
-        let mut extra_rounds = 0;
-        loop {
-            let Some(entry) = q.entries.get_mut(&id) else {
-                return Err(NodeError::Stopped);
-            };
-            if entry.answer.is_some() {
-                if extra_rounds < EXTRA_ROUNDS && !q.leader_active && !q.order.is_empty() {
-                    extra_rounds += 1;
-                    q = self.lead(q);
-                    continue;
+    fn now(&self) -> u64 {
+        (self.clock)().max(0) as u64
+    }
+
+    /// Runs one input through the engine and routes its sends and reports.
+    fn run(&self, core: &mut Core, input: Input) {
+        let now = self.now();
+        let Core {
+            writer,
+            engine,
+            status,
+        } = core;
+        for effect in writer.sync(engine, now, input) {
+            match effect {
+                Effect::Send { to, message } => self.outbox.push(to, message),
+                Effect::Report(event) => {
+                    match &event {
+                        SyncEvent::Rejected {
+                            from,
+                            writer,
+                            reason,
+                        } => warn!(node = %self.meta.id, peer = %from, ?writer, %reason, "refused"),
+                        SyncEvent::PersistFailed { changes, error } => {
+                            warn!(node = %self.meta.id, changes, %error, "remote changes not persisted")
+                        }
+                        SyncEvent::Applied {
+                            from,
+                            writer,
+                            position,
+                        } => {
+                            debug!(node = %self.meta.id, peer = %from, %writer, ?position, "applied")
+                        }
+                    }
+                    status.record(event);
                 }
-                let answer = q.entries.remove(&id).and_then(|e| e.answer);
-                return answer.unwrap_or(Err(NodeError::Stopped));
-            }
-            if !q.leader_active && !q.order.is_empty() {
-                q = self.lead(q);
-                continue;
-            }
-            if let Some(entry) = q.entries.get_mut(&id) {
-                entry.waiting = true;
-            }
-            q = wake.wait(q).unwrap_or_else(|e| e.into_inner());
-            if let Some(e) = q.entries.get_mut(&id) {
-                e.waiting = false;
+                // `Writer::sync` performs loads and persists itself.
+                Effect::Load { .. } | Effect::Persist(_) => {}
             }
         }
     }
 
-    /// Commits the oldest queued events as one group and hands out their answers.
-    fn lead<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-        q.leader_active = true;
-        let n = q.order.len().min(self.max_batch);
-        let ids: Vec<u64> = q.order.drain(..n).collect();
-        let requests: Vec<EventRequest> = ids
-            .iter()
-            .filter_map(|i| q.entries.get_mut(i).and_then(|e| e.request.take()))
-            .collect();
-        drop(q);
-        let count = requests.len();
-        let answers = {
-            let span = info_span!("group_commit", node = %self.meta.id, events = count);
-            let _g = span.enter();
-            // A panic inside the group must not leave `leader_active` set (every
-            // later caller would wait forever): answer the group with an error;
-            // the poisoned writer lock makes the next leader reload from storage.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut w = self.writer();
-                let answers = w.commit_group(requests);
-                // No sync engine is attached to this handle yet: the own changes
-                // are durable in the store, where sync reads them.
-                w.take_committed();
-                answers
-            }))
-            .unwrap_or_else(|_| (0..count).map(|_| Err(NodeError::Stopped)).collect())
-        };
-        let mut q = self.queue();
-        for (i, answer) in ids.iter().zip(answers) {
-            if let Some(e) = q.entries.get_mut(i) {
-                e.answer = Some(answer);
-                e.wake.notify_one();
-            }
-        }
-        q.leader_active = false;
-        // Hand the lead to a caller that is waiting on a still-queued event.
-        let next = q
-            .order
-            .iter()
-            .filter_map(|i| q.entries.get(i))
-            .find(|e| e.waiting)
-            .map(|e| e.wake.clone());
-        if let Some(w) = next {
-            w.notify_one();
-        }
-        q
-    }
-}
-
-/// A pending answer: resolves once the event is durable or refused.
-///
-/// Waiting drives the commit; a ticket dropped unwaited is still committed.
-pub struct Ticket {
-    shared: Arc<Shared>,
-    id: u64,
-    wake: Arc<Condvar>,
-    done: bool,
-}
-
-impl Ticket {
-    /// Waits for the answer.
-    pub fn wait(mut self) -> Result<EventOutcome, NodeError> {
-        self.done = true;
-        self.shared.drive(self.id, &self.wake)
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.shared.drive(self.id, &self.wake);
-        }
+    fn input(&self, input: Input) {
+        let mut core = self.core();
+        self.run(&mut core, input);
     }
 }
 
@@ -216,20 +158,34 @@ pub struct Node {
 }
 
 impl Node {
-    /// Loads the replica from `store` and makes the node ready.
+    /// Loads the replica of `meta` from `store` and makes the node ready.
+    ///
+    /// `identity` signs what the node sends; it must be `meta.id`'s key.
     pub fn start<S: Store + 'static>(
+        identity: Identity,
         meta: NodeMeta,
         store: S,
         options: NodeOptions,
         clock: Clock,
     ) -> Result<Self, StoreError> {
-        let writer = Writer::new(meta.clone(), Box::new(store), &options, clock)?;
+        if identity.node_id() != meta.id {
+            return Err(StoreError::Corrupt(
+                "the node key does not belong to this node".into(),
+            ));
+        }
+        let writer = Writer::new(meta.clone(), Box::new(store), &options, clock.clone())?;
         Ok(Self {
             shared: Arc::new(Shared {
                 meta,
                 queue: Mutex::new(Queue::default()),
-                writer: Mutex::new(writer),
+                core: Mutex::new(Core {
+                    writer,
+                    engine: SyncEngine::new(identity, options.sync.clone()),
+                    status: StatusLog::default(),
+                }),
+                outbox: Outbox::new(options.outbox_bytes_per_peer),
                 max_batch: options.max_batch.max(1),
+                clock,
             }),
         })
     }
@@ -239,23 +195,19 @@ impl Node {
         &self.shared.meta
     }
 
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.meta.id
+    }
+
     /// Queues an event; the ticket resolves once it is durable (or refused).
     pub fn submit(&self, req: EventRequest) -> Ticket {
-        let wake = Arc::new(Condvar::new());
-        let mut q = self.shared.queue();
-        let id = q.next_id;
-        q.next_id += 1;
-        q.entries.insert(
-            id,
-            Entry {
-                request: Some(req),
-                answer: None,
-                waiting: false,
-                wake: wake.clone(),
-            },
-        );
-        q.order.push_back(id);
-        drop(q);
+        let (id, wake) = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(req);
         Ticket {
             shared: self.shared.clone(),
             id,
@@ -271,8 +223,75 @@ impl Node {
 
     /// Runs `f` on the replica between group commits (it never sees staged state).
     pub fn query<R>(&self, f: impl FnOnce(&Replica) -> R) -> Result<R, NodeError> {
-        let writer = self.shared.writer();
-        writer.replica().map(f).ok_or(NodeError::Stopped)
+        let core = self.shared.core();
+        core.writer.replica().map(f).ok_or(NodeError::Stopped)
+    }
+
+    /// A transport connected to `peer`, whose identity it authenticated.
+    pub fn peer_up(&self, peer: NodeId) {
+        let mut core = self.shared.core();
+        core.status.peers.insert(peer);
+        self.shared.run(&mut core, Input::PeerUp(peer));
+    }
+
+    /// The connection to `peer` is gone; messages still queued for it are dropped.
+    pub fn peer_down(&self, peer: NodeId) {
+        let mut core = self.shared.core();
+        core.status.peers.remove(&peer);
+        self.shared.run(&mut core, Input::PeerDown(peer));
+        self.shared.outbox.purge(&peer);
+    }
+
+    /// A message arrived from the authenticated peer `from`.
+    pub fn receive(&self, from: NodeId, message: Vec<u8>) {
+        self.shared.input(Input::Received { from, message });
+    }
+
+    /// Runs the engine's timers (probes, coalesced pushes, ack timeouts) if due.
+    pub fn tick(&self) {
+        let mut core = self.shared.core();
+        if core
+            .engine
+            .poll_timeout()
+            .is_some_and(|t| t <= self.shared.now())
+        {
+            self.shared.run(&mut core, Input::Tick);
+        }
+    }
+
+    /// When [`Node::tick`] is next due, in the node clock's milliseconds.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.shared.core().engine.poll_timeout()
+    }
+
+    /// How long until [`Node::tick`] is due, by the node's clock.
+    pub fn tick_in(&self) -> Option<Duration> {
+        let due = self.poll_timeout()?;
+        Some(Duration::from_millis(due.saturating_sub(self.shared.now())))
+    }
+
+    /// Takes every message waiting to be sent, oldest first.
+    pub fn take_sends(&self) -> Vec<Outgoing> {
+        self.shared.outbox.take()
+    }
+
+    /// Like [`Node::take_sends`], but waits up to `timeout` for a first message.
+    pub fn wait_sends(&self, timeout: Duration) -> Vec<Outgoing> {
+        self.shared.outbox.wait(timeout)
+    }
+
+    /// Takes the sync events (applied, refused, persist failures) reported since the last call.
+    pub fn take_events(&self) -> Vec<SyncEvent> {
+        self.shared.core().status.take()
+    }
+
+    /// The node's sync state.
+    pub fn sync_status(&self) -> SyncStatus {
+        let core = self.shared.core();
+        let mut s = core.status.status(core.engine.stats());
+        s.outbox_bytes = self.shared.outbox.queued_bytes();
+        s.outbox_dropped = self.shared.outbox.dropped();
+        s
     }
 
     /// Releases this handle (the store closes when the last handle goes).

@@ -10,7 +10,7 @@ use crate::error::{EventError, NodeError, StoreError};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeMeta};
 use crate::replica::{Batch, CommittedChange, Replica, SealedBatch};
 use crate::store::{StockRow, Store};
-use crate::sync::{Effect, Input, SyncEngine};
+use crate::sync::{Effect, Input, SyncEngine, SyncEvent};
 
 /// The answer to one event.
 pub type Answer = Result<EventOutcome, NodeError>;
@@ -37,7 +37,7 @@ struct Waiter {
 }
 
 /// The replica and its store, used by one leader at a time.
-pub struct Writer {
+pub(crate) struct Writer {
     meta: NodeMeta,
     store: Box<dyn Store>,
     replica: Option<Replica>,
@@ -80,7 +80,18 @@ impl Writer {
 
     /// Runs `input` through the sync engine against this replica, performing the
     /// storage effects (loads, persists) here; returns the sends and reports.
-    pub fn sync(&mut self, engine: &mut SyncEngine, now_ms: u64, input: Input) -> Vec<Effect> {
+    ///
+    /// Every change one input applied goes to disk in one transaction, before
+    /// any send of that input leaves: if the transaction fails, the input's sends
+    /// (its ack, the relays of what it applied) are dropped, the engine forgets
+    /// those changes, and the replica is rebuilt from the store, so nothing that
+    /// is not durable is acknowledged or passed on.
+    pub(crate) fn sync(
+        &mut self,
+        engine: &mut SyncEngine,
+        now_ms: u64,
+        input: Input,
+    ) -> Vec<Effect> {
         let mut pending = VecDeque::from([input]);
         let mut out = Vec::new();
         while let Some(input) = pending.pop_front() {
@@ -88,6 +99,8 @@ impl Writer {
                 break;
             };
             let mut persist = Vec::new();
+            let mut sends = Vec::new();
+            let mut reports = Vec::new();
             for effect in engine.handle(replica, now_ms, input) {
                 match effect {
                     Effect::Load {
@@ -111,21 +124,30 @@ impl Writer {
                         });
                     }
                     Effect::Persist(p) => persist.push(p),
-                    other => out.push(other),
+                    send @ Effect::Send { .. } => sends.push(send),
+                    report => reports.push(report),
                 }
             }
-            // Every change one input applied goes to disk in one transaction.
             if !persist.is_empty() {
                 if let Err(e) = self.store.commit_remote(&persist) {
-                    // The replica got ahead of the store: rebuild it from what is
-                    // durable; anti-entropy brings the changes again.
-                    error!(error = %e, changes = persist.len(), "persisting remote changes failed; reloading");
+                    error!(error = %e, changes = persist.len(), "persisting remote changes failed; dropping them");
+                    reports.retain(|e| !matches!(e, Effect::Report(SyncEvent::Applied { .. })));
+                    out.extend(reports);
+                    engine.forget_recent(persist.iter().map(|p| p.writer));
+                    out.push(Effect::Report(SyncEvent::PersistFailed {
+                        changes: persist.len(),
+                        error: e.to_string(),
+                    }));
                     self.reload();
+                    continue;
                 }
             }
+            out.extend(reports);
+            out.extend(sends);
         }
         out
     }
+
     /// Decides and commits one group of requests; returns their answers in order.
     pub fn commit_group(&mut self, group: Vec<EventRequest>) -> Vec<Answer> {
         let mut slots = Slots((0..group.len()).map(|_| None).collect());

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-pub use own_doc::{CommittedChange, CounterWrite, OwnDoc};
+pub use own_doc::CommittedChange;
+pub(crate) use own_doc::{CounterWrite, OwnDoc};
 pub use remote::{validate, ValidChange, Verdict, WriterHead, MAX_CHANGE_BYTES};
 
 use crate::error::{ChangeError, EventError};

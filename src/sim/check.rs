@@ -13,14 +13,21 @@ pub type Truth = HashMap<NodeId, BTreeMap<CounterKey, i64>>;
 /// Records node `i`'s own counters from its live replica.
 pub fn record(world: &World, truth: &mut Truth, i: usize) {
     let node = &world.nodes[i];
-    if let Some(r) = node.live.as_ref().and_then(|l| l.writer.replica()) {
-        let own: BTreeMap<CounterKey, i64> = r
-            .book()
-            .counters_of(&node.meta.id)
-            .map(|(k, v)| (k.clone(), v))
-            .collect();
+    if let Some(own) = counters_of(world, i, &node.meta.id) {
         truth.insert(node.meta.id, own);
     }
+}
+
+/// Node `i`'s replica's view of `writer`'s counters (`None` while it is down).
+fn counters_of(world: &World, i: usize, writer: &NodeId) -> Option<BTreeMap<CounterKey, i64>> {
+    let node = world.nodes[i].live.as_ref()?;
+    node.query(|r| {
+        r.book()
+            .counters_of(writer)
+            .map(|(k, v)| (k.clone(), v))
+            .collect()
+    })
+    .ok()
 }
 
 /// The book of the truth.
@@ -59,14 +66,9 @@ pub fn invariant(truth: &Truth) -> Result<(), String> {
 /// Node `i` holds exactly its own truth (after a restart, nothing acknowledged was lost).
 pub fn own_state_survived(world: &World, truth: &Truth, i: usize) -> Result<(), String> {
     let node = &world.nodes[i];
-    let Some(r) = node.live.as_ref().and_then(|l| l.writer.replica()) else {
+    let Some(own) = counters_of(world, i, &node.meta.id) else {
         return Ok(());
     };
-    let own: BTreeMap<CounterKey, i64> = r
-        .book()
-        .counters_of(&node.meta.id)
-        .map(|(k, v)| (k.clone(), v))
-        .collect();
     let want = truth.get(&node.meta.id).cloned().unwrap_or_default();
     if own != want {
         return Err(format!(
@@ -80,17 +82,13 @@ pub fn own_state_survived(world: &World, truth: &Truth, i: usize) -> Result<(), 
 /// Names of live nodes whose replica differs from the truth for some writer.
 pub fn diverged(world: &World, truth: &Truth) -> Vec<String> {
     let mut out = Vec::new();
-    for node in &world.nodes {
-        let Some(r) = node.live.as_ref().and_then(|l| l.writer.replica()) else {
+    for (i, node) in world.nodes.iter().enumerate() {
+        if node.live.is_none() {
             out.push(format!("{} is down", node.meta.name));
             continue;
-        };
+        }
         for (w, counters) in truth {
-            let held: BTreeMap<CounterKey, i64> = r
-                .book()
-                .counters_of(w)
-                .map(|(k, v)| (k.clone(), v))
-                .collect();
+            let held = counters_of(world, i, w).unwrap_or_default();
             if held != *counters {
                 out.push(format!("{} lags writer {w}", node.meta.name));
                 break;

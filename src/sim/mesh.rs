@@ -1,26 +1,26 @@
-//! A lossless, zero-latency network of real writers and sync engines: for
-//! benches, engine tests and examples (the fault-injecting fleet is [`super::world`]).
+//! A lossless, zero-latency network of real nodes: for benches, engine tests
+//! and examples (the fault-injecting fleet is [`super::world`]).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{NodeError, StoreError};
+use crate::escrow::StockBook;
 use crate::identity::Identity;
 use crate::model::{EventOutcome, EventRequest, NodeId, NodeMeta, Position};
-use crate::node::{NodeOptions, Writer};
+use crate::node::{Node, NodeOptions};
 use crate::store::Store;
-use crate::sync::{Effect, Input, SyncConfig, SyncEngine, SyncEvent};
+use crate::sync::{RejectReason, SyncConfig, SyncEvent};
 
 /// One node of the mesh.
 pub struct MeshNode {
     /// Its id.
     pub id: NodeId,
-    /// Its replica and store.
-    pub writer: Writer,
-    /// Its sync state.
-    pub engine: SyncEngine,
-    /// Refusals its engine reported.
-    pub rejected: Vec<String>,
+    /// The running node.
+    pub node: Node,
+    /// Refusals it reported.
+    pub rejected: Vec<RejectReason>,
 }
 
 /// Nodes joined by in-order, lossless links (unless cut).
@@ -29,13 +29,12 @@ pub struct Mesh {
     pub nodes: Vec<MeshNode>,
     /// Messages in flight: `(from, to, bytes)`.
     pub queue: VecDeque<(usize, usize, Vec<u8>)>,
-    /// The time every node sees.
-    pub now: u64,
     /// Directed links `(from, to)` whose messages are dropped.
     pub cut: Vec<(usize, usize)>,
     /// Bytes handed to the network.
     pub bytes: u64,
-    config: SyncConfig,
+    clock: Arc<AtomicI64>,
+    options: NodeOptions,
 }
 
 impl Mesh {
@@ -44,50 +43,60 @@ impl Mesh {
         Self {
             nodes: Vec::new(),
             queue: VecDeque::new(),
-            now: 0,
             cut: Vec::new(),
             bytes: 0,
-            config,
+            clock: Arc::new(AtomicI64::new(0)),
+            options: NodeOptions {
+                sync: config,
+                ..NodeOptions::default()
+            },
         }
+    }
+
+    /// The time every node sees.
+    pub fn now(&self) -> u64 {
+        self.clock.load(Ordering::Relaxed) as u64
     }
 
     /// Adds a node with the identity of `seed`; `meta` gets its id.
     pub fn add(
         &mut self,
         seed: [u8; 32],
-        store: Box<dyn Store>,
+        store: impl Store + 'static,
         meta: impl FnOnce(NodeId) -> NodeMeta,
     ) -> Result<usize, StoreError> {
         let identity = Identity::from_seed(seed);
         let id = identity.node_id();
-        let writer = Writer::new(meta(id), store, &NodeOptions::default(), Arc::new(|| 0))?;
+        let clock = self.clock.clone();
+        let node = Node::start(
+            identity,
+            meta(id),
+            store,
+            self.options.clone(),
+            Arc::new(move || clock.load(Ordering::Relaxed)),
+        )?;
         self.nodes.push(MeshNode {
             id,
-            writer,
-            engine: SyncEngine::new(identity, self.config.clone()),
+            node,
             rejected: Vec::new(),
         });
         Ok(self.nodes.len() - 1)
     }
 
-    /// Feeds `input` to node `i` and queues what it sends.
-    pub fn input(&mut self, i: usize, input: Input) {
-        let n = &mut self.nodes[i];
-        for e in n.writer.sync(&mut n.engine, self.now, input) {
-            match e {
-                Effect::Send { to, message } => {
-                    let Some(j) = self.nodes.iter().position(|n| n.id == to) else {
-                        continue;
-                    };
-                    if !self.cut.contains(&(i, j)) {
-                        self.bytes += message.len() as u64;
-                        self.queue.push_back((i, j, message));
-                    }
-                }
-                Effect::Report(SyncEvent::Rejected { reason, .. }) => {
-                    self.nodes[i].rejected.push(reason)
-                }
-                _ => {}
+    /// Queues what node `i` sent and notes what it refused.
+    pub fn collect(&mut self, i: usize) {
+        for o in self.nodes[i].node.take_sends() {
+            let Some(j) = self.nodes.iter().position(|n| n.id == o.to) else {
+                continue;
+            };
+            if !self.cut.contains(&(i, j)) {
+                self.bytes += o.message.len() as u64;
+                self.queue.push_back((i, j, o.message));
+            }
+        }
+        for e in self.nodes[i].node.take_events() {
+            if let SyncEvent::Rejected { reason, .. } = e {
+                self.nodes[i].rejected.push(reason);
             }
         }
     }
@@ -95,8 +104,16 @@ impl Mesh {
     /// Connects nodes `a` and `b`.
     pub fn connect(&mut self, a: usize, b: usize) {
         let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
-        self.input(a, Input::PeerUp(ib));
-        self.input(b, Input::PeerUp(ia));
+        self.nodes[a].node.peer_up(ib);
+        self.collect(a);
+        self.nodes[b].node.peer_up(ia);
+        self.collect(b);
+    }
+
+    /// Hands `message` to node `to` as if `from` sent it.
+    pub fn receive(&mut self, to: usize, from: NodeId, message: Vec<u8>) {
+        self.nodes[to].node.receive(from, message);
+        self.collect(to);
     }
 
     /// Delivers up to `max` messages; returns how many.
@@ -107,7 +124,7 @@ impl Mesh {
                 break;
             };
             let from = self.nodes[from].id;
-            self.input(to, Input::Received { from, message });
+            self.receive(to, from, message);
             n += 1;
         }
         n
@@ -118,38 +135,58 @@ impl Mesh {
         while self.deliver(usize::MAX) > 0 {}
     }
 
+    /// Moves time to `at` and runs every node's due timers (delivers nothing).
+    pub fn tick(&mut self, at: u64) {
+        self.clock.store(at as i64, Ordering::Relaxed);
+        for i in 0..self.nodes.len() {
+            self.nodes[i].node.tick();
+            self.collect(i);
+        }
+    }
+
     /// Moves time to `at`, runs every node's due timers, and settles.
     pub fn advance(&mut self, at: u64) {
-        self.now = at;
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].engine.poll_timeout().is_some_and(|t| t <= at) {
-                self.input(i, Input::Tick);
-            }
-        }
+        self.tick(at);
         self.settle();
     }
 
-    /// Commits `req` on node `i` and gossips the change.
+    /// Commits `req` on node `i` and queues what it gossips.
     pub fn event(&mut self, i: usize, req: EventRequest) -> Result<EventOutcome, NodeError> {
-        let answer = self.nodes[i]
-            .writer
-            .commit_group(vec![req])
-            .pop()
-            .unwrap_or(Err(NodeError::Stopped));
-        for c in self.nodes[i].writer.take_committed() {
-            self.input(i, Input::LocalCommitted(c));
-        }
+        let answer = self.nodes[i].node.execute(req);
+        self.collect(i);
         answer
+    }
+
+    /// Commits `reqs` on node `i` in one group commit (submitted together).
+    pub fn group(
+        &mut self,
+        i: usize,
+        reqs: Vec<EventRequest>,
+    ) -> Vec<Result<EventOutcome, NodeError>> {
+        let tickets: Vec<_> = reqs
+            .into_iter()
+            .map(|r| self.nodes[i].node.submit(r))
+            .collect();
+        let answers = tickets.into_iter().map(|t| t.wait()).collect();
+        self.collect(i);
+        answers
+    }
+
+    /// A copy of node `i`'s stock book.
+    pub fn book(&self, i: usize) -> StockBook {
+        self.nodes[i]
+            .node
+            .query(|r| r.book().clone())
+            .unwrap_or_default()
     }
 
     /// The head node `i` holds of node `writer`'s history.
     pub fn head(&self, i: usize, writer: usize) -> Option<Position> {
         let w = self.nodes[writer].id;
         self.nodes[i]
-            .writer
-            .replica()?
-            .heads()
-            .get(&w)
-            .map(|h| h.position)
+            .node
+            .query(|r| r.heads().get(&w).map(|h| h.position))
+            .ok()
+            .flatten()
     }
 }

@@ -20,7 +20,6 @@ use world::{SimNode, World};
 
 use crate::model::{LocationId, Role};
 use crate::node::NodeOptions;
-use crate::sync::SyncConfig;
 
 /// One simulation's shape and fault rates.
 #[derive(Clone, Debug)]
@@ -190,10 +189,10 @@ fn build(config: &SimConfig) -> World {
         now: 0,
         acked: Vec::new(),
         rejected: Vec::new(),
-        sync: SyncConfig::default(),
         options: NodeOptions {
             epoch_changes: 40,
             max_batch: 64,
+            ..NodeOptions::default()
         },
     }
 }

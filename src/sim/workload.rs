@@ -52,24 +52,23 @@ pub fn next(world: &mut World, id: u64, broken_rule: bool) -> Option<Step> {
     let me = node.meta.id;
     let loc = node.meta.location.clone();
     let role = node.meta.role;
-    let replica = node.live.as_ref()?.writer.replica()?;
+    // A copy of the node's view (the simulator's pools are small).
+    let (book, holds) = node
+        .live
+        .as_ref()?
+        .query(|r| (r.book().clone(), r.holds().clone()))
+        .ok()?;
     let k = sku(world.rng.pick(SKUS));
     let pool = PoolKey::new(loc.clone(), k.clone());
-    let rights = replica.book().rights(&pool, &me).max(0) as u64;
-    let on_hand = replica
-        .book()
-        .pool(&pool)
-        .map(|p| p.on_hand())
-        .unwrap_or(0)
-        .max(0) as u64;
+    let rights = book.rights(&pool, &me).max(0) as u64;
+    let on_hand = book.pool(&pool).map(|p| p.on_hand()).unwrap_or(0).max(0) as u64;
     let peers: Vec<NodeId> = world
         .nodes
         .iter()
         .filter(|n| n.meta.id != me && n.meta.location == loc)
         .map(|n| n.meta.id)
         .collect();
-    let transits: Vec<(TransferId, LocationId, Sku, i64)> = replica
-        .book()
+    let transits: Vec<(TransferId, LocationId, Sku, i64)> = book
         .transits()
         .filter(|(leg, t)| leg.to == loc && t.in_transit() > 0)
         .map(|(leg, t)| {
@@ -135,11 +134,7 @@ pub fn next(world: &mut World, id: u64, broken_rule: bool) -> Option<Step> {
             )
         }
         Role::Channel if roll < 35 => {
-            let holds: Vec<_> = replica
-                .holds()
-                .iter()
-                .map(|(r, h)| (r.clone(), h.clone()))
-                .collect();
+            let holds: Vec<_> = holds.iter().map(|(r, h)| (r.clone(), h.clone())).collect();
             let (r, h) = holds.get(world.rng.pick(holds.len().max(1)))?.clone();
             let kind = if world.rng.chance(0.5) {
                 EventKind::Fulfil { reservation: r }
@@ -165,12 +160,7 @@ pub fn next(world: &mut World, id: u64, broken_rule: bool) -> Option<Step> {
             }
             r
         }
-        _ if roll < 90
-            && replica
-                .book()
-                .counter(&me, &CounterKey::Minted(pool.clone()))
-                > 0 =>
-        {
+        _ if roll < 90 && book.counter(&me, &CounterKey::Minted(pool.clone())) > 0 => {
             req(id, &loc, k, 1, EventKind::Return)
         }
         _ => {

@@ -8,17 +8,9 @@ use super::net::{Delivery, Network};
 use super::rng::SimRng;
 use crate::identity::Identity;
 use crate::model::{EventOutcome, EventRequest, LocationId, NodeId, NodeMeta, Role};
-use crate::node::{NodeOptions, Writer};
+use crate::node::{Node, NodeOptions};
 use crate::store::memory::MemoryStore;
-use crate::sync::{Effect, Input, SyncConfig, SyncEngine, SyncEvent};
-
-/// A running node's live state (gone while it is crashed).
-pub struct Live {
-    /// The replica and its store.
-    pub writer: Writer,
-    /// The sync state.
-    pub engine: SyncEngine,
-}
+use crate::sync::SyncEvent;
 
 /// One simulated node.
 pub struct SimNode {
@@ -27,8 +19,8 @@ pub struct SimNode {
     seed: [u8; 32],
     /// What survives a crash.
     pub store: MemoryStore,
-    /// `None` while crashed.
-    pub live: Option<Live>,
+    /// The running node; `None` while crashed.
+    pub live: Option<Node>,
     /// This node's clock minus the global clock.
     pub skew_ms: i64,
     clock: Arc<AtomicI64>,
@@ -61,20 +53,17 @@ impl SimNode {
     }
 
     /// (Re)starts the node from what its store holds.
-    pub fn boot(&mut self, config: &SyncConfig, options: &NodeOptions) {
+    pub fn boot(&mut self, options: &NodeOptions) {
         let clock = self.clock.clone();
-        let writer = Writer::new(
+        let node = Node::start(
+            Identity::from_seed(self.seed),
             self.meta.clone(),
-            Box::new(self.store.clone()),
-            options,
+            self.store.clone(),
+            options.clone(),
             Arc::new(move || clock.load(Ordering::Relaxed)),
         );
         // The memory store cannot fail to load what it committed itself.
-        let writer = writer.expect("memory store loads");
-        self.live = Some(Live {
-            writer,
-            engine: SyncEngine::new(Identity::from_seed(self.seed), config.clone()),
-        });
+        self.live = Some(node.expect("memory store loads"));
     }
 
     /// Sets the node's clock to global time `now`.
@@ -97,9 +86,7 @@ pub struct World {
     pub acked: Vec<(usize, EventRequest, EventOutcome)>,
     /// Refusals reported by any engine.
     pub rejected: Vec<String>,
-    /// Sync configuration of every node.
-    pub sync: SyncConfig,
-    /// Node options of every node.
+    /// Node options of every node (sync configuration included).
     pub options: NodeOptions,
 }
 
@@ -109,71 +96,55 @@ impl World {
         self.nodes.iter().position(|n| n.meta.id == *id)
     }
 
-    /// Feeds `input` to node `i` and carries out the effects.
-    pub fn input(&mut self, i: usize, input: Input) {
+    /// Runs `f` on node `i` (if it is up) at the current time, then hands what
+    /// it sent to the network and notes what it refused.
+    pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&Node) -> R) -> Option<R> {
         let now = self.now;
-        let node = &mut self.nodes[i];
+        let node = &self.nodes[i];
         node.set_time(now);
-        let local = node.local(now);
-        let Some(live) = node.live.as_mut() else {
-            return;
-        };
-        let effects = live.writer.sync(&mut live.engine, local, input);
-        self.carry_out(i, effects);
-    }
-
-    fn carry_out(&mut self, i: usize, effects: Vec<Effect>) {
-        for e in effects {
-            match e {
-                Effect::Send { to, message } => {
-                    let Some(j) = self.index_of(&to) else {
-                        continue;
-                    };
-                    if self.net.up(i, j) {
-                        let d = Delivery {
-                            from: i,
-                            to: j,
-                            bytes: message,
-                        };
-                        self.net.send(&mut self.rng, self.now, d);
-                    }
-                }
-                Effect::Report(SyncEvent::Rejected {
-                    from,
-                    writer,
-                    reason,
-                }) => {
-                    self.rejected.push(format!(
-                        "node {} rejected from {from} (writer {writer:?}): {reason}",
-                        self.nodes[i].meta.name
-                    ));
-                }
-                _ => {}
+        let live = node.live.as_ref()?;
+        let r = f(live);
+        let sends = live.take_sends();
+        let events = live.take_events();
+        for o in sends {
+            let Some(j) = self.index_of(&o.to) else {
+                continue;
+            };
+            if self.net.up(i, j) {
+                let d = Delivery {
+                    from: i,
+                    to: j,
+                    bytes: o.message,
+                };
+                self.net.send(&mut self.rng, self.now, d);
             }
         }
+        for e in events {
+            if let SyncEvent::Rejected {
+                from,
+                writer,
+                reason,
+            } = e
+            {
+                self.rejected.push(format!(
+                    "node {} rejected from {from} (writer {writer:?}): {reason}",
+                    self.nodes[i].meta.name
+                ));
+            }
+        }
+        Some(r)
     }
 
-    /// Runs a local event on node `i`; on success, gossips the change.
+    /// Runs a local event on node `i`; true when it was acknowledged.
     pub fn local_event(&mut self, i: usize, req: EventRequest) -> bool {
-        let now = self.now;
-        let node = &mut self.nodes[i];
-        node.set_time(now);
-        let Some(live) = node.live.as_mut() else {
-            return false;
-        };
-        let answer = live.writer.commit_group(vec![req.clone()]).pop();
-        let committed = live.writer.take_committed();
-        let ok = match answer {
+        let answer = self.with_node(i, |n| n.execute(req.clone()));
+        match answer {
             Some(Ok(outcome)) => {
                 self.acked.push((i, req, outcome));
                 true
             }
             _ => false,
-        };
-        for c in committed {
-            self.input(i, Input::LocalCommitted(c));
         }
-        ok
     }
 
     /// Connects `a` and `b` at the protocol level (both must be up and linked).
@@ -182,15 +153,15 @@ impl World {
             return;
         }
         let (ida, idb) = (self.nodes[a].meta.id, self.nodes[b].meta.id);
-        self.input(a, Input::PeerUp(idb));
-        self.input(b, Input::PeerUp(ida));
+        self.with_node(a, |n| n.peer_up(idb));
+        self.with_node(b, |n| n.peer_up(ida));
     }
 
     /// Tells `a` and `b` their connection is gone.
     pub fn disconnect(&mut self, a: usize, b: usize) {
         let (ida, idb) = (self.nodes[a].meta.id, self.nodes[b].meta.id);
-        self.input(a, Input::PeerDown(idb));
-        self.input(b, Input::PeerDown(ida));
+        self.with_node(a, |n| n.peer_down(idb));
+        self.with_node(b, |n| n.peer_down(ida));
     }
 
     /// Neighbours of `i` over links that are not cut.
@@ -214,16 +185,16 @@ impl World {
     pub fn crash(&mut self, i: usize) {
         let id = self.nodes[i].meta.id;
         for j in self.neighbours(i) {
-            // `input` ignores neighbours that are down themselves.
-            self.input(j, Input::PeerDown(id));
+            // `with_node` skips neighbours that are down themselves.
+            self.with_node(j, |n| n.peer_down(id));
         }
         self.nodes[i].live = None;
     }
 
     /// Restarts node `i` from its store and reconnects it.
     pub fn restart(&mut self, i: usize) {
-        let (sync, options) = (self.sync.clone(), self.options.clone());
-        self.nodes[i].boot(&sync, &options);
+        let options = self.options.clone();
+        self.nodes[i].boot(&options);
         for j in self.neighbours(i) {
             self.connect(i, j);
         }
@@ -239,13 +210,7 @@ impl World {
             }
             n += 1;
             let from = self.nodes[d.from].meta.id;
-            self.input(
-                d.to,
-                Input::Received {
-                    from,
-                    message: d.bytes,
-                },
-            );
+            self.with_node(d.to, |n| n.receive(from, d.bytes));
         }
         n
     }
@@ -257,10 +222,10 @@ impl World {
             let due = self.nodes[i]
                 .live
                 .as_ref()
-                .and_then(|l| l.engine.poll_timeout())
+                .and_then(Node::poll_timeout)
                 .is_some_and(|t| t <= local);
             if due {
-                self.input(i, Input::Tick);
+                self.with_node(i, Node::tick);
             }
         }
     }
@@ -268,7 +233,7 @@ impl World {
     /// The earliest global time at which some timer or message is due.
     pub fn next_due(&self) -> Option<u64> {
         let timers = self.nodes.iter().filter_map(|n| {
-            let t = n.live.as_ref()?.engine.poll_timeout()?;
+            let t = n.live.as_ref()?.poll_timeout()?;
             Some((t as i64 - n.skew_ms).max(0) as u64)
         });
         timers.chain(self.net.next_due()).min()

@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
 use super::bundle::Span;
-pub use super::io::{Effect, Input, SyncConfig, SyncEvent, SyncStats};
+pub use super::io::{Effect, Input, RejectReason, SyncConfig, SyncEvent, SyncStats};
 use super::message::{self, Message};
 use crate::identity::Identity;
 use crate::model::{NodeId, Position};
@@ -74,6 +74,14 @@ impl SyncEngine {
             now_ms: 0,
             dirty: BTreeSet::new(),
             flush_at: None,
+        }
+    }
+
+    /// Forgets the recent changes held in memory for `writers` (their persist
+    /// failed: they must not be relayed from memory).
+    pub(crate) fn forget_recent(&mut self, writers: impl Iterator<Item = NodeId>) {
+        for w in writers {
+            self.recent.remove(&w);
         }
     }
 
@@ -225,7 +233,7 @@ impl SyncEngine {
         self.stats.bytes_received += bytes.len() as u64;
         let msg = match message::decode(&bytes) {
             Ok(m) => m,
-            Err(e) => return self.reject(from, None, e.to_string(), out),
+            Err(e) => return self.reject(from, None, RejectReason::Malformed(e.to_string()), out),
         };
         match msg {
             Message::Digest {
@@ -291,7 +299,7 @@ impl SyncEngine {
         &mut self,
         from: NodeId,
         writer: Option<NodeId>,
-        reason: String,
+        reason: RejectReason,
         out: &mut Vec<Effect>,
     ) {
         debug!(%from, ?writer, %reason, "rejected");

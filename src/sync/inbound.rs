@@ -38,7 +38,7 @@ impl SyncEngine {
         }
         let (span, changes) = match bundle::verify(&bundle) {
             Ok(v) => v,
-            Err(e) => return self.reject(from, Some(writer), e.to_string(), out),
+            Err(e) => return self.reject(from, Some(writer), e.into(), out),
         };
         let verified = Verified {
             from,
@@ -134,7 +134,7 @@ impl SyncEngine {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    self.reject(from, Some(writer), e.to_string(), out);
+                    self.reject(from, Some(writer), e.into(), out);
                     break;
                 }
             }

@@ -50,7 +50,7 @@ pub enum Input {
     Received {
         /// Sender.
         from: NodeId,
-        /// Encoded message (see [`message::encode`]).
+        /// Encoded message (see [`super::message::encode`]).
         message: Vec<u8>,
     },
     /// An own change was made durable.
@@ -64,7 +64,7 @@ pub enum Input {
         /// The stored changes, in order.
         changes: Vec<StoredChange>,
     },
-    /// Time passed; run what is due (see [`SyncEngine::poll_timeout`]).
+    /// Time passed; run what is due (see [`super::SyncEngine::poll_timeout`]).
     Tick,
 }
 
@@ -87,8 +87,76 @@ pub enum SyncEvent {
         /// The writer it claimed, if it got that far.
         writer: Option<NodeId>,
         /// Why.
-        reason: String,
+        reason: RejectReason,
     },
+    /// Remote changes were applied in memory but could not be made durable: they
+    /// were dropped again (no ack, no relay); anti-entropy brings them back.
+    PersistFailed {
+        /// How many changes were lost.
+        changes: usize,
+        /// The storage error.
+        error: String,
+    },
+}
+
+/// Why a message or change from a peer was refused, typed so that a transport
+/// can tell a forgery (disconnect, report) from a loss (the protocol repairs it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The bytes are not a message of this protocol.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A bundle's signature is not its writer's over its last change: a forgery
+    /// (or corruption on a path that does not check integrity).
+    #[error("forged: the bundle's signature is not its writer's")]
+    Forgery,
+    /// A bundle's changes do not parse or do not form one hash chain.
+    #[error("bad chain: {0}")]
+    BadChain(String),
+    /// A change does not follow the last change held of its writer (a gap: an
+    /// earlier change was lost; repair brings it).
+    #[error("gap: change {got:?} does not follow {have:?}")]
+    Gap {
+        /// The last position held.
+        have: Position,
+        /// The change's position.
+        got: Position,
+    },
+    /// The change's author is not the writer it is filed under.
+    #[error("wrong author: {0}")]
+    WrongAuthor(String),
+    /// The change touches something other than its author's grow-only counters
+    /// (lowers a counter, writes outside the counters, uses increments).
+    #[error("forbidden write: {0}")]
+    Forbidden(String),
+    /// A counter would leave its range.
+    #[error("a counter would overflow")]
+    Overflow,
+}
+
+impl From<crate::error::ChangeError> for RejectReason {
+    fn from(e: crate::error::ChangeError) -> Self {
+        use crate::error::ChangeError as C;
+        match e {
+            C::Malformed(s) => RejectReason::BadChain(s),
+            C::WrongAuthor { claimed, actual } => {
+                RejectReason::WrongAuthor(format!("authored by {actual}, filed under {claimed}"))
+            }
+            C::Forbidden(s) => RejectReason::Forbidden(s),
+            C::OutOfOrder { have, got } => RejectReason::Gap { have, got },
+            C::Event(_) => RejectReason::Overflow,
+        }
+    }
+}
+
+impl From<super::bundle::BundleError> for RejectReason {
+    fn from(e: super::bundle::BundleError) -> Self {
+        match e {
+            super::bundle::BundleError::BadSignature => RejectReason::Forgery,
+            other => RejectReason::BadChain(other.to_string()),
+        }
+    }
 }
 
 /// What the caller must do.

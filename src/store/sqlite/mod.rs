@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-pub use read::{open_read_only, HistoryRow, JournalTotal, ReadOnly};
+pub use read::HistoryRow;
+pub(crate) use read::{open_read_only, ReadOnly};
 pub use schema::SCHEMA_VERSION;
 
 use super::{RemoteChange, Snapshot, StockRow, Store, StoredChange};
@@ -47,7 +48,7 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
 }
 
 /// A lock on the data directory, released when dropped.
-pub struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
@@ -99,7 +100,7 @@ impl SqliteStore {
     }
 
     /// Like [`SqliteStore::create`], under a lock the caller already holds.
-    pub fn create_locked(
+    pub(crate) fn create_locked(
         lock: DirLock,
         dir: &Path,
         meta: &NodeMeta,
@@ -172,11 +173,6 @@ impl SqliteStore {
     /// The node this database belongs to.
     pub fn meta(&self) -> &NodeMeta {
         &self.meta
-    }
-
-    /// Read queries on the same connection.
-    pub fn reader(&self) -> ReadOnly<'_> {
-        ReadOnly { conn: &self.conn }
     }
 
     /// Stores a change; `head` also records it as the writer's head (other writers

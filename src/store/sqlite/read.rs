@@ -57,17 +57,13 @@ pub struct HistoryRow {
     pub request: serde_json::Value,
 }
 
-/// Totals of the own journal for one kind of event in one pool.
+/// Totals of the own journal in one pool.
 #[derive(Clone, Debug)]
 pub struct JournalTotal {
-    /// Kind label.
-    pub kind: String,
     /// Location.
     pub location: String,
     /// SKU.
     pub sku: String,
-    /// Sum of quantities.
-    pub qty: i64,
     /// Number of events.
     pub count: i64,
     /// Units recorded beyond rights.
@@ -174,11 +170,6 @@ impl<'a> ReadOnly<'a> {
         load_meta(self.conn)
     }
 
-    /// The last change held per writer.
-    pub fn heads(&self) -> Result<HashMap<NodeId, WriterHead>, StoreError> {
-        load_heads(self.conn, &self.meta()?.id)
-    }
-
     /// Rows of the `stock` table, optionally for one SKU.
     pub fn stock(&self, sku: Option<&str>) -> Result<Vec<StockRow>, StoreError> {
         let mut stmt = self
@@ -279,21 +270,21 @@ impl<'a> ReadOnly<'a> {
         Ok(out)
     }
 
-    /// Sum of `qty` (and count) of own journal events per kind label and pool.
+    /// Number of own journal events and the deficits they recorded, per pool.
     pub fn journal_totals(&self) -> Result<Vec<JournalTotal>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT kind, location, sku, sum(qty), count(*), sum(deficit) FROM events GROUP BY kind, location, sku")
+            .prepare(
+                "SELECT location, sku, count(*), sum(deficit) FROM events GROUP BY location, sku",
+            )
             .map_err(map_err)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(JournalTotal {
-                    kind: r.get(0)?,
-                    location: r.get(1)?,
-                    sku: r.get(2)?,
-                    qty: r.get(3)?,
-                    count: r.get(4)?,
-                    deficit: r.get(5)?,
+                    location: r.get(0)?,
+                    sku: r.get(1)?,
+                    count: r.get(2)?,
+                    deficit: r.get(3)?,
                 })
             })
             .map_err(map_err)?

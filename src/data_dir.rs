@@ -1,0 +1,145 @@
+//! A node's data directory: create one ([`init`]), open it for writing
+//! ([`open`], locked for the life of the node) or read it while a node may be
+//! running ([`Reader`]). The one path the command line, the examples and the
+//! benches use.
+//!
+//! A directory holds `node.key` (the ed25519 secret, mode 0600), the SQLite
+//! database and a lock file.
+
+use std::path::Path;
+
+use crate::error::{InputError, StoreError};
+use crate::identity::Identity;
+use crate::model::{LocationId, NodeMeta, Role};
+use crate::node::{Clock, Node, NodeOptions};
+use crate::store::sqlite::{self, DirLock, Durability, HistoryRow, SqliteStore, DB_FILE};
+use crate::store::StockRow;
+use crate::verify::Report;
+
+/// Why a data directory could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A name, location or role given is not well formed.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The directory or its database could not be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a new node is: its name, home location and role, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Human name (1 to 64 of `A-Z a-z 0-9 - _ .`).
+    pub name: String,
+    /// Home location.
+    pub location: LocationId,
+    /// Role in the fleet.
+    pub role: Role,
+}
+
+impl NodeSpec {
+    /// Validates a node's name, location and role as given by a user.
+    pub fn parse(name: &str, location: &str, role: &str) -> Result<Self, InputError> {
+        let location = LocationId::new(location)?;
+        let role: Role = role.parse()?;
+        let ok_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok_name {
+            return Err(InputError::BadNodeName(name.to_string()));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            location,
+            role,
+        })
+    }
+}
+
+/// Creates a node in `dir` (made if missing): a fresh key pair and an empty database.
+///
+/// Refused if `dir` already holds a node. A key left without a database by an
+/// interrupted `init` is replaced (that identity never acknowledged anything).
+pub fn init(dir: &Path, spec: &NodeSpec) -> Result<NodeMeta, SetupError> {
+    // The lock first, so two inits cannot interleave key and database.
+    let lock = DirLock::acquire(dir)?;
+    if dir.join(DB_FILE).exists() {
+        return Err(StoreError::AlreadyInitialized(dir.display().to_string()).into());
+    }
+    let identity = Identity::generate()?;
+    let meta = NodeMeta {
+        id: identity.node_id(),
+        name: spec.name.clone(),
+        location: spec.location.clone(),
+        role: spec.role,
+    };
+    // The key first: a database without its key is unusable.
+    identity.replace(dir)?;
+    SqliteStore::create_locked(lock, dir, &meta, Durability::Full)?;
+    Ok(meta)
+}
+
+/// Opens the node in `dir` for writing: takes the directory lock, checks that
+/// the key belongs to the database, loads the replica.
+pub fn open(dir: &Path, options: NodeOptions, clock: Clock) -> Result<Node, SetupError> {
+    open_with_durability(dir, options, Durability::Full, clock)
+}
+
+/// [`open`] with a chosen durability. [`Durability::Normal`] may lose the last
+/// commits on power loss: only for bulk loads and benchmarks of nodes that
+/// do not sync (see docs/storage.md).
+pub fn open_with_durability(
+    dir: &Path,
+    options: NodeOptions,
+    durability: Durability,
+    clock: Clock,
+) -> Result<Node, SetupError> {
+    let store = SqliteStore::open(dir, durability)?;
+    let identity = Identity::load(dir)?;
+    let meta = store.meta().clone();
+    Ok(Node::start(identity, meta, store, options, clock)?)
+}
+
+/// Read access to a node's database, without the directory lock (WAL lets it
+/// read while the node writes).
+pub struct Reader {
+    conn: rusqlite::Connection,
+}
+
+impl Reader {
+    /// Opens the database of `dir` read-only; refuses foreign, corrupt or newer files.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: sqlite::open_read_only(dir)?,
+        })
+    }
+
+    fn db(&self) -> sqlite::ReadOnly<'_> {
+        sqlite::ReadOnly::new(&self.conn)
+    }
+
+    /// The node this database belongs to.
+    pub fn meta(&self) -> Result<NodeMeta, StoreError> {
+        self.db().meta()
+    }
+
+    /// The stock rows, all or of one SKU, in (location, SKU) order.
+    pub fn stock(&self, sku: Option<&str>) -> Result<Vec<StockRow>, StoreError> {
+        self.db().stock(sku)
+    }
+
+    /// The own journal of one SKU, oldest first.
+    pub fn history(&self, sku: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        self.db().history(sku)
+    }
+
+    /// Re-derives every count from the stored changes and journal (see [`crate::verify`]).
+    pub fn verify(&self) -> Result<Report, StoreError> {
+        let db = self.db();
+        crate::verify::verify(&db, &db.meta()?)
+    }
+}

@@ -1,0 +1,94 @@
+//! What a node's sync has seen: counters, the peers it is connected to, and a
+//! bounded log of reported events (applied, refused, persist failures).
+
+use std::collections::{BTreeSet, VecDeque};
+
+use serde::Serialize;
+
+use crate::model::NodeId;
+use crate::sync::{SyncEvent, SyncStats};
+
+/// Reported events kept until a caller takes them; older ones are dropped (and counted).
+const MAX_EVENTS: usize = 4096;
+
+/// A snapshot of a node's sync state, for status pages and tests.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncStatus {
+    /// Peers the transport reported up.
+    pub peers: Vec<String>,
+    /// Remote changes applied and made durable.
+    pub changes_applied: u64,
+    /// Messages or changes refused, by any peer.
+    pub rejected: u64,
+    /// The last refusal, as text.
+    pub last_rejection: Option<String>,
+    /// Persists of remote changes that failed (the changes were dropped and are repaired later).
+    pub persist_failures: u64,
+    /// Bytes of messages handed to the outbox.
+    pub bytes_sent: u64,
+    /// Bytes of messages received.
+    pub bytes_received: u64,
+    /// Bytes waiting in the outbox.
+    pub outbox_bytes: usize,
+    /// Messages dropped because a peer's outbox queue was full.
+    pub outbox_dropped: u64,
+    /// Reported events dropped before anyone took them.
+    pub events_dropped: u64,
+}
+
+/// The node's running record of sync reports.
+#[derive(Default)]
+pub(crate) struct StatusLog {
+    pub(crate) peers: BTreeSet<NodeId>,
+    events: VecDeque<SyncEvent>,
+    events_dropped: u64,
+    applied: u64,
+    persist_failures: u64,
+    last_rejection: Option<String>,
+}
+
+impl StatusLog {
+    /// Records one reported event.
+    pub(crate) fn record(&mut self, event: SyncEvent) {
+        match &event {
+            SyncEvent::Applied { .. } => self.applied += 1,
+            SyncEvent::Rejected {
+                from,
+                writer,
+                reason,
+            } => {
+                self.last_rejection = Some(match writer {
+                    Some(w) => format!("from {from} (writer {w}): {reason}"),
+                    None => format!("from {from}: {reason}"),
+                });
+            }
+            SyncEvent::PersistFailed { .. } => self.persist_failures += 1,
+        }
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    /// Takes the events recorded since the last call.
+    pub(crate) fn take(&mut self) -> Vec<SyncEvent> {
+        self.events.drain(..).collect()
+    }
+
+    /// The status, with the engine's counters.
+    pub(crate) fn status(&self, stats: SyncStats) -> SyncStatus {
+        SyncStatus {
+            peers: self.peers.iter().map(NodeId::to_hex).collect(),
+            changes_applied: self.applied,
+            rejected: stats.rejected,
+            last_rejection: self.last_rejection.clone(),
+            persist_failures: self.persist_failures,
+            bytes_sent: stats.bytes_sent,
+            bytes_received: stats.bytes_received,
+            outbox_bytes: 0,
+            outbox_dropped: 0,
+            events_dropped: self.events_dropped,
+        }
+    }
+}
