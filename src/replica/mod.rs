@@ -6,6 +6,7 @@
 //! only then acknowledges.
 
 mod own_doc;
+pub mod raw_change;
 mod remote;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

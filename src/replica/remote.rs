@@ -12,6 +12,7 @@ use automerge::{legacy, Change, ScalarValue};
 use serde::{Deserialize, Serialize};
 
 use super::own_doc::MessageHeader;
+use super::raw_change::RawChangeError;
 use crate::error::ChangeError;
 use crate::escrow::{CounterKey, StockBook, MAX_COUNTER};
 use crate::model::{NodeId, Position};
@@ -60,12 +61,21 @@ pub fn validate(
             bytes.len()
         )));
     }
-    let change = Change::try_from(bytes).map_err(|e| ChangeError::Malformed(e.to_string()))?;
-    // automerge does not check the chunk checksum (bytes 4..8: the first four bytes
-    // of the change's hash), so a flipped bit could rename a counter; check it here.
-    if bytes.get(4..8) != Some(&change.hash().0[..4]) {
-        return Err(ChangeError::Malformed("checksum mismatch".into()));
+    // The raw header first: checksum (automerge does not check it, so a flipped
+    // bit could rename a counter), no compression, and no more declared rows than
+    // bytes, so automerge's parser below does O(n) work.
+    let wrong_author = |actual: String| ChangeError::WrongAuthor {
+        claimed: writer.to_string(),
+        actual,
+    };
+    let raw = super::raw_change::inspect(bytes).map_err(|e| match e {
+        RawChangeError::OtherActors(n) => wrong_author(format!("{n} other actors")),
+        e => ChangeError::Malformed(e.to_string()),
+    })?;
+    if raw.actor != writer.0 {
+        return Err(wrong_author(NodeId(raw.actor).to_hex()));
     }
+    let change = Change::try_from(bytes).map_err(|e| ChangeError::Malformed(e.to_string()))?;
     let header: MessageHeader = change
         .message()
         .and_then(|m| serde_json::from_str(m).ok())

@@ -4,11 +4,10 @@
 //! anything of them is applied: the changes form one chain and the writer
 //! signed its last change.
 
-use automerge::Change;
-
 use super::message::{Bundle, ChangeBytes, HeadSignature};
 use super::signing::verify_head;
 use crate::model::{NodeId, Position};
+use crate::replica::raw_change::{inspect, RawChange};
 
 /// Why a bundle is refused. Nothing of it was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,9 +105,13 @@ pub fn last_position(bundle: &Bundle) -> Option<Position> {
 
 /// Restores the changes of `bundle`, checks they form one chain from
 /// `first_seq` on, and checks the writer's signature over the last one.
+///
+/// Works on the raw bytes alone ([`inspect`]): nothing reaches automerge's
+/// parser before the chain and the signature are checked. O(n) work for a
+/// bundle of n bytes; memory: the restored changes (n plus 32 bytes per change).
 pub fn verify(bundle: &Bundle) -> Result<(Span, Vec<Vec<u8>>), BundleError> {
     let mut restored: Vec<Vec<u8>> = Vec::with_capacity(bundle.changes.len());
-    let mut prev: Option<Change> = None;
+    let mut prev: Option<RawChange> = None;
     for (i, ChangeBytes(packed)) in bundle.changes.iter().enumerate() {
         let bytes = match &prev {
             None => packed.clone(),
@@ -119,15 +122,18 @@ pub fn verify(bundle: &Bundle) -> Result<(Span, Vec<Vec<u8>>), BundleError> {
                 }
                 let mut b = Vec::with_capacity(packed.len() + HASH);
                 b.extend_from_slice(&packed[..at]);
-                b.extend_from_slice(&p.hash().0);
+                b.extend_from_slice(&p.hash);
                 b.extend_from_slice(&packed[at..]);
                 b
             }
         };
-        let c =
-            Change::try_from(&bytes[..]).map_err(|e| BundleError::Unparsable(i, e.to_string()))?;
+        let c = inspect(&bytes).map_err(|e| BundleError::Unparsable(i, e.to_string()))?;
         let want_seq = bundle.first_seq.checked_add(i as u64);
-        if Some(c.seq()) != want_seq || prev.as_ref().is_some_and(|p| c.deps() != [p.hash()]) {
+        let follows = match &prev {
+            Some(p) => c.dep == Some(p.hash),
+            None => true,
+        };
+        if Some(c.seq) != want_seq || !follows || c.actor != bundle.writer.0 {
             return Err(BundleError::Broken(i));
         }
         prev = Some(c);
@@ -140,8 +146,8 @@ pub fn verify(bundle: &Bundle) -> Result<(Span, Vec<Vec<u8>>), BundleError> {
     };
     if !verify_head(
         &bundle.writer,
-        pos(last.seq()),
-        &last.hash().0,
+        pos(last.seq),
+        &last.hash,
         &bundle.signature.0,
     ) {
         return Err(BundleError::BadSignature);
@@ -149,7 +155,7 @@ pub fn verify(bundle: &Bundle) -> Result<(Span, Vec<Vec<u8>>), BundleError> {
     Ok((
         Span {
             first: pos(bundle.first_seq),
-            last: pos(last.seq()),
+            last: pos(last.seq),
         },
         restored,
     ))
@@ -207,10 +213,10 @@ mod tests {
         let sig = sign_head(&id, last.position, &last.hash);
         let bytes: Vec<Vec<u8>> = changes.iter().map(|c| c.bytes.clone()).collect();
         let good = pack(id.node_id(), 1, bytes.clone(), 1, sig.clone());
-        // Another writer's name on the bundle.
+        // Another writer's name on the bundle: its changes are not that writer's.
         let mut b = good.clone();
         b.writer = NodeId([7; 32]);
-        assert_eq!(verify(&b).unwrap_err(), BundleError::BadSignature);
+        assert_eq!(verify(&b).unwrap_err(), BundleError::Broken(0));
         // A change dropped from the middle.
         let mut b = good.clone();
         b.changes.remove(1);
