@@ -173,12 +173,9 @@ impl stocksync::store::Store for PanicOnce {
     }
     fn changes(
         &mut self,
-        writer: &stocksync::model::NodeId,
-        epoch: u32,
-        after: u64,
-        limit: usize,
+        range: &stocksync::store::ChangeRange,
     ) -> Result<Vec<stocksync::store::StoredChange>, StoreError> {
-        self.inner.changes(writer, epoch, after, limit)
+        self.inner.changes(range)
     }
 }
 

@@ -103,23 +103,14 @@ impl Writer {
             let mut reports = Vec::new();
             for effect in engine.handle(replica, now_ms, input) {
                 match effect {
-                    Effect::Load {
-                        peer,
-                        writer,
-                        epoch,
-                        after,
-                        limit,
-                    } => {
-                        let changes = self
-                            .store
-                            .changes(&writer, epoch, after, limit)
-                            .unwrap_or_else(|e| {
-                                error!(error = %e, "loading changes to send failed");
-                                Vec::new()
-                            });
+                    Effect::Load { peer, range } => {
+                        let changes = self.store.changes(&range).unwrap_or_else(|e| {
+                            error!(error = %e, "loading changes to send failed");
+                            Vec::new()
+                        });
                         pending.push_back(Input::Loaded {
                             peer,
-                            writer,
+                            writer: range.writer,
                             changes,
                         });
                     }
@@ -245,7 +236,7 @@ impl Writer {
         let sealed = replica.seal(batch, now);
         match self.persist(&sealed) {
             Ok(()) => {
-                self.committed.extend(sealed.change.iter().cloned());
+                self.committed.extend(sealed.changes.iter().cloned());
                 for w in waiters {
                     // Staged events and their indices come from the same batch, in order.
                     let mut o = sealed.events.get(w.idx).map(|(_, o)| o.clone());
@@ -285,9 +276,8 @@ impl Writer {
         if !replica.epoch_full() {
             return;
         }
-        let change = replica.roll_epoch(now);
         let sealed = SealedBatch {
-            change,
+            changes: replica.roll_epoch(now),
             events: Vec::new(),
             counters: Vec::new(),
             holds: Vec::new(),
@@ -296,7 +286,7 @@ impl Writer {
         // The events before it are durable already; a failure here only leaves
         // the old epoch in force, which the reload restores.
         match self.store.commit_local(&self.meta.id, &sealed, &[]) {
-            Ok(()) => self.committed.extend(sealed.change),
+            Ok(()) => self.committed.extend(sealed.changes),
             Err(e) => {
                 warn!(error = %e, "epoch roll-over failed");
                 self.reload();

@@ -39,8 +39,9 @@ impl Batch {
 /// A batch turned into one durable-to-be change.
 #[derive(Debug)]
 pub struct SealedBatch {
-    /// The Automerge change (`None` only if no event was staged).
-    pub change: Option<CommittedChange>,
+    /// The own changes to store, in order: one for a group of events (none if no
+    /// event was staged), or the snapshot changes of an epoch roll-over.
+    pub changes: Vec<CommittedChange>,
     /// The events and their outcomes, positions filled in.
     pub events: Vec<(EventRequest, EventOutcome)>,
     /// Own counters after the batch: `(key, value)`.
@@ -238,7 +239,7 @@ impl Replica {
             .filter_map(|w| w.key.pool().cloned())
             .collect();
         SealedBatch {
-            change,
+            changes: change.into_iter().collect(),
             events,
             counters: writes.into_iter().map(|w| (w.key, w.new)).collect(),
             holds: batch.holds.into_iter().collect(),
@@ -259,21 +260,22 @@ impl Replica {
         self.doc.seq() >= self.epoch_changes
     }
 
-    /// Starts a new epoch: a fresh own document whose first change snapshots every own counter.
-    pub fn roll_epoch(&mut self, time_ms: i64) -> Option<CommittedChange> {
+    /// Starts a new epoch: a fresh own document whose first changes snapshot
+    /// every own counter. They must be made durable together (one transaction).
+    pub fn roll_epoch(&mut self, time_ms: i64) -> Vec<CommittedChange> {
         let snapshot: Vec<(CounterKey, i64)> = self
             .book
             .counters_of(&self.me)
             .map(|(k, v)| (k.clone(), v))
             .collect();
-        let (doc, change) = OwnDoc::start_epoch(
+        let (doc, changes) = OwnDoc::start_epoch(
             &self.me,
             self.doc.epoch() + 1,
             snapshot.into_iter(),
             time_ms,
         );
         self.doc = doc;
-        if let Some(c) = &change {
+        if let Some(c) = changes.last() {
             self.heads.insert(
                 self.me,
                 WriterHead {
@@ -282,7 +284,7 @@ impl Replica {
                 },
             );
         }
-        change
+        changes
     }
 
     /// Validates and applies a change of another writer; returns the counters it raised.

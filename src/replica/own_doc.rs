@@ -27,6 +27,11 @@ use crate::escrow::CounterKey;
 use crate::model::{NodeId, Position};
 
 /// A change just committed to the own document.
+
+/// Most counters one snapshot change of a new epoch puts: with keys of at most
+/// about 200 bytes, a snapshot change stays under half a MiB, well within a
+/// bundle and far below [`super::MAX_CHANGE_BYTES`].
+pub const SNAPSHOT_COUNTERS: usize = 2_048;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedChange {
     /// Where it sits in this writer's history.
@@ -131,6 +136,9 @@ impl OwnDoc {
 
     /// Commits `writes` as one change; `None` when there is nothing to write.
     ///
+    /// Its size is bounded by the caller: a group is at most `max_batch` events
+    /// of bounded size, and a snapshot at most [`SNAPSHOT_COUNTERS`] counters.
+    ///
     /// `events_json` is the JSON array of the audit lines of the change's events;
     /// the message becomes `{"epoch":E,"events":[...]}`.
     pub fn commit(
@@ -196,13 +204,15 @@ impl OwnDoc {
         })
     }
 
-    /// Starts a new document for `epoch` whose first change puts every counter in `snapshot`.
+    /// Starts a new document for `epoch` whose first changes put every counter
+    /// in `snapshot`, at most [`SNAPSHOT_COUNTERS`] per change (so that no change
+    /// of a node with many SKUs outgrows what receivers accept).
     pub fn start_epoch(
         me: &NodeId,
         epoch: u32,
         snapshot: impl Iterator<Item = (CounterKey, i64)>,
         time_ms: i64,
-    ) -> (Self, Option<CommittedChange>) {
+    ) -> (Self, Vec<CommittedChange>) {
         let mut doc = Self::new(me, epoch);
         let mut writes: Vec<CounterWrite> = snapshot
             .filter(|(_, v)| *v > 0)
@@ -210,8 +220,11 @@ impl OwnDoc {
             .collect();
         // Sorted, so the snapshot's bytes depend on the counters alone.
         writes.sort_by(|a, b| a.key.cmp(&b.key));
-        let change = doc.commit(&writes, "[]", time_ms);
-        (doc, change)
+        let changes = writes
+            .chunks(SNAPSHOT_COUNTERS)
+            .filter_map(|chunk| doc.commit(chunk, "[]", time_ms))
+            .collect();
+        (doc, changes)
     }
 }
 

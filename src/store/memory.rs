@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{RemoteChange, Snapshot, StockRow, Store, StoredChange};
+use super::{ChangeRange, RemoteChange, Snapshot, StockRow, Store, StoredChange};
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, Hold, StockBook};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeId, Position, ReservationId};
@@ -130,7 +130,7 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut d = self.data();
         check_fail(&mut d)?;
-        if let Some(c) = &batch.change {
+        for c in &batch.changes {
             put_change(&mut d, me, c, None);
         }
         // As in SQLite: own counters are rebuilt from the own document on load.
@@ -158,22 +158,25 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn changes(
-        &mut self,
-        writer: &NodeId,
-        epoch: u32,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredChange>, StoreError> {
+    fn changes(&mut self, range: &ChangeRange) -> Result<Vec<StoredChange>, StoreError> {
         let d = self.data();
-        Ok(d.changes
-            .range((*writer, epoch, after.saturating_add(1))..=(*writer, epoch, u64::MAX))
-            .take(limit)
-            .map(|((_, e, s), (b, sig))| StoredChange {
+        let (w, e) = (range.writer, range.epoch);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for ((_, e, s), (b, sig)) in d
+            .changes
+            .range((w, e, range.after.saturating_add(1))..=(w, e, u64::MAX))
+        {
+            bytes += b.len();
+            out.push(StoredChange {
                 position: Position { epoch: *e, seq: *s },
                 bytes: b.clone(),
                 signature: sig.clone(),
-            })
-            .collect())
+            });
+            if !range.admits(out.len(), bytes, sig.is_some()) {
+                break;
+            }
+        }
+        Ok(out)
     }
 }

@@ -74,15 +74,47 @@ pub trait Store: Send {
     ) -> Result<(), StoreError>;
     /// Commits other writers' validated changes, all in one transaction.
     fn commit_remote(&mut self, changes: &[RemoteChange]) -> Result<(), StoreError>;
-    /// At most `limit` stored changes of `writer` in `epoch` with a sequence number
-    /// above `after`, in order.
-    fn changes(
-        &mut self,
-        writer: &NodeId,
-        epoch: u32,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredChange>, StoreError>;
+    /// The stored changes `range` asks for, in order (see [`ChangeRange::admits`]).
+    fn changes(&mut self, range: &ChangeRange) -> Result<Vec<StoredChange>, StoreError>;
+}
+
+/// Which stored changes of one writer to read, and how many.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeRange {
+    /// Whose changes.
+    pub writer: NodeId,
+    /// Which epoch.
+    pub epoch: u32,
+    /// Changes with a sequence number above this one.
+    pub after: u64,
+    /// Stop once this many changes are read...
+    pub max_changes: usize,
+    /// ...or once their bytes reach this many,
+    pub max_bytes: usize,
+    /// ...but, when set, only at a change that carries a head signature (a relay
+    /// can only forward up to a signed change).
+    pub end_signed: bool,
+}
+
+impl ChangeRange {
+    /// Every change of `writer` in `epoch`.
+    pub fn whole_epoch(writer: NodeId, epoch: u32) -> Self {
+        Self {
+            writer,
+            epoch,
+            after: 0,
+            max_changes: usize::MAX,
+            max_bytes: usize::MAX,
+            end_signed: false,
+        }
+    }
+
+    /// True while a change after `taken` changes of `bytes` bytes in total must
+    /// still be read; `last_signed` tells whether the last one read was signed.
+    pub fn admits(&self, taken: usize, bytes: usize, last_signed: bool) -> bool {
+        let full = taken >= self.max_changes.max(1) || bytes >= self.max_bytes;
+        !(full && (last_signed || !self.end_signed))
+    }
 }
 
 impl StockRow {

@@ -3,7 +3,7 @@
 
 use crate::model::{NodeId, Position};
 use crate::replica::CommittedChange;
-use crate::store::{RemoteChange, StoredChange};
+use crate::store::{ChangeRange, RemoteChange, StoredChange};
 
 /// Tunables of the protocol.
 #[derive(Clone, Debug)]
@@ -16,6 +16,9 @@ pub struct SyncConfig {
     pub window_bytes: usize,
     /// Most changes in one bundle.
     pub bundle_changes: usize,
+    /// Most change bytes in one bundle (a relayed bundle may exceed it by the
+    /// changes up to the next signed one).
+    pub bundle_bytes: usize,
     /// Most out-of-order bundles held back until their gap is filled.
     pub max_parked: usize,
     /// Recent changes per writer kept in memory for eager push and relay.
@@ -32,6 +35,7 @@ impl Default for SyncConfig {
             ack_timeout_ms: 3_000,
             window_bytes: 1 << 20,
             bundle_changes: 512,
+            bundle_bytes: 1 << 20,
             max_parked: 256,
             recent_per_writer: 256,
             push_delay_ms: 0,
@@ -169,19 +173,12 @@ pub enum Effect {
         /// Encoded message.
         message: Vec<u8>,
     },
-    /// Read at most `limit` stored changes of `writer` in `epoch` after `after`,
-    /// and answer with [`Input::Loaded`].
+    /// Read the stored changes `range` asks for and answer with [`Input::Loaded`].
     Load {
         /// The peer they are for.
         peer: NodeId,
-        /// Whose changes.
-        writer: NodeId,
-        /// Which epoch.
-        epoch: u32,
-        /// Sequence number already held by the peer in that epoch.
-        after: u64,
-        /// Most changes to read.
-        limit: usize,
+        /// What to read (`after` is what the peer already holds in that epoch).
+        range: ChangeRange,
     },
     /// Make a remote change durable (store's `commit_remote`; consecutive
     /// persists of one `handle` call may share a transaction).

@@ -10,7 +10,7 @@ use super::message::{self, Bundle, Message};
 use super::signing::sign_head;
 use crate::model::{NodeId, Position};
 use crate::replica::Replica;
-use crate::store::StoredChange;
+use crate::store::{ChangeRange, StoredChange};
 
 impl SyncEngine {
     /// New changes of `writer`: push them now, or at the next flush when coalescing.
@@ -72,16 +72,27 @@ impl SyncEngine {
         } else {
             0
         };
-        let limit = self.config.bundle_changes;
+        let range = ChangeRange {
+            writer,
+            epoch: head.epoch,
+            after,
+            max_changes: self.config.bundle_changes,
+            max_bytes: self.config.bundle_bytes,
+            end_signed: writer != self.me,
+        };
         let from_memory = self.recent.get(&writer).and_then(|r| {
             let first = r.changes.front()?.position.seq;
             (r.epoch == head.epoch && first <= after + 1).then(|| {
-                r.changes
-                    .iter()
-                    .filter(|c| c.position.seq > after)
-                    .take(limit)
-                    .cloned()
-                    .collect::<Vec<_>>()
+                let mut taken = Vec::new();
+                let mut bytes = 0;
+                for c in r.changes.iter().filter(|c| c.position.seq > after) {
+                    bytes += c.bytes.len();
+                    taken.push(c.clone());
+                    if !range.admits(taken.len(), bytes, c.signature.is_some()) {
+                        break;
+                    }
+                }
+                taken
             })
         });
         match from_memory {
@@ -94,13 +105,7 @@ impl SyncEngine {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.loading.insert(writer);
                 }
-                out.push(Effect::Load {
-                    peer,
-                    writer,
-                    epoch: head.epoch,
-                    after,
-                    limit,
-                });
+                out.push(Effect::Load { peer, range });
             }
         }
     }

@@ -248,7 +248,8 @@ impl Sim {
         let expected_pos = self.next_position(node);
         let sealed = self.replicas[node].seal(batch, self.clock + 1);
         self.tick();
-        match sealed.change {
+        prop_assert!(sealed.changes.len() <= 1);
+        match sealed.changes.into_iter().next() {
             Some(c) => {
                 prop_assert!(staged > 0);
                 prop_assert_eq!(c.position, expected_pos);
@@ -280,23 +281,30 @@ impl Sim {
         let counters = own_counters(self.replicas[node].book(), &me);
         let epoch = self.own_pos[node].epoch + 1;
         self.own_pos[node] = Position { epoch, seq: 0 };
-        match self.replicas[node].roll_epoch(t) {
-            Some(c) => {
-                prop_assert_eq!(c.position, Position { epoch, seq: 1 });
-                self.own_pos[node] = c.position;
-                self.stats.rolls += 1;
-                self.logs[node].push(Entry {
-                    pos: c.position,
-                    bytes: c.bytes,
-                    counters,
-                });
-            }
+        let changes = self.replicas[node].roll_epoch(t);
+        if changes.is_empty() {
             // Nothing to snapshot: the node never wrote a counter, so it has no
             // change yet either; its next change opens the new epoch at seq 1.
-            None => {
-                prop_assert!(counters.is_empty());
-                prop_assert!(self.logs[node].is_empty());
-            }
+            prop_assert!(counters.is_empty());
+            prop_assert!(self.logs[node].is_empty());
+        }
+        for (i, c) in changes.into_iter().enumerate() {
+            prop_assert_eq!(
+                c.position,
+                Position {
+                    epoch,
+                    seq: i as u64 + 1
+                }
+            );
+            self.own_pos[node] = c.position;
+            self.stats.rolls += 1;
+            // A receiver's book keeps the older epoch's values of counters a
+            // later snapshot change puts: its view is the whole snapshot.
+            self.logs[node].push(Entry {
+                pos: c.position,
+                bytes: c.bytes,
+                counters: counters.clone(),
+            });
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ pub use read::HistoryRow;
 pub(crate) use read::{open_read_only, ReadOnly};
 pub use schema::SCHEMA_VERSION;
 
-use super::{RemoteChange, Snapshot, StockRow, Store, StoredChange};
+use super::{ChangeRange, RemoteChange, Snapshot, StockRow, Store, StoredChange};
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, Hold, StockBook};
 use crate::model::{
@@ -282,7 +282,7 @@ impl Store for SqliteStore {
         let heads = read::load_heads(&self.conn, me)?;
         let own_epoch = match heads.get(me) {
             Some(h) => self
-                .changes(me, h.position.epoch, 0, usize::MAX)?
+                .changes(&ChangeRange::whole_epoch(*me, h.position.epoch))?
                 .into_iter()
                 .map(|c| c.bytes)
                 .collect(),
@@ -343,7 +343,7 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(map_err)?;
         (|| -> Result<(), rusqlite::Error> {
-            if let Some(c) = &batch.change {
+            for c in &batch.changes {
                 Self::write_change(&tx, me, c, None, false)?;
             }
             // Own counters live in the own document (its epoch snapshot plus puts),
@@ -399,19 +399,14 @@ impl Store for SqliteStore {
         tx.commit().map_err(map_err)
     }
 
-    fn changes(
-        &mut self,
-        writer: &NodeId,
-        epoch: u32,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredChange>, StoreError> {
+    fn changes(&mut self, range: &ChangeRange) -> Result<Vec<StoredChange>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, bytes, sig FROM changes WHERE writer = ?1 AND epoch = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+            "SELECT seq, bytes, sig FROM changes WHERE writer = ?1 AND epoch = ?2 AND seq > ?3 ORDER BY seq",
         )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![&writer.0[..], epoch, after as i64, limit], |r| {
+        let epoch = range.epoch;
+        let rows = stmt.query_map(
+            params![&range.writer.0[..], epoch, range.after as i64],
+            |r| {
                 Ok(StoredChange {
                     position: Position {
                         epoch,
@@ -420,9 +415,20 @@ impl Store for SqliteStore {
                     bytes: r.get(1)?,
                     signature: r.get(2)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err)?;
-        Ok(rows)
+            },
+        )?;
+        // Rows are read lazily: the cursor stops where the range does.
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for row in rows {
+            let c = row.map_err(map_err)?;
+            let signed = c.signature.is_some();
+            bytes += c.bytes.len();
+            out.push(c);
+            if !range.admits(out.len(), bytes, signed) {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
