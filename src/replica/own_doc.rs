@@ -26,12 +26,12 @@ use automerge::{ActorId, Change, ChangeHash, ExpandedChange, ScalarValue};
 use crate::escrow::CounterKey;
 use crate::model::{NodeId, Position};
 
-/// A change just committed to the own document.
-
 /// Most counters one snapshot change of a new epoch puts: with keys of at most
 /// about 200 bytes, a snapshot change stays under half a MiB, well within a
 /// bundle and far below [`super::MAX_CHANGE_BYTES`].
 pub const SNAPSHOT_COUNTERS: usize = 2_048;
+
+/// A change just committed to the own document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedChange {
     /// Where it sits in this writer's history.
