@@ -33,6 +33,8 @@ pub struct Mesh {
     pub cut: Vec<(usize, usize)>,
     /// Bytes handed to the network.
     pub bytes: u64,
+    /// The largest message handed to the network.
+    pub max_message: usize,
     clock: Arc<AtomicI64>,
     options: NodeOptions,
 }
@@ -40,16 +42,22 @@ pub struct Mesh {
 impl Mesh {
     /// An empty mesh whose engines use `config`.
     pub fn new(config: SyncConfig) -> Self {
+        Self::with_options(NodeOptions {
+            sync: config,
+            ..NodeOptions::default()
+        })
+    }
+
+    /// An empty mesh whose nodes use `options`.
+    pub fn with_options(options: NodeOptions) -> Self {
         Self {
             nodes: Vec::new(),
             queue: VecDeque::new(),
             cut: Vec::new(),
             bytes: 0,
+            max_message: 0,
             clock: Arc::new(AtomicI64::new(0)),
-            options: NodeOptions {
-                sync: config,
-                ..NodeOptions::default()
-            },
+            options,
         }
     }
 
@@ -91,6 +99,7 @@ impl Mesh {
             };
             if !self.cut.contains(&(i, j)) {
                 self.bytes += o.message.len() as u64;
+                self.max_message = self.max_message.max(o.message.len());
                 self.queue.push_back((i, j, o.message));
             }
         }
