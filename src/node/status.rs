@@ -34,6 +34,10 @@ pub struct SyncStatus {
     pub outbox_dropped: u64,
     /// Reported events dropped before anyone took them.
     pub events_dropped: u64,
+    /// Out-of-order bundles held until their gap is filled.
+    pub parked_bundles: usize,
+    /// Bytes of those bundles.
+    pub parked_bytes: usize,
 }
 
 /// The node's running record of sync reports.
@@ -89,6 +93,8 @@ impl StatusLog {
             outbox_bytes: 0,
             outbox_dropped: 0,
             events_dropped: self.events_dropped,
+            parked_bundles: stats.parked_bundles,
+            parked_bytes: stats.parked_bytes,
         }
     }
 }

@@ -10,6 +10,7 @@ use tracing::debug;
 use super::bundle::Span;
 pub use super::io::{Effect, Input, RejectReason, SyncConfig, SyncEvent, SyncStats};
 use super::message::{self, Message};
+use super::parked::Parked;
 use crate::identity::Identity;
 use crate::model::{NodeId, Position};
 use crate::replica::Replica;
@@ -46,7 +47,7 @@ pub struct SyncEngine {
     pub(super) config: SyncConfig,
     pub(super) peers: BTreeMap<NodeId, Peer>,
     pub(super) recent: HashMap<NodeId, Recent>,
-    pub(super) parked: BTreeMap<(NodeId, u32, u64), Verified>,
+    pub(super) parked: Parked,
     pub(super) own_signature: Option<(Position, Vec<u8>)>,
     pub(super) stats: SyncStats,
     pub(super) now_ms: u64,
@@ -68,7 +69,7 @@ impl SyncEngine {
             config,
             peers: BTreeMap::new(),
             recent: HashMap::new(),
-            parked: BTreeMap::new(),
+            parked: Parked::default(),
             own_signature: None,
             stats: SyncStats::default(),
             now_ms: 0,
@@ -87,7 +88,11 @@ impl SyncEngine {
 
     /// Work counters so far.
     pub fn stats(&self) -> SyncStats {
-        self.stats
+        SyncStats {
+            parked_bundles: self.parked.len(),
+            parked_bytes: self.parked.bytes(),
+            ..self.stats
+        }
     }
 
     /// The connected peers.
@@ -184,6 +189,7 @@ impl SyncEngine {
     }
 
     fn tick(&mut self, replica: &Replica, now_ms: u64, out: &mut Vec<Effect>) {
+        self.parked.expire(now_ms, self.config.parked_ttl_ms);
         if self.flush_at.is_some_and(|t| t <= now_ms) {
             self.flush_at = None;
             for writer in std::mem::take(&mut self.dirty) {

@@ -7,6 +7,7 @@ use super::bundle;
 use super::engine::{newer, SyncEngine, Verified};
 use super::io::{Effect, SyncEvent};
 use super::message::Bundle;
+use super::parked::ParkLimits;
 use crate::model::NodeId;
 use crate::replica::{CommittedChange, Replica};
 use crate::store::{RemoteChange, StockRow, StoredChange};
@@ -62,10 +63,8 @@ impl SyncEngine {
             span.first.seq == 1
         };
         if !connects {
-            if self.parked.len() < self.config.max_parked {
-                self.parked
-                    .insert((writer, span.first.epoch, span.first.seq), verified);
-            }
+            let limits = self.park_limits();
+            self.parked.insert(verified, self.now_ms, limits);
             return;
         }
         if self.apply(replica, verified, out) {
@@ -152,29 +151,20 @@ impl SyncEngine {
                 .get(&writer)
                 .map(|h| h.position)
                 .unwrap_or_default();
-            let key = self
-                .parked
-                .range((writer, 0, 0)..=(writer, u32::MAX, u64::MAX))
-                .map(|(k, _)| *k)
-                .find(|(_, e, s)| {
-                    if *e == have.epoch {
-                        *s <= have.seq + 1
-                    } else {
-                        *e > have.epoch && *s == 1
-                    }
-                });
-            let Some(key) = key else {
-                // Drop what can never connect any more.
-                self.parked
-                    .retain(|(w, e, _), _| *w != writer || *e >= have.epoch);
+            let Some(verified) = self.parked.take_connecting(writer, have) else {
                 return;
             };
-            let Some(verified) = self.parked.remove(&key) else {
+            if newer(verified.span.last, have) && !self.apply(replica, verified, out) {
                 return;
-            };
-            if newer(verified.span.last, have) {
-                self.apply(replica, verified, out);
             }
+        }
+    }
+
+    fn park_limits(&self) -> ParkLimits {
+        ParkLimits {
+            max_bundles: self.config.max_parked,
+            max_bytes: self.config.max_parked_bytes,
+            max_per_writer: self.config.max_parked_per_writer,
         }
     }
 }

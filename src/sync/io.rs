@@ -21,6 +21,12 @@ pub struct SyncConfig {
     pub bundle_bytes: usize,
     /// Most out-of-order bundles held back until their gap is filled.
     pub max_parked: usize,
+    /// Most bytes of changes held back that way, over all writers.
+    pub max_parked_bytes: usize,
+    /// Most bundles held back for one writer.
+    pub max_parked_per_writer: usize,
+    /// How long a held-back bundle waits for its gap before it is dropped.
+    pub parked_ttl_ms: u64,
     /// Recent changes per writer kept in memory for eager push and relay.
     pub recent_per_writer: usize,
     /// Coalescing delay of eager pushes: 0 pushes each change at once; more
@@ -37,6 +43,9 @@ impl Default for SyncConfig {
             bundle_changes: 512,
             bundle_bytes: 1 << 20,
             max_parked: 256,
+            max_parked_bytes: 32 << 20,
+            max_parked_per_writer: 16,
+            parked_ttl_ms: 30_000,
             recent_per_writer: 256,
             push_delay_ms: 0,
         }
@@ -200,4 +209,8 @@ pub struct SyncStats {
     pub changes_applied: u64,
     /// Messages or changes refused.
     pub rejected: u64,
+    /// Bundles held back until a gap is filled (now).
+    pub parked_bundles: usize,
+    /// Bytes of those bundles (now).
+    pub parked_bytes: usize,
 }

@@ -7,6 +7,7 @@ mod inbound;
 mod io;
 pub mod message;
 mod outbound;
+mod parked;
 pub mod signing;
 
 pub use engine::{Effect, Input, RejectReason, SyncConfig, SyncEngine, SyncEvent, SyncStats};
