@@ -102,9 +102,9 @@ fn remote_counters_survive_a_restart_and_verify() {
 
     // Restart every node from its directory.
     let mut f = open_all(&dirs);
-    for i in 0..3 {
+    for (i, dir) in dirs.iter().enumerate() {
         assert_eq!(all_counters(&f, i, &ids), truth, "node {i} after restart");
-        assert_verifies(&dirs[i]);
+        assert_verifies(dir);
     }
     let stock = shared_stock(&dirs[0]);
     assert_eq!(stock.len(), 1);
