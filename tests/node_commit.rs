@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use stocksync::error::{NodeError, StoreError};
+use stocksync::error::{EventError, NodeError, StoreError};
 use stocksync::identity::Identity;
 use stocksync::model::{
-    EventId, EventKind, EventRequest, LocationId, NodeMeta, Policy, Quantity, Role, Sku,
+    EventId, EventKind, EventOutcome, EventRequest, LocationId, NodeMeta, Policy, Quantity, Role,
+    Sku,
 };
 use stocksync::node::{Node, NodeOptions};
 use stocksync::store::memory::MemoryStore;
@@ -50,7 +51,7 @@ fn concurrent_callers_never_oversell_and_every_ack_is_durable() {
         },
     );
     node.execute(req("r", 500, EventKind::Receipt)).unwrap();
-    let acked: Vec<Vec<String>> = std::thread::scope(|s| {
+    let acked: Vec<Vec<(String, EventOutcome)>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..8)
             .map(|t| {
                 let node = &node;
@@ -59,7 +60,7 @@ fn concurrent_callers_never_oversell_and_every_ack_is_durable() {
                     for i in 0..100 {
                         let id = format!("s-{t}-{i}");
                         match node.execute(req(&id, 1, EventKind::Sale)) {
-                            Ok(_) => ok.push(id),
+                            Ok(o) => ok.push((id, o)),
                             Err(e) => assert!(e.is_refusal(), "{e}"),
                         }
                     }
@@ -82,14 +83,23 @@ fn concurrent_callers_never_oversell_and_every_ack_is_durable() {
         .unwrap();
     assert_eq!((on_hand, rights), (0, 0));
     assert_eq!(store.event_count(), 501);
-    let again = node.execute(req("s-0-0", 1, EventKind::Sale));
-    match again {
-        Ok(o) => assert!(o.replayed),
-        Err(e) => assert!(
-            e.is_refusal(),
-            "s-0-0 may have been refused the first time: {e}"
-        ),
+    // Every acknowledged sale, retried after the restart, is replayed with its
+    // first answer (never refused, never applied again).
+    for (id, first) in acked.iter().flatten() {
+        let again = node
+            .execute(req(id, 1, EventKind::Sale))
+            .unwrap_or_else(|e| panic!("retry of acknowledged {id} failed: {e}"));
+        assert!(again.replayed, "{id}");
+        assert_eq!(
+            EventOutcome {
+                replayed: false,
+                ..again
+            },
+            *first,
+            "{id}"
+        );
     }
+    assert_eq!(store.event_count(), 501);
 }
 
 #[test]
@@ -213,5 +223,134 @@ fn a_panic_inside_a_group_fails_that_group_and_the_node_carries_on() {
             .find_event(&EventId::new("s1").unwrap())
             .unwrap(),
         None
+    );
+}
+
+#[test]
+fn a_repeated_id_inside_one_group_is_applied_once() {
+    let store = MemoryStore::new();
+    let node = start(&store, NodeOptions::default());
+    node.execute(req("r", 10, EventKind::Receipt)).unwrap();
+    let commits_before = store.commits();
+    // Queued before anyone waits: the first wait leads all three as one group.
+    let first = node.submit(req("s", 3, EventKind::Sale));
+    let retry = node.submit(req("s", 3, EventKind::Sale));
+    let other = node.submit(req("s", 4, EventKind::Sale));
+    let next = node.submit(req("x", 1, EventKind::Sale));
+    let (first, retry, other, next) = (first.wait(), retry.wait(), other.wait(), next.wait());
+    let first = first.unwrap();
+    assert_eq!(
+        (store.commits(), next.unwrap().position),
+        (commits_before + 1, first.position),
+        "the four submissions were one group commit"
+    );
+    let retry = retry.unwrap();
+    assert!(!first.replayed);
+    assert!(retry.replayed, "the repeat is answered as a replay");
+    assert_eq!(
+        EventOutcome {
+            replayed: false,
+            ..retry
+        },
+        first
+    );
+    assert!(
+        matches!(
+            other,
+            Err(NodeError::Event(EventError::DuplicateEvent { .. }))
+        ),
+        "same id, other request: {other:?}"
+    );
+    // The counters moved once: 3 units sold (and 1 by `x`), not 6.
+    assert_eq!((first.rights_after, first.on_hand_after), (7, 7));
+    let (on_hand, rights) = node
+        .query(|r| {
+            let p = r.book().pools().next().unwrap().1;
+            (p.on_hand(), p.share(r.me()).rights())
+        })
+        .unwrap();
+    assert_eq!((on_hand, rights), (6, 6));
+    assert_eq!(store.event_count(), 3);
+    // And so after a restart.
+    drop(node);
+    let node = start(&store, NodeOptions::default());
+    let o = node.execute(req("s2", 6, EventKind::Sale)).unwrap();
+    assert_eq!((o.rights_after, o.on_hand_after), (0, 0));
+}
+
+/// A memory store whose local commits take a while, as a disk's do.
+struct Slow(MemoryStore);
+
+impl stocksync::store::Store for Slow {
+    fn load(
+        &mut self,
+        me: &stocksync::model::NodeId,
+    ) -> Result<stocksync::store::Snapshot, StoreError> {
+        self.0.load(me)
+    }
+    fn find_event(
+        &mut self,
+        id: &EventId,
+    ) -> Result<Option<(EventRequest, EventOutcome)>, StoreError> {
+        self.0.find_event(id)
+    }
+    fn commit_local(
+        &mut self,
+        me: &stocksync::model::NodeId,
+        batch: &stocksync::replica::SealedBatch,
+        stock: &[stocksync::store::StockRow],
+    ) -> Result<(), StoreError> {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        self.0.commit_local(me, batch, stock)
+    }
+    fn commit_remote(
+        &mut self,
+        changes: &[stocksync::store::RemoteChange],
+    ) -> Result<(), StoreError> {
+        self.0.commit_remote(changes)
+    }
+    fn changes(
+        &mut self,
+        writer: &stocksync::model::NodeId,
+        epoch: u32,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<stocksync::store::StoredChange>, StoreError> {
+        self.0.changes(writer, epoch, after, limit)
+    }
+}
+
+#[test]
+fn concurrent_callers_share_group_commits() {
+    let store = MemoryStore::new();
+    let node = Node::start(
+        identity(),
+        meta(),
+        Slow(store.clone()),
+        NodeOptions::default(),
+        Arc::new(|| 0),
+    )
+    .unwrap();
+    node.execute(req("r", 1_000, EventKind::Receipt)).unwrap();
+    let before = store.commits();
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 25;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let node = &node;
+            s.spawn(move || {
+                for i in 0..PER_THREAD {
+                    node.execute(req(&format!("s-{t}-{i}"), 1, EventKind::Sale))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let events = THREADS * PER_THREAD;
+    let commits = (store.commits() - before) as usize;
+    assert_eq!(store.event_count(), events + 1);
+    assert!(
+        commits < events,
+        "{THREADS} concurrent callers made {commits} commits for {events} events: no grouping"
     );
 }

@@ -1,12 +1,15 @@
 //! The sync engine on its own: relay, back-pressure, streaming catch-up, loss
 //! repair by timers, and refusal of forged or malformed messages.
 
+use stocksync::escrow::CounterKey;
+use stocksync::identity::Identity;
 use stocksync::model::{
-    EventId, EventKind, EventRequest, LocationId, NodeMeta, Quantity, Role, Sku,
+    EventId, EventKind, EventRequest, LocationId, NodeId, NodeMeta, Position, Quantity, Role, Sku,
 };
 use stocksync::sim::mesh::Mesh;
 use stocksync::store::memory::MemoryStore;
 use stocksync::sync::message::{self, Bundle, ChangeBytes, HeadSignature, Message};
+use stocksync::sync::signing::sign_head;
 use stocksync::sync::{RejectReason, SyncConfig};
 
 /// A mesh of `n` tills at S1 with plain in-memory stores.
@@ -117,18 +120,9 @@ fn a_lost_message_is_repaired_by_the_timers() {
     assert_eq!(net.head(1, 0), net.head(0, 0));
 }
 
-#[test]
-fn forged_and_malformed_messages_are_refused_and_never_relayed() {
-    let mut net = net(3, SyncConfig::default());
-    net.connect(0, 1);
-    net.connect(1, 2);
-    event(&mut net, 0, "r", 10, EventKind::Receipt);
-    net.settle();
-    let before = net.head(2, 0);
-    // Node 2 (an insider) builds a change of its own and claims it is node 0's,
-    // or signs node 0's next change with its own key.
-    let mut doc =
-        automerge::Automerge::new().with_actor(automerge::ActorId::from(net.nodes[0].id.0));
+/// A change by `actor` at `(epoch, 1)` minting 999 units of A at S1.
+fn minting_change(actor: NodeId, epoch: u32) -> automerge::Change {
+    let mut doc = automerge::Automerge::new().with_actor(automerge::ActorId::from(actor.0));
     let mut tx = doc.transaction();
     automerge::transaction::Transactable::put(
         &mut tx,
@@ -138,40 +132,131 @@ fn forged_and_malformed_messages_are_refused_and_never_relayed() {
     )
     .unwrap();
     tx.commit_with(
-        automerge::transaction::CommitOptions::default().with_message(r#"{"epoch":9,"events":[]}"#),
+        automerge::transaction::CommitOptions::default()
+            .with_message(format!(r#"{{"epoch":{epoch},"events":[]}}"#)),
     );
-    let forged = doc.get_last_local_change().unwrap();
+    doc.get_last_local_change().unwrap().clone()
+}
+
+/// A one-change bundle filed under `writer`, its head signed by `signer`.
+fn signed_bundle(
+    writer: NodeId,
+    epoch: u32,
+    change: &automerge::Change,
+    signer: &Identity,
+) -> Vec<u8> {
+    let position = Position { epoch, seq: 1 };
     let bundle = Bundle {
-        writer: net.nodes[0].id,
-        epoch: 9,
+        writer,
+        epoch,
         first_seq: 1,
-        changes: vec![ChangeBytes(forged.raw_bytes().to_vec())],
-        signature: HeadSignature(vec![7; 64]),
+        changes: vec![ChangeBytes(change.raw_bytes().to_vec())],
+        signature: HeadSignature(sign_head(signer, position, &change.hash().0)),
     };
-    let from = net.nodes[2].id;
-    net.receive(1, from, message::encode(&Message::Changes(bundle)));
+    message::encode(&Message::Changes(bundle))
+}
+
+#[test]
+fn forged_and_malformed_messages_are_refused_and_never_relayed() {
+    let mut net = net(3, SyncConfig::default());
+    net.connect(0, 1);
+    net.connect(1, 2);
+    event(&mut net, 0, "r", 10, EventKind::Receipt);
+    net.settle();
+    let (victim, insider_id) = (net.nodes[0].id, net.nodes[2].id);
+    // Node 2 is a fleet member with its own real key (the mesh made it from seed 3).
+    let insider = Identity::from_seed([3; 32]);
+    assert_eq!(insider.node_id(), insider_id);
+    let heads_before: Vec<_> = (0..3).map(|i| (net.head(i, 0), net.head(i, 2))).collect();
+    let book_before: Vec<_> = (0..3)
+        .map(|i| net.book(i).counter(&victim, &minted()))
+        .collect();
+    let epoch = 9;
+    let as_victim = minting_change(victim, epoch);
+    let as_insider = minting_change(insider_id, epoch);
+    let forgeries = [
+        // Node 0's change, filed under node 0, head signed with the insider's key.
+        (
+            signed_bundle(victim, epoch, &as_victim, &insider),
+            RejectReason::Forgery,
+        ),
+        // The insider's own change filed under node 0, signed with the insider's key.
+        (
+            signed_bundle(victim, epoch, &as_insider, &insider),
+            RejectReason::Forgery,
+        ),
+    ];
+    for (bytes, want) in forgeries {
+        net.receive(1, insider_id, bytes);
+        assert_eq!(net.nodes[1].rejected.pop(), Some(want));
+        assert!(net.nodes[1].rejected.is_empty());
+        assert_no_changes_sent(&net);
+    }
+    // Node 0's change under the insider's own name, correctly signed by the
+    // insider: the signature holds, the author does not.
+    net.receive(
+        1,
+        insider_id,
+        signed_bundle(insider_id, epoch, &as_victim, &insider),
+    );
+    assert!(
+        matches!(
+            net.nodes[1].rejected.pop(),
+            Some(RejectReason::WrongAuthor(_))
+        ),
+        "{:?}",
+        net.nodes[1].rejected
+    );
+    assert_no_changes_sent(&net);
     for garbage in [
         vec![],
         vec![9, 0, 1],
         vec![1, 0, 0xff, 0xff, 0xff],
         vec![1, 1, 1, 2, 3],
     ] {
-        net.receive(1, from, garbage);
+        net.receive(1, insider_id, garbage);
+        assert!(
+            matches!(
+                net.nodes[1].rejected.pop(),
+                Some(RejectReason::Malformed(_))
+            ),
+            "{:?}",
+            net.nodes[1].rejected
+        );
     }
+    assert_no_changes_sent(&net);
     net.settle();
-    assert_eq!(
-        net.nodes[1].rejected.len(),
-        5,
-        "{:?}",
-        net.nodes[1].rejected
-    );
-    assert_eq!(net.nodes[1].rejected[0], RejectReason::Forgery);
-    assert_eq!(net.head(2, 0), before);
-    assert_eq!(net.head(1, 0), net.head(0, 0));
+    tick(&mut net, 2_000);
+    net.settle();
+    assert_eq!(net.nodes[1].node.sync_status().rejected, 7);
+    let heads_after: Vec<_> = (0..3).map(|i| (net.head(i, 0), net.head(i, 2))).collect();
+    assert_eq!(heads_after, heads_before, "no forged change was applied");
+    let book_after: Vec<_> = (0..3)
+        .map(|i| net.book(i).counter(&victim, &minted()))
+        .collect();
+    assert_eq!(book_after, book_before);
+    assert_eq!(book_after, vec![10; 3]);
     assert!(
-        net.nodes[2].rejected.is_empty(),
+        net.nodes[0].rejected.is_empty() && net.nodes[2].rejected.is_empty(),
         "nothing forged was relayed onwards"
     );
+}
+
+fn minted() -> CounterKey {
+    CounterKey::Minted(stocksync::model::PoolKey::new(
+        LocationId::new("S1").unwrap(),
+        Sku::new("A").unwrap(),
+    ))
+}
+
+/// Node 1 queued no `Changes` message: it relayed nothing.
+fn assert_no_changes_sent(net: &Mesh) {
+    for (from, _, bytes) in &net.queue {
+        if *from == 1 {
+            let m = message::decode(bytes).unwrap();
+            assert!(!matches!(m, Message::Changes(_)), "node 1 sent {m:?}");
+        }
+    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ struct Data {
     holds: HashMap<ReservationId, Hold>,
     stock: BTreeMap<(String, String), StockRow>,
     fail_commits: u32,
+    commits: u64,
 }
 
 /// A store in memory; clones share data.
@@ -56,6 +57,12 @@ impl MemoryStore {
     pub fn event_count(&self) -> usize {
         self.data().events.len()
     }
+
+    /// Number of transactions that succeeded, local and remote (a group commit
+    /// of several events counts once).
+    pub fn commits(&self) -> u64 {
+        self.data().commits
+    }
 }
 
 fn check_fail(d: &mut Data) -> Result<(), StoreError> {
@@ -63,6 +70,8 @@ fn check_fail(d: &mut Data) -> Result<(), StoreError> {
         d.fail_commits -= 1;
         return Err(StoreError::DiskFull);
     }
+    // Every write below is infallible: the commit succeeds from here on.
+    d.commits += 1;
     Ok(())
 }
 

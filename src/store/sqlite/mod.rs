@@ -175,6 +175,21 @@ impl SqliteStore {
         &self.meta
     }
 
+    /// The connection's `PRAGMA synchronous` as SQLite reports it (0 OFF,
+    /// 1 NORMAL, 2 FULL, 3 EXTRA): what the chosen [`Durability`] really set.
+    pub fn synchronous(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(map_err)
+    }
+
+    /// The connection's `PRAGMA journal_mode` as SQLite reports it (`wal`).
+    pub fn journal_mode(&self) -> Result<String, StoreError> {
+        self.conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(map_err)
+    }
+
     /// Stores a change; `head` also records it as the writer's head (other writers
     /// only: the own head is the last own change row, one page fewer per sale).
     fn write_change(
