@@ -110,12 +110,9 @@ impl Store for FailAfterNext {
     }
     fn changes(
         &mut self,
-        writer: &NodeId,
-        epoch: u32,
-        after: u64,
-        limit: usize,
+        range: &stocksync::store::ChangeRange,
     ) -> Result<Vec<StoredChange>, StoreError> {
-        self.inner.changes(writer, epoch, after, limit)
+        self.inner.changes(range)
     }
 }
 

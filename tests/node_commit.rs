@@ -311,12 +311,9 @@ impl stocksync::store::Store for Slow {
     }
     fn changes(
         &mut self,
-        writer: &stocksync::model::NodeId,
-        epoch: u32,
-        after: u64,
-        limit: usize,
+        range: &stocksync::store::ChangeRange,
     ) -> Result<Vec<stocksync::store::StoredChange>, StoreError> {
-        self.0.changes(writer, epoch, after, limit)
+        self.0.changes(range)
     }
 }
 

@@ -180,10 +180,11 @@ fn forged_and_malformed_messages_are_refused_and_never_relayed() {
             signed_bundle(victim, epoch, &as_victim, &insider),
             RejectReason::Forgery,
         ),
-        // The insider's own change filed under node 0, signed with the insider's key.
+        // The insider's own change filed under node 0, signed with the insider's
+        // key: refused on its raw author before the signature is even checked.
         (
             signed_bundle(victim, epoch, &as_insider, &insider),
-            RejectReason::Forgery,
+            RejectReason::WrongAuthor("change 0 is not by the bundle's writer".into()),
         ),
     ];
     for (bytes, want) in forgeries {

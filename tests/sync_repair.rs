@@ -83,7 +83,13 @@ fn a_signed_head_with_another_change_at_its_position_is_a_forgery() {
     let (identity, meta) = member(1);
     let twin = Node::start(identity, meta, twin_store.clone(), options(), f.clock()).unwrap();
     twin.execute(req("r", 99, EventKind::Receipt)).unwrap();
-    let other = twin_store.clone().changes(&id, 1, 0, 10).unwrap();
+    let other = twin_store
+        .clone()
+        .changes(&stocksync::store::ChangeRange {
+            max_changes: 10,
+            ..stocksync::store::ChangeRange::whole_epoch(id, 1)
+        })
+        .unwrap();
     assert_eq!(other.len(), 1);
     assert_eq!((bundle.epoch, bundle.first_seq), (1, 1));
     assert_eq!(other[0].position, Position { epoch: 1, seq: 1 });

@@ -22,6 +22,9 @@ pub enum BundleError {
     /// A change does not follow the one before it.
     #[error("change {0} of the bundle does not follow the one before it")]
     Broken(usize),
+    /// A change's author is not the bundle's writer.
+    #[error("change {0} of the bundle is not by the bundle's writer")]
+    WrongAuthor(usize),
     /// The signature is not the writer's over the last change.
     #[error("the bundle's signature is not its writer's")]
     BadSignature,
@@ -133,7 +136,10 @@ pub fn verify(bundle: &Bundle) -> Result<(Span, Vec<Vec<u8>>), BundleError> {
             Some(p) => c.dep == Some(p.hash),
             None => true,
         };
-        if Some(c.seq) != want_seq || !follows || c.actor != bundle.writer.0 {
+        if c.actor != bundle.writer.0 {
+            return Err(BundleError::WrongAuthor(i));
+        }
+        if Some(c.seq) != want_seq || !follows {
             return Err(BundleError::Broken(i));
         }
         prev = Some(c);
@@ -216,7 +222,7 @@ mod tests {
         // Another writer's name on the bundle: its changes are not that writer's.
         let mut b = good.clone();
         b.writer = NodeId([7; 32]);
-        assert_eq!(verify(&b).unwrap_err(), BundleError::Broken(0));
+        assert_eq!(verify(&b).unwrap_err(), BundleError::WrongAuthor(0));
         // A change dropped from the middle.
         let mut b = good.clone();
         b.changes.remove(1);

@@ -167,6 +167,9 @@ impl From<super::bundle::BundleError> for RejectReason {
     fn from(e: super::bundle::BundleError) -> Self {
         match e {
             super::bundle::BundleError::BadSignature => RejectReason::Forgery,
+            super::bundle::BundleError::WrongAuthor(i) => {
+                RejectReason::WrongAuthor(format!("change {i} is not by the bundle's writer"))
+            }
             other => RejectReason::BadChain(other.to_string()),
         }
     }
