@@ -6,6 +6,7 @@ mod bench_local;
 mod bench_sync;
 mod demo;
 mod events;
+mod import;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,9 @@ pub fn main() -> i32 {
 
 /// The exit code for an error: typed errors decide, anything else is 1.
 fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(r) = e.downcast_ref::<Reported>() {
+        return r.code;
+    }
     if let Some(n) = e.downcast_ref::<NodeError>() {
         return match n {
             n if n.is_refusal() => EXIT_REFUSED,
@@ -63,7 +67,10 @@ fn exit_code(e: &anyhow::Error) -> i32 {
             EXIT_BAD_INPUT
         };
     }
-    if e.downcast_ref::<InputError>().is_some() || e.downcast_ref::<UsageError>().is_some() {
+    if e.downcast_ref::<InputError>().is_some()
+        || e.downcast_ref::<UsageError>().is_some()
+        || e.downcast_ref::<events::FieldError>().is_some()
+    {
         return EXIT_BAD_INPUT;
     }
     if let Some(s) = e.downcast_ref::<StoreError>() {
@@ -77,8 +84,21 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 
 /// A failure whose details the command already printed (its JSON report, say).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Reported(String);
+#[error("{message}")]
+pub struct Reported {
+    message: String,
+    code: i32,
+}
+
+impl Reported {
+    /// A failure already reported, ending the process with exit `code`.
+    pub fn new(message: impl Into<String>, code: i32) -> Self {
+        Self {
+            message: message.into(),
+            code,
+        }
+    }
+}
 
 /// A usage mistake the parser cannot see (a missing --data, say).
 #[derive(Debug, thiserror::Error)]
@@ -91,14 +111,20 @@ fn data_dir(cli: &Cli) -> Result<PathBuf> {
     })
 }
 
-/// Opens the node in `dir` for writing: checks the key matches the database.
-pub fn open_node(dir: &Path) -> Result<Node> {
+/// Opens the store in `dir` for writing: checks the key belongs to the database.
+pub fn open_store(dir: &Path) -> Result<SqliteStore> {
     let store = SqliteStore::open(dir, Durability::Full)?;
     let identity = Identity::load(dir)?;
-    let meta = store.meta().clone();
-    if identity.node_id() != meta.id {
+    if identity.node_id() != store.meta().id {
         return Err(StoreError::Corrupt("node.key does not belong to this database".into()).into());
     }
+    Ok(store)
+}
+
+/// Opens the node in `dir` for writing: checks the key matches the database.
+pub fn open_node(dir: &Path) -> Result<Node> {
+    let store = open_store(dir)?;
+    let meta = store.meta().clone();
     Ok(Node::start(
         meta,
         store,
@@ -197,8 +223,16 @@ fn run(cli: Cli) -> Result<()> {
             if report.ok {
                 Ok(())
             } else {
-                Err(Reported("verify found problems".into()).into())
+                Err(Reported::new("verify found problems", 1).into())
             }
+        }
+        Command::Import {
+            file,
+            format,
+            dry_run,
+        } => {
+            let dir = data_dir(&cli)?;
+            import::command(&dir, file, *format, *dry_run, cli.json)
         }
         Command::SellLoop {
             sku,
