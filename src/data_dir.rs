@@ -98,10 +98,23 @@ pub fn open_with_durability(
     durability: Durability,
     clock: Clock,
 ) -> Result<Node, SetupError> {
-    let store = SqliteStore::open(dir, durability)?;
-    let identity = Identity::load(dir)?;
+    let (store, identity) = open_store(dir, durability)?;
     let meta = store.meta().clone();
     Ok(Node::start(identity, meta, store, options, clock)?)
+}
+
+/// Opens the store of `dir` (taking the directory lock) and its key, checked
+/// to belong together, without starting a node (for offline tools).
+pub fn open_store(
+    dir: &Path,
+    durability: Durability,
+) -> Result<(SqliteStore, Identity), SetupError> {
+    let store = SqliteStore::open(dir, durability)?;
+    let identity = Identity::load(dir)?;
+    if identity.node_id() != store.meta().id {
+        return Err(StoreError::Corrupt("node.key does not belong to this database".into()).into());
+    }
+    Ok((store, identity))
 }
 
 /// Read access to a node's database, without the directory lock (WAL lets it

@@ -99,6 +99,14 @@ pub enum EventError {
     /// A node cannot grant rights to itself.
     #[error("a node cannot grant rights to itself")]
     SelfGrant,
+    /// A transfer whose other end is the pool's own location.
+    #[error("transfer {transfer} names the pool's own location {location} as its other end; a transfer moves units between two locations")]
+    TransferToSameLocation {
+        /// The transfer id.
+        transfer: crate::model::TransferId,
+        /// The pool's location.
+        location: crate::model::LocationId,
+    },
     /// The reservation id is open already.
     #[error("reservation {0} is already open")]
     ReservationExists(ReservationId),

@@ -320,3 +320,48 @@ fn a_repeated_id_returns_the_first_result_unchanged() {
     a["replayed"] = true.into();
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_transfer_to_or_from_the_nodes_own_location_is_refused() {
+    let (_t, dir) = node();
+    let own = "own location";
+    expect(
+        &dir,
+        &["transfer-out", "A", "1", "--to", "S1", "--transfer", "t1"],
+        2,
+        own,
+    );
+    expect(
+        &dir,
+        &["transfer-in", "A", "1", "--from", "S1", "--transfer", "t2"],
+        2,
+        own,
+    );
+    // The pool's location decides, whichever location that is.
+    expect(
+        &dir,
+        &[
+            "transfer-out",
+            "A",
+            "1",
+            "--to",
+            "S2",
+            "--transfer",
+            "t3",
+            "--location",
+            "S2",
+        ],
+        2,
+        own,
+    );
+    // A real transfer still goes through.
+    let out = run(
+        &dir,
+        ["transfer-in", "A", "1", "--from", "S2", "--transfer", "t4"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -196,6 +196,26 @@ pub enum Command {
         #[command(flatten)]
         opts: EventOpts,
     },
+    /// Load events from a file of JSON lines or CSV with a header row, one event
+    /// per line, in group commits; bad lines are reported by number and skipped.
+    ///
+    /// Each line has `kind` (an event command's name), `sku`, `qty` (signed for
+    /// adjust), `id` (required: importing a file again changes nothing) and the
+    /// kind's options named as its flags: location, ref, policy, reason,
+    /// reservation, to, from, transfer. Exit code 2 if any line failed.
+    Import {
+        /// The file, or - for standard input.
+        file: PathBuf,
+        /// jsonl or csv (default: from the extension .csv, .jsonl, .ndjson or
+        /// .json, otherwise from the first line: `{` means JSON lines).
+        #[arg(long, value_enum)]
+        format: Option<super::import::Format>,
+        /// Check every line, in order, against the node's current state (unknown
+        /// SKU, rights under strict, reservations, reused ids) as if the earlier
+        /// good lines were applied; print the same report and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stock per pool as this node sees it.
     Stock {
         /// Only this SKU.

@@ -1,8 +1,8 @@
 //! `stocksync bench local`: one node on the local disk, measured against baselines
 //! taken in the same run (the disk's fdatasync floor and a bare SQLite commit).
 
-use std::fs::OpenOptions;
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -169,6 +169,41 @@ fn concurrent(
     }))
 }
 
+/// Writes a file of `lines` receipts as JSON lines and imports it into a fresh
+/// node through the `import` command's own path (not a child process).
+fn import_receipts(dir: &Path, lines: u64) -> Result<serde_json::Value> {
+    let (node, _) = new_node(&dir.join("node"), Durability::Full, NodeOptions::default())?;
+    let file = dir.join("receipts.jsonl");
+    let mut w = BufWriter::new(File::create(&file)?);
+    for i in 0..lines {
+        writeln!(
+            w,
+            r#"{{"kind":"receive","sku":"SKU-{}","qty":{},"id":"asn-{}-{i}","ref":"ASN-{}"}}"#,
+            i % 1000,
+            1 + i % 50,
+            i / 100,
+            i / 100
+        )?;
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let start = Instant::now();
+    let mut input = BufReader::with_capacity(1 << 16, File::open(&file)?);
+    let format = super::import::Format::of_path(&file);
+    let report = super::import::into_node(&node, &mut input, format, false)?;
+    let secs = start.elapsed().as_secs_f64();
+    node.shutdown();
+    anyhow::ensure!(
+        report.applied == lines && report.failed == 0 && report.stopped.is_none(),
+        "import bench did not apply every line: {report:?}"
+    );
+    Ok(json!({
+        "lines": lines,
+        "file_bytes": std::fs::metadata(&file)?.len(),
+        "seconds": secs,
+        "lines_per_s": lines as f64 / secs
+    }))
+}
+
 /// Builds a node with `history` sales, one change each, and measures a cold open in a child process.
 fn restart(dir: &Path, history: u64) -> Result<serde_json::Value> {
     let build = Instant::now();
@@ -267,6 +302,7 @@ pub fn run(history: u64, samples: u64, dir: Option<PathBuf>, as_json: bool) -> R
     let c8 = concurrent(&base.join("c8"), 8, 1, Duration::from_secs(5))?;
     let c8w = concurrent(&base.join("c8w"), 8, 32, Duration::from_secs(5))?;
     let c64 = concurrent(&base.join("c64"), 64, 1, Duration::from_secs(5))?;
+    let import = import_receipts(&base.join("import"), 20_000)?;
     let restart = restart(&base.join("restart"), history)?;
     let ratio = single.value_at_quantile(0.5) as f64 / bare.value_at_quantile(0.5).max(1) as f64;
     let report = json!({
@@ -278,6 +314,7 @@ pub fn run(history: u64, samples: u64, dir: Option<PathBuf>, as_json: bool) -> R
         "durable_sales_8_callers": c8,
         "durable_sales_8_callers_32_in_flight": c8w,
         "durable_sales_64_callers": c64,
+        "import_20000_receipts": import,
         "restart": restart,
         "goals": {
             "sale_p50_ratio_max": 1.3,

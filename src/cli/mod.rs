@@ -6,6 +6,7 @@ mod bench_local;
 mod bench_sync;
 mod demo;
 mod events;
+mod import;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use stocksync::data_dir::{self, NodeSpec, Reader, SetupError};
 use stocksync::error::{EventError, InputError, NodeError, StoreError};
 use stocksync::model::NodeMeta;
 use stocksync::node::{system_clock, Node, NodeOptions};
+use stocksync::store::sqlite::{Durability, SqliteStore};
 
 /// Exit code: bad input or usage.
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -48,6 +50,9 @@ pub fn main() -> i32 {
 
 /// The exit code for an error: typed errors decide, anything else is 1.
 fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(r) = e.downcast_ref::<Reported>() {
+        return r.code;
+    }
     if let Some(n) = e.downcast_ref::<NodeError>() {
         return match n {
             n if n.is_refusal() => EXIT_REFUSED,
@@ -62,7 +67,10 @@ fn exit_code(e: &anyhow::Error) -> i32 {
             EXIT_BAD_INPUT
         };
     }
-    if e.downcast_ref::<InputError>().is_some() || e.downcast_ref::<UsageError>().is_some() {
+    if e.downcast_ref::<InputError>().is_some()
+        || e.downcast_ref::<UsageError>().is_some()
+        || e.downcast_ref::<events::FieldError>().is_some()
+    {
         return EXIT_BAD_INPUT;
     }
     let store = match e.downcast_ref::<SetupError>() {
@@ -82,8 +90,21 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 
 /// A failure whose details the command already printed (its JSON report, say).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Reported(String);
+#[error("{message}")]
+pub struct Reported {
+    message: String,
+    code: i32,
+}
+
+impl Reported {
+    /// A failure already reported, ending the process with exit `code`.
+    pub fn new(message: impl Into<String>, code: i32) -> Self {
+        Self {
+            message: message.into(),
+            code,
+        }
+    }
+}
 
 /// A usage mistake the parser cannot see (a missing --data, say).
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +115,11 @@ fn data_dir(cli: &Cli) -> Result<PathBuf> {
     cli.data.clone().ok_or_else(|| {
         UsageError("--data DIR is required: the node's data directory".into()).into()
     })
+}
+
+/// Opens the store in `dir` for writing (directory lock, key check) without starting a node.
+pub fn open_store(dir: &Path) -> Result<SqliteStore> {
+    Ok(data_dir::open_store(dir, Durability::Full)?.0)
 }
 
 /// Opens the node in `dir` for writing (directory lock, key check).
@@ -161,8 +187,16 @@ fn run(cli: Cli) -> Result<()> {
             if report.ok {
                 Ok(())
             } else {
-                Err(Reported("verify found problems".into()).into())
+                Err(Reported::new("verify found problems", 1).into())
             }
+        }
+        Command::Import {
+            file,
+            format,
+            dry_run,
+        } => {
+            let dir = data_dir(&cli)?;
+            import::command(&dir, file, *format, *dry_run, cli.json)
         }
         Command::SellLoop {
             sku,

@@ -131,6 +131,22 @@ pub fn plan(
         }
         Ok(())
     };
+    match &req.kind {
+        EventKind::TransferOut {
+            to: other,
+            transfer,
+        }
+        | EventKind::TransferIn {
+            from: other,
+            transfer,
+        } if *other == pool.location => {
+            return Err(EventError::TransferToSameLocation {
+                transfer: transfer.clone(),
+                location: pool.location.clone(),
+            });
+        }
+        _ => {}
+    }
     let mut hold = None;
     match &req.kind {
         EventKind::Sale
@@ -219,4 +235,63 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventId, LocationId, Quantity, Sku, TransferId};
+
+    fn req(kind: EventKind) -> EventRequest {
+        EventRequest::new(
+            EventId::new("e1").unwrap(),
+            LocationId::new("S1").unwrap(),
+            Sku::new("A").unwrap(),
+            Quantity::new(1).unwrap(),
+            kind,
+        )
+    }
+
+    #[test]
+    fn a_transfer_to_or_from_the_pools_own_location_is_refused() {
+        let me = NodeId([1; 32]);
+        let mut book = StockBook::new();
+        let pool = req(EventKind::Receipt).pool;
+        book.raise(me, &CounterKey::Minted(pool), 10).unwrap();
+        let holds = Holds::new();
+        let (s1, s2) = (
+            LocationId::new("S1").unwrap(),
+            LocationId::new("S2").unwrap(),
+        );
+        let transfer = TransferId::new("T1").unwrap();
+        let same = [
+            EventKind::TransferOut {
+                to: s1.clone(),
+                transfer: transfer.clone(),
+            },
+            EventKind::TransferIn {
+                from: s1.clone(),
+                transfer: transfer.clone(),
+            },
+        ];
+        for kind in same {
+            assert_eq!(
+                plan(&book, &holds, &me, &req(kind)),
+                Err(EventError::TransferToSameLocation {
+                    transfer: transfer.clone(),
+                    location: s1.clone(),
+                })
+            );
+        }
+        let other = [
+            EventKind::TransferOut {
+                to: s2.clone(),
+                transfer: transfer.clone(),
+            },
+            EventKind::TransferIn { from: s2, transfer },
+        ];
+        for kind in other {
+            assert!(plan(&book, &holds, &me, &req(kind)).is_ok());
+        }
+    }
 }
