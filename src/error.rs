@@ -227,6 +227,11 @@ pub enum NodeError {
     /// The node cannot take events (its replica failed to reload, or a group panicked).
     #[error("node is stopped")]
     Stopped,
+    /// Sync was asked of a node whose store may lose acknowledged commits on
+    /// power loss: it could then send changes it later forgets and reuse their
+    /// positions (a fork). Open the store with full durability to sync.
+    #[error("this node's store is not durable (synchronous=NORMAL): it cannot sync; open it with full durability")]
+    NotDurable,
 }
 
 impl NodeError {

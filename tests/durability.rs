@@ -38,6 +38,39 @@ fn sqlite_settings_are_what_the_durability_asks_for() {
 }
 
 #[test]
+fn a_node_whose_store_may_lose_commits_refuses_to_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    let spec = NodeSpec::parse("till-1", "S1", "till").unwrap();
+    data_dir::init(&dir, &spec).unwrap();
+    let clock: stocksync::Clock = Arc::new(|| 0);
+    let node = data_dir::open_with_durability(
+        &dir,
+        NodeOptions::default(),
+        Durability::Normal,
+        clock.clone(),
+    )
+    .unwrap();
+    // It still sells (a bulk load may want that), but nothing of it leaves.
+    node.execute(req("r", 5, EventKind::Receipt)).unwrap();
+    let peer = member(2).1.id;
+    assert!(matches!(
+        node.peer_up(peer),
+        Err(stocksync::NodeError::NotDurable)
+    ));
+    node.receive(peer, vec![1, 0]);
+    assert!(node.take_sends().is_empty());
+    assert!(node.sync_status().peers.is_empty());
+    drop(node);
+    let node = data_dir::open(&dir, NodeOptions::default(), clock).unwrap();
+    node.peer_up(peer).unwrap();
+    assert!(
+        !node.take_sends().is_empty(),
+        "a durable node greets its peer"
+    );
+}
+
+#[test]
 fn a_database_from_a_newer_schema_is_refused_untouched() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("n");

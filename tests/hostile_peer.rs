@@ -50,7 +50,7 @@ fn event(id: &str, qty: u64, kind: EventKind) -> EventRequest {
 fn gapped_bundles(seed: u8, n: usize, to: NodeId) -> Vec<Vec<u8>> {
     let clock = Arc::new(AtomicI64::new(0));
     let w = node([seed; 32], SyncConfig::default(), clock);
-    w.peer_up(to);
+    w.peer_up(to).unwrap();
     w.execute(event("r", 100, EventKind::Receipt)).unwrap();
     w.take_sends();
     let mut out = Vec::new();
@@ -79,7 +79,7 @@ fn parked_bundles_stay_within_budget_and_expire() {
     let clock = Arc::new(AtomicI64::new(0));
     let victim = node([1; 32], config.clone(), clock.clone());
     let attacker = Identity::from_seed([2; 32]).node_id();
-    victim.peer_up(attacker);
+    victim.peer_up(attacker).unwrap();
     let mut sent = 0;
     for w in 0..12u8 {
         for m in gapped_bundles(100 + w, 8, victim.id()) {

@@ -351,3 +351,29 @@ fn concurrent_callers_share_group_commits() {
         "{THREADS} concurrent callers made {commits} commits for {events} events: no grouping"
     );
 }
+
+#[test]
+fn a_reference_over_the_limit_is_refused_and_changes_nothing() {
+    let store = MemoryStore::new();
+    let node = start(&store, NodeOptions::default());
+    let mut r = req("r", 5, EventKind::Receipt);
+    r.reference = Some("x".repeat(stocksync::model::MAX_REFERENCE + 1));
+    let e = node.execute(r).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            NodeError::Event(stocksync::EventError::Input(
+                stocksync::InputError::TooLong {
+                    what: "reference",
+                    ..
+                }
+            ))
+        ),
+        "{e}"
+    );
+    assert_eq!(store.event_count(), 0);
+    let mut r = req("r", 5, EventKind::Receipt);
+    r.reference = Some("x".repeat(stocksync::model::MAX_REFERENCE));
+    node.execute(r).unwrap();
+    assert_eq!(store.event_count(), 1);
+}

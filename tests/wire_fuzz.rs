@@ -53,7 +53,7 @@ proptest! {
         let decoded = message::decode(&bytes);
         let n = node(1);
         let peer = Identity::from_seed([2; 32]).node_id();
-        n.peer_up(peer);
+        n.peer_up(peer).unwrap();
         n.take_sends();
         n.receive(peer, bytes);
         let refused = rejections(&n);
@@ -75,7 +75,7 @@ proptest! {
     ) {
         let n = node(1);
         let peer = Identity::from_seed([2; 32]).node_id();
-        n.peer_up(peer);
+        n.peer_up(peer).unwrap();
         let bundle = Bundle {
             writer: peer,
             epoch,

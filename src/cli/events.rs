@@ -193,17 +193,8 @@ pub fn build(f: &EventFields<'_>, meta: &NodeMeta) -> Result<EventRequest> {
     };
     let mut req = EventRequest::new(id, location, sku, qty, kind);
     req.policy = f.policy.map(|p| p.parse::<Policy>()).transpose()?;
-    if let Some(r) = f.reference {
-        if r.len() > MAX_REFERENCE {
-            return Err(stocksync::error::InputError::TooLong {
-                what: "reference",
-                len: r.len(),
-                max: MAX_REFERENCE,
-            }
-            .into());
-        }
-        req.reference = Some(r.to_string());
-    }
+    req.reference = f.reference.map(str::to_string);
+    req.validate()?;
     Ok(req)
 }
 
@@ -211,9 +202,6 @@ pub fn build(f: &EventFields<'_>, meta: &NodeMeta) -> Result<EventRequest> {
 fn need<'a>(field: &'static str, v: Option<&'a str>) -> Result<&'a str, FieldError> {
     v.ok_or(FieldError::Missing(field))
 }
-
-/// Longest `--ref` accepted, in bytes.
-const MAX_REFERENCE: usize = 256;
 
 /// The fields of an event subcommand (`None` for other commands).
 pub fn fields(cmd: &Command) -> Option<EventFields<'_>> {

@@ -15,7 +15,8 @@ use crate::model::{NodeId, PoolKey, Sku};
 /// Largest value any one counter may reach (2^40 ≈ 1.1 × 10^12 units).
 ///
 /// With every counter at most 2^40, the sums in [`Share`] and [`PoolState`] stay
-/// below 2^62 for up to 2^20 writers per pool, so they cannot overflow `i64`.
+/// exact for up to 2^22 writers per pool; beyond that they saturate at the `i64`
+/// bounds instead of wrapping (every sum below is saturating).
 pub const MAX_COUNTER: i64 = 1 << 40;
 
 /// One node's share of one pool.
@@ -38,17 +39,21 @@ pub struct Share {
 impl Share {
     /// `minted + granted_in − granted_out − consumed − held`; negative means a deficit.
     pub fn rights(&self) -> i64 {
-        self.minted + self.granted_in - self.granted_out - self.consumed - self.held()
+        self.minted
+            .saturating_add(self.granted_in)
+            .saturating_sub(self.granted_out)
+            .saturating_sub(self.consumed)
+            .saturating_sub(self.held())
     }
 
     /// Units on hold, still on hand but not available.
     pub fn held(&self) -> i64 {
-        self.reserved - self.released
+        self.reserved.saturating_sub(self.released)
     }
 
     /// Units consumed beyond rights and not yet covered.
     pub fn deficit(&self) -> i64 {
-        (-self.rights()).max(0)
+        self.rights().saturating_neg().max(0)
     }
 }
 
@@ -62,17 +67,26 @@ pub struct PoolState {
 impl PoolState {
     /// `Σ minted − Σ consumed`: units physically in the location.
     pub fn on_hand(&self) -> i64 {
-        self.shares.values().map(|s| s.minted - s.consumed).sum()
+        self.shares
+            .values()
+            .map(|s| s.minted.saturating_sub(s.consumed))
+            .fold(0, i64::saturating_add)
     }
 
     /// Units on hold in the pool.
     pub fn held(&self) -> i64 {
-        self.shares.values().map(Share::held).sum()
+        self.shares
+            .values()
+            .map(Share::held)
+            .fold(0, i64::saturating_add)
     }
 
     /// Total uncovered deficit over all nodes.
     pub fn deficit(&self) -> i64 {
-        self.shares.values().map(Share::deficit).sum()
+        self.shares
+            .values()
+            .map(Share::deficit)
+            .fold(0, i64::saturating_add)
     }
 
     /// The share of `node` (zero when it never took part).
@@ -93,8 +107,13 @@ pub struct TransitState {
 impl TransitState {
     /// Units shipped and not yet received.
     pub fn in_transit(&self) -> i64 {
-        (self.shipped - self.received).max(0)
+        self.shipped.saturating_sub(self.received).max(0)
     }
+}
+
+/// Adds `d` to a running sum, saturating (see [`MAX_COUNTER`]).
+fn add(sum: &mut i64, d: i64) {
+    *sum = sum.saturating_add(d);
 }
 
 /// Every counter of every writer, and the sums per pool and per transfer.
@@ -158,21 +177,27 @@ impl StockBook {
         match key {
             CounterKey::Minted(p) => {
                 self.skus.insert(p.sku.clone());
-                self.share_mut(p, writer).minted += d;
+                add(&mut self.share_mut(p, writer).minted, d);
             }
-            CounterKey::Consumed(p) => self.share_mut(p, writer).consumed += d,
-            CounterKey::Reserved(p) => self.share_mut(p, writer).reserved += d,
-            CounterKey::Released(p) => self.share_mut(p, writer).released += d,
+            CounterKey::Consumed(p) => add(&mut self.share_mut(p, writer).consumed, d),
+            CounterKey::Reserved(p) => add(&mut self.share_mut(p, writer).reserved, d),
+            CounterKey::Released(p) => add(&mut self.share_mut(p, writer).released, d),
             CounterKey::Granted(p, to) => {
-                self.share_mut(p, writer).granted_out += d;
-                self.share_mut(p, *to).granted_in += d;
+                add(&mut self.share_mut(p, writer).granted_out, d);
+                add(&mut self.share_mut(p, *to).granted_in, d);
             }
             CounterKey::Shipped(leg) => {
                 self.skus.insert(leg.sku.clone());
-                self.transits.entry(leg.clone()).or_default().shipped += d;
+                add(
+                    &mut self.transits.entry(leg.clone()).or_default().shipped,
+                    d,
+                );
             }
             CounterKey::Received(leg) => {
-                self.transits.entry(leg.clone()).or_default().received += d;
+                add(
+                    &mut self.transits.entry(leg.clone()).or_default().received,
+                    d,
+                );
             }
         }
         Ok(d)

@@ -7,6 +7,10 @@ use super::ids::{
 };
 use super::quantity::Quantity;
 
+/// Longest reference an event may carry, in bytes: it travels in the change's
+/// audit line, so it bounds the size of every change (see docs/sync.md).
+pub const MAX_REFERENCE: usize = 256;
+
 /// What a node does when its rights do not cover a consumption.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,11 +144,24 @@ pub struct EventRequest {
     pub kind: EventKind,
     /// Overrides the kind's default policy.
     pub policy: Option<Policy>,
-    /// Free reference for the audit trail (receipt number, order id...).
+    /// Free reference for the audit trail (receipt number, order id...), at
+    /// most [`MAX_REFERENCE`] bytes.
     pub reference: Option<String>,
 }
 
 impl EventRequest {
+    /// Checks what the types cannot: the reference's length.
+    pub fn validate(&self) -> Result<(), crate::error::InputError> {
+        match &self.reference {
+            Some(r) if r.len() > MAX_REFERENCE => Err(crate::error::InputError::TooLong {
+                what: "reference",
+                len: r.len(),
+                max: MAX_REFERENCE,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// A request with no policy override and no reference.
     pub fn new(
         id: EventId,

@@ -228,10 +228,17 @@ impl Node {
     }
 
     /// A transport connected to `peer`, whose identity it authenticated.
-    pub fn peer_up(&self, peer: NodeId) {
+    ///
+    /// Refused with [`NodeError::NotDurable`] on a store that may lose
+    /// acknowledged commits: nothing of such a node may leave it.
+    pub fn peer_up(&self, peer: NodeId) -> Result<(), NodeError> {
         let mut core = self.shared.core();
+        if !core.writer.durable() {
+            return Err(NodeError::NotDurable);
+        }
         core.status.peers.insert(peer);
         self.shared.run(&mut core, Input::PeerUp(peer));
+        Ok(())
     }
 
     /// The connection to `peer` is gone; messages still queued for it are dropped.

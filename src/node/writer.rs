@@ -68,6 +68,11 @@ impl Writer {
         })
     }
 
+    /// True when the store's commits survive power loss.
+    pub(crate) fn durable(&self) -> bool {
+        self.store.durable()
+    }
+
     /// The replica (`None` after a failed reload).
     pub fn replica(&self) -> Option<&Replica> {
         self.replica.as_ref()

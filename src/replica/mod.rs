@@ -164,6 +164,7 @@ impl Replica {
         batch: &mut Batch,
         req: EventRequest,
     ) -> Result<EventOutcome, EventError> {
+        req.validate()?;
         let plan = escrow::plan(&self.book, &self.holds, &self.me, &req)?;
         for (k, v) in &plan.writes {
             let old = self.book.counter(&self.me, k);

@@ -66,13 +66,17 @@ impl Mesh {
         self.clock.load(Ordering::Relaxed) as u64
     }
 
-    /// Adds a node with the identity of `seed`; `meta` gets its id.
+    /// Adds a node with the identity of `seed`; `meta` gets its id. The store
+    /// must be durable (nodes sync only over durable stores).
     pub fn add(
         &mut self,
         seed: [u8; 32],
         store: impl Store + 'static,
         meta: impl FnOnce(NodeId) -> NodeMeta,
     ) -> Result<usize, StoreError> {
+        if !store.durable() {
+            return Err(StoreError::Failed(NodeError::NotDurable.to_string()));
+        }
         let identity = Identity::from_seed(seed);
         let id = identity.node_id();
         let clock = self.clock.clone();
@@ -113,9 +117,11 @@ impl Mesh {
     /// Connects nodes `a` and `b`.
     pub fn connect(&mut self, a: usize, b: usize) {
         let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
-        self.nodes[a].node.peer_up(ib);
+        // `add` admits durable stores only, the one reason `peer_up` refuses.
+        let durable = "mesh stores are durable";
+        self.nodes[a].node.peer_up(ib).expect(durable);
         self.collect(a);
-        self.nodes[b].node.peer_up(ia);
+        self.nodes[b].node.peer_up(ia).expect(durable);
         self.collect(b);
     }
 

@@ -58,6 +58,13 @@ pub struct StoredChange {
 /// A durable home for one node's replica. Every method that writes is atomic:
 /// all of it is durable when it returns `Ok`, none of it otherwise.
 pub trait Store: Send {
+    /// True when a commit is on disk when it returns (power loss included).
+    /// A node syncs only over a durable store: what it sends must never be
+    /// forgotten by a restart, or it would write other changes at the same
+    /// positions (a fork of its own history).
+    fn durable(&self) -> bool {
+        true
+    }
     /// Reads what the node needs to resume, for node `me`.
     fn load(&mut self, me: &NodeId) -> Result<Snapshot, StoreError>;
     /// The stored request and outcome of event `id`, if it was committed.

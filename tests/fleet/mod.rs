@@ -125,9 +125,9 @@ impl Fleet {
     /// Tells nodes `a` and `b` they are connected.
     pub fn connect(&mut self, a: usize, b: usize) {
         let (ia, ib) = (self.nodes[a].id(), self.nodes[b].id());
-        self.nodes[a].peer_up(ib);
+        self.nodes[a].peer_up(ib).unwrap();
         self.collect(a);
-        self.nodes[b].peer_up(ia);
+        self.nodes[b].peer_up(ia).unwrap();
         self.collect(b);
     }
 

@@ -32,7 +32,8 @@ pub enum Durability {
     /// `synchronous=FULL`: a commit is on disk when it returns (the default).
     #[default]
     Full,
-    /// `synchronous=NORMAL`: faster; the last commits can be lost on power loss (not on a process crash).
+    /// `synchronous=NORMAL`: faster; the last commits can be lost on power loss
+    /// (not on a process crash). A node on such a store refuses to sync.
     Normal,
 }
 
@@ -73,6 +74,7 @@ impl DirLock {
 pub struct SqliteStore {
     conn: Connection,
     meta: NodeMeta,
+    durability: Durability,
     _lock: DirLock,
 }
 
@@ -129,6 +131,7 @@ impl SqliteStore {
         Ok(Self {
             conn,
             meta: meta.clone(),
+            durability,
             _lock: lock,
         })
     }
@@ -166,6 +169,7 @@ impl SqliteStore {
         Ok(Self {
             conn,
             meta,
+            durability,
             _lock: lock,
         })
     }
@@ -255,6 +259,10 @@ fn db_path(dir: &Path) -> Result<PathBuf, StoreError> {
 }
 
 impl Store for SqliteStore {
+    fn durable(&self) -> bool {
+        self.durability == Durability::Full
+    }
+
     fn load(&mut self, me: &NodeId) -> Result<Snapshot, StoreError> {
         let mut book = StockBook::new();
         let mut stmt = self
