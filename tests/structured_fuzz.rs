@@ -261,7 +261,7 @@ fn mutate(rng: &mut XorShiftRng, c: &Corpus, strangers: &[NodeId]) -> Vec<u8> {
             let heads = vec![(c.writer, p), (strangers[0], p)];
             return message::encode(&Message::Heads {
                 heads,
-                reply: rng.next_u64() % 2 == 0,
+                reply: rng.next_u64().is_multiple_of(2),
             });
         }
     }
