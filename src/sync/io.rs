@@ -52,7 +52,7 @@ impl Default for SyncConfig {
             parked_ttl_ms: 30_000,
             recent_per_writer: 256,
             push_delay_ms: 0,
-            roster_resend_ms: 30_000,
+            roster_resend_ms: 10_000,
         }
     }
 }
