@@ -304,6 +304,11 @@ impl Node {
     pub fn sync_status(&self) -> SyncStatus {
         let core = self.shared.core();
         let mut s = core.status.status(core.engine.stats());
+        s.roster_version = core
+            .writer
+            .replica()
+            .map(Replica::roster_version)
+            .unwrap_or(0);
         s.outbox_bytes = self.shared.outbox.queued_bytes();
         s.outbox_dropped = self.shared.outbox.dropped();
         s

@@ -276,6 +276,7 @@ fn a_newer_roster_reaches_every_node_through_relays_and_a_foreign_one_is_refused
     }
     f.mesh.settle();
     assert_eq!(f.versions(), vec![7; 4]);
+    assert_eq!(f.mesh.nodes[HUB].node.sync_status().roster_version, 7);
 }
 
 #[test]

@@ -51,7 +51,7 @@ CREATE TABLE stock(
     r#"
 CREATE TABLE roster(
     id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL,
-    body BLOB NOT NULL, signature BLOB NOT NULL);
+    body BLOB NOT NULL, signature BLOB NOT NULL) WITHOUT ROWID;
 "#,
 ];
 
