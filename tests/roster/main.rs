@@ -1,17 +1,18 @@
 //! The fleet roster end to end: an outsider, members overstepping their
 //! place, a revoked till, the roster exchange, own events the roster forbids,
-//! and the roster kept across a restart on SQLite.
+//! and the roster kept across a restart on SQLite (`persist.rs`).
 
 mod harness;
+mod persist;
 
 use harness::{at, fleet, loc, options, sends_roster, settle_watching, CHANNEL, HUB, STORE, TILL};
-use stocksync::fleet::{FleetAuthority, InstallError, Member, RosterError};
+use stocksync::fleet::{FleetAuthority, Member, RosterError};
 use stocksync::model::{EventKind, NodeId, NodeMeta, PoolKey, Role, Sku};
 use stocksync::store::memory::MemoryStore;
 use stocksync::store::{ChangeRange, Store};
 use stocksync::sync::message::{self, Bundle, ChangeBytes, HeadSignature, Message};
 use stocksync::sync::RejectReason;
-use stocksync::{data_dir, system_clock, EventError, Identity, NodeError, SetupError, StoreError};
+use stocksync::{EventError, Identity, NodeError};
 
 const OUTSIDER: u8 = 9;
 
@@ -355,68 +356,6 @@ fn own_events_the_roster_forbids_are_refused_locally_and_the_node_stays_usable()
         .unwrap();
     match f.mesh.event(fresh, at("S1", "n1", 1, EventKind::Receipt)) {
         Err(NodeError::Event(EventError::NotPermitted(RosterError::NotMember))) => {}
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn a_node_on_sqlite_keeps_its_roster_across_a_restart_and_refuses_another_fleet() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = stocksync::NodeSpec::parse("store-1", "S1", "store").unwrap();
-    let meta = data_dir::init(dir.path(), &spec).unwrap();
-    let authority = FleetAuthority::from_seed([42; 32]);
-    let roster = authority
-        .roster()
-        .with_member(meta.id, Member::new("store-1", Role::Store, [loc("S1")]));
-    let signed = authority.sign(&roster).unwrap();
-    let open = |fleet| data_dir::open(dir.path(), options(fleet), system_clock());
-    {
-        let node = open(Some(authority.fleet())).unwrap();
-        assert_eq!(node.roster_version(), 0);
-        assert!(node.execute(at("S1", "r0", 1, EventKind::Receipt)).is_err());
-        assert_eq!(node.install_roster(signed.clone()).unwrap(), 1);
-        match node.install_roster(signed.clone()) {
-            Err(NodeError::Roster(InstallError::NotNewer {
-                held: 1,
-                offered: 1,
-            })) => {}
-            other => panic!("{other:?}"),
-        }
-        node.execute(at("S1", "r1", 1, EventKind::Receipt)).unwrap();
-    }
-    let node = open(Some(authority.fleet())).unwrap();
-    assert_eq!(node.roster_version(), 1);
-    assert_eq!(node.roster(), Some(roster));
-    node.execute(at("S1", "r2", 1, EventKind::Receipt)).unwrap();
-    drop(node);
-    // A stored roster never silently falls back to open mode, nor to another fleet.
-    let other = FleetAuthority::from_seed([7; 32]).fleet();
-    for fleet in [None, Some(other)] {
-        match open(fleet) {
-            Err(SetupError::Store(StoreError::Roster(_))) => {}
-            Err(e) => panic!("{e}"),
-            Ok(_) => panic!("opened with fleet {fleet:?}"),
-        }
-    }
-    // A node in open mode takes no roster.
-    let identity = Identity::from_seed([60; 32]);
-    let id = identity.node_id();
-    let meta = NodeMeta {
-        id,
-        name: "solo".into(),
-        location: loc("S1"),
-        role: Role::Store,
-    };
-    let solo = stocksync::Node::start(
-        identity,
-        meta,
-        MemoryStore::new(),
-        options(None),
-        system_clock(),
-    )
-    .unwrap();
-    match solo.install_roster(signed) {
-        Err(NodeError::Roster(InstallError::OpenMode)) => {}
         other => panic!("{other:?}"),
     }
 }
