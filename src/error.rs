@@ -126,6 +126,9 @@ pub enum EventError {
         /// What was asked.
         requested: u64,
     },
+    /// The fleet roster forbids this node the event's counter writes; nothing changed.
+    #[error("not permitted by the fleet roster: {0}")]
+    NotPermitted(crate::fleet::RosterError),
     /// A malformed value.
     #[error(transparent)]
     Input(#[from] InputError),
@@ -160,6 +163,20 @@ pub enum ChangeError {
     /// The counter values would overflow.
     #[error(transparent)]
     Event(#[from] EventError),
+    /// The writer is not a member of the fleet.
+    #[error("the writer is not a member of the fleet")]
+    NotMember,
+    /// The writer was revoked before this change.
+    #[error("the writer was revoked after {after:?}; change {got:?} is later")]
+    Revoked {
+        /// The writer's last position that stays accepted.
+        after: crate::model::Position,
+        /// The change's position.
+        got: crate::model::Position,
+    },
+    /// The roster forbids the writer a counter this change writes.
+    #[error("not permitted by the fleet roster: {0}")]
+    NotPermitted(crate::fleet::RosterError),
 }
 
 /// A storage failure.
@@ -201,6 +218,9 @@ pub enum StoreError {
     /// The stored Automerge data does not load.
     #[error("stored replica data does not load: {0}")]
     Replica(String),
+    /// The stored fleet roster does not fit the node's configured fleet id.
+    #[error("stored fleet roster: {0}")]
+    Roster(String),
 }
 
 impl StoreError {
@@ -232,6 +252,9 @@ pub enum NodeError {
     /// positions (a fork). Open the store with full durability to sync.
     #[error("this node's store is not durable (synchronous=NORMAL): it cannot sync; open it with full durability")]
     NotDurable,
+    /// A roster offered to the node was not installed.
+    #[error(transparent)]
+    Roster(#[from] crate::fleet::InstallError),
 }
 
 impl NodeError {

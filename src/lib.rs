@@ -53,6 +53,7 @@
 //! # Layout
 //! - [`model`]: ids, quantities, events and node metadata (plain data).
 //! - [`escrow`]: the stock book of grow-only counters and the escrow rule (pure).
+//! - [`fleet`]: the signed fleet roster: who may write, where, in which role (pure).
 //! - [`replica`]: the book plus the own Automerge document, and validation of other writers' changes (pure).
 //! - [`sync`]: the sync protocol: wire messages, head signatures, the gossip state machine (pure).
 //! - [`store`]: the storage trait, its SQLite and in-memory implementations.
@@ -66,6 +67,7 @@
 pub mod data_dir;
 pub mod error;
 pub mod escrow;
+pub mod fleet;
 pub mod identity;
 pub mod model;
 pub mod node;

@@ -29,6 +29,7 @@ use outbox::Outbox;
 use status::StatusLog;
 
 use crate::error::{NodeError, StoreError};
+use crate::fleet::{FleetId, Roster, SignedRoster};
 use crate::identity::Identity;
 use crate::model::{EventOutcome, EventRequest, NodeId, NodeMeta};
 use crate::replica::Replica;
@@ -60,6 +61,12 @@ pub struct NodeOptions {
     /// Most bytes queued for one peer before further messages to it are dropped
     /// (the protocol repairs them); only reached when a transport stops draining.
     pub outbox_bytes_per_peer: usize,
+    /// The fleet the node belongs to: its authority's public key. With `Some`,
+    /// the node accepts only changes its fleet roster admits and refuses own
+    /// events the roster forbids (before any roster is installed: all of them).
+    /// `None` is open mode: no membership check at all, for a node on its own
+    /// and for tests; such a node must not sync with untrusted peers.
+    pub fleet: Option<FleetId>,
 }
 
 impl Default for NodeOptions {
@@ -69,6 +76,7 @@ impl Default for NodeOptions {
             max_batch: 1024,
             sync: SyncConfig::default(),
             outbox_bytes_per_peer: 8 << 20,
+            fleet: None,
         }
     }
 }
@@ -140,7 +148,7 @@ impl Shared {
                     status.record(event);
                 }
                 // `Writer::sync` performs loads and persists itself.
-                Effect::Load { .. } | Effect::Persist(_) => {}
+                Effect::Load { .. } | Effect::Persist(_) | Effect::PersistRoster(_) => {}
             }
         }
     }
@@ -296,9 +304,43 @@ impl Node {
     pub fn sync_status(&self) -> SyncStatus {
         let core = self.shared.core();
         let mut s = core.status.status(core.engine.stats());
+        s.roster_version = core
+            .writer
+            .replica()
+            .map(Replica::roster_version)
+            .unwrap_or(0);
         s.outbox_bytes = self.shared.outbox.queued_bytes();
         s.outbox_dropped = self.shared.outbox.dropped();
         s
+    }
+
+    /// Installs a fleet roster (what an enrolment calls): verified under
+    /// [`NodeOptions::fleet`], newer than the one held, stored, then sent to
+    /// every connected peer. Returns its version. Changes applied before stay;
+    /// the new roster decides every later change and event.
+    pub fn install_roster(&self, roster: SignedRoster) -> Result<u64, NodeError> {
+        let mut core = self.shared.core();
+        let version = core.writer.install_roster(roster)?;
+        self.shared.run(&mut core, Input::RosterInstalled);
+        Ok(version)
+    }
+
+    /// The version of the fleet roster the node holds (0: none, or open mode).
+    pub fn roster_version(&self) -> u64 {
+        self.shared
+            .core()
+            .writer
+            .replica()
+            .map(Replica::roster_version)
+            .unwrap_or(0)
+    }
+
+    /// The fleet roster the node holds, if any.
+    pub fn roster(&self) -> Option<Roster> {
+        let core = self.shared.core();
+        let replica = core.writer.replica()?;
+        replica.signed_roster()?;
+        replica.roster().cloned()
     }
 
     /// Releases this handle (the store closes when the last handle goes).

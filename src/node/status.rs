@@ -38,6 +38,8 @@ pub struct SyncStatus {
     pub parked_bundles: usize,
     /// Bytes of those bundles.
     pub parked_bytes: usize,
+    /// The version of the fleet roster the node holds (0: none, or open mode).
+    pub roster_version: u64,
 }
 
 /// The node's running record of sync reports.
@@ -95,6 +97,7 @@ impl StatusLog {
             events_dropped: self.events_dropped,
             parked_bundles: stats.parked_bundles,
             parked_bytes: stats.parked_bytes,
+            roster_version: 0,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use tracing::{debug, error, warn};
 
 use crate::error::{EventError, NodeError, StoreError};
+use crate::fleet::{FleetId, FleetState, SignedRoster};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeMeta};
 use crate::replica::{Batch, CommittedChange, Replica, SealedBatch};
 use crate::store::{StockRow, Store};
@@ -42,9 +43,38 @@ pub(crate) struct Writer {
     store: Box<dyn Store>,
     replica: Option<Replica>,
     epoch_changes: u64,
+    /// The fleet the node belongs to (`None`: open mode).
+    fleet: Option<FleetId>,
     clock: super::Clock,
     /// Own changes committed and not yet taken by [`Writer::take_committed`].
     committed: Vec<CommittedChange>,
+}
+
+/// Loads the replica of `me` from `store`, with the stored roster verified
+/// under `fleet` (refused if it does not verify, or if no fleet is configured
+/// while the store holds a roster: such a node must not fall back to open mode).
+fn open_replica(
+    store: &mut dyn Store,
+    me: &crate::model::NodeId,
+    epoch_changes: u64,
+    fleet: Option<FleetId>,
+) -> Result<Replica, StoreError> {
+    let snapshot = store.load(me)?;
+    let state = match (fleet, store.roster()?) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(StoreError::Roster(
+                "the store holds a fleet roster but no fleet id is configured".into(),
+            ))
+        }
+        (Some(id), stored) => Some(FleetState::new(id, stored.as_ref()).map_err(|e| {
+            StoreError::Roster(format!("it does not verify under fleet {id}: {e}"))
+        })?),
+    };
+    let mut replica = Replica::open(*me, snapshot, epoch_changes)
+        .map_err(|e| StoreError::Replica(e.to_string()))?;
+    replica.set_fleet(state);
+    Ok(replica)
 }
 
 impl Writer {
@@ -55,14 +85,18 @@ impl Writer {
         options: &super::NodeOptions,
         clock: super::Clock,
     ) -> Result<Self, StoreError> {
-        let snapshot = store.load(&meta.id)?;
-        let replica = Replica::open(meta.id, snapshot, options.epoch_changes)
-            .map_err(|e| StoreError::Replica(e.to_string()))?;
+        let replica = open_replica(
+            store.as_mut(),
+            &meta.id,
+            options.epoch_changes,
+            options.fleet,
+        )?;
         Ok(Self {
             meta,
             store,
             replica: Some(replica),
             epoch_changes: options.epoch_changes,
+            fleet: options.fleet,
             clock,
             committed: Vec::new(),
         })
@@ -76,6 +110,20 @@ impl Writer {
     /// The replica (`None` after a failed reload).
     pub fn replica(&self) -> Option<&Replica> {
         self.replica.as_ref()
+    }
+
+    /// Verifies `roster` under the node's fleet, checks it is newer than the one
+    /// held, stores it, and only then installs it; returns its version.
+    pub(crate) fn install_roster(&mut self, roster: SignedRoster) -> Result<u64, NodeError> {
+        let replica = self.replica.as_ref().ok_or(NodeError::Stopped)?;
+        let verified = replica.check_roster(&roster)?;
+        let version = verified.version();
+        self.store.set_roster(&verified)?;
+        self.replica
+            .as_mut()
+            .ok_or(NodeError::Stopped)?
+            .install_roster(verified)?;
+        Ok(version)
     }
 
     /// Own changes committed since the last call, in order (for the sync engine).
@@ -106,6 +154,7 @@ impl Writer {
             let mut persist = Vec::new();
             let mut sends = Vec::new();
             let mut reports = Vec::new();
+            let mut rosters = Vec::new();
             for effect in engine.handle(replica, now_ms, input) {
                 match effect {
                     Effect::Load { peer, range } => {
@@ -120,8 +169,20 @@ impl Writer {
                         });
                     }
                     Effect::Persist(p) => persist.push(p),
+                    Effect::PersistRoster(r) => rosters.push(r),
                     send @ Effect::Send { .. } => sends.push(send),
                     report => reports.push(report),
+                }
+            }
+            for r in rosters {
+                // The roster stays installed in memory (it verified; a restart
+                // before it is stored fetches it again from a peer).
+                if let Err(e) = self.store.set_roster(&r) {
+                    error!(error = %e, version = r.version(), "storing the fleet roster failed");
+                    reports.push(Effect::Report(SyncEvent::PersistFailed {
+                        changes: 0,
+                        error: format!("fleet roster: {e}"),
+                    }));
                 }
             }
             if !persist.is_empty() {
@@ -302,10 +363,12 @@ impl Writer {
     /// Drops the in-memory state and rebuilds it from what the store committed.
     pub fn reload(&mut self) {
         self.replica = None;
-        match self.store.load(&self.meta.id).and_then(|s| {
-            Replica::open(self.meta.id, s, self.epoch_changes)
-                .map_err(|e| StoreError::Replica(e.to_string()))
-        }) {
+        match open_replica(
+            self.store.as_mut(),
+            &self.meta.id,
+            self.epoch_changes,
+            self.fleet,
+        ) {
             Ok(r) => self.replica = Some(r),
             Err(e) => error!(error = %e, "reload failed; the node refuses events until restarted"),
         }

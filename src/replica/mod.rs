@@ -5,6 +5,7 @@
 //! stages events into a [`Batch`], seals it into one change, makes it durable, and
 //! only then acknowledges.
 
+mod fleet;
 mod own_doc;
 pub mod raw_change;
 mod remote;
@@ -92,6 +93,8 @@ pub struct Replica {
     doc: OwnDoc,
     heads: HashMap<NodeId, WriterHead>,
     epoch_changes: u64,
+    /// The fleet and its roster; `None` is open mode (no membership checks).
+    fleet: Option<crate::fleet::FleetState>,
 }
 
 impl Replica {
@@ -135,6 +138,7 @@ impl Replica {
             doc,
             heads,
             epoch_changes: epoch_changes.max(1),
+            fleet: None,
         })
     }
 
@@ -165,6 +169,14 @@ impl Replica {
         req: EventRequest,
     ) -> Result<EventOutcome, EventError> {
         req.validate()?;
+        if let Some(roster) = self.roster() {
+            // A writer never builds a change its receivers would refuse.
+            for (key, _) in escrow::counter_deltas(&req) {
+                roster
+                    .check_write(&self.me, &key)
+                    .map_err(EventError::NotPermitted)?;
+            }
+        }
         let plan = escrow::plan(&self.book, &self.holds, &self.me, &req)?;
         for (k, v) in &plan.writes {
             let old = self.book.counter(&self.me, k);
@@ -299,7 +311,15 @@ impl Replica {
             // Only this node writes its own document; a copy coming back is never news.
             return Ok(None);
         }
-        match validate(&self.book, self.heads.get(writer), writer, epoch, bytes)? {
+        let roster = self.roster();
+        match validate(
+            &self.book,
+            self.heads.get(writer),
+            roster,
+            writer,
+            epoch,
+            bytes,
+        )? {
             Verdict::Stale => Ok(None),
             Verdict::Apply(valid) => {
                 // `validate` checked every value lies in 0..=MAX_COUNTER, the only

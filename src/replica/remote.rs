@@ -4,7 +4,9 @@
 //! it is filed under, it follows that writer's last change (or opens a newer
 //! epoch), and every operation puts one of the writer's counters
 //! without ever lowering it. Every operation must be a `put` of a counter value:
-//! the value a receiver ends with then depends on the change alone.
+//! the value a receiver ends with then depends on the change alone. Given a
+//! fleet roster, the writer must also be a member, not revoked before the
+//! change, and permitted every counter it writes.
 
 use std::collections::HashMap;
 
@@ -15,6 +17,7 @@ use super::own_doc::MessageHeader;
 use super::raw_change::RawChangeError;
 use crate::error::ChangeError;
 use crate::escrow::{CounterKey, StockBook, MAX_COUNTER};
+use crate::fleet::{Roster, RosterError};
 use crate::model::{NodeId, Position};
 
 /// The last change this replica holds from one writer.
@@ -47,14 +50,31 @@ pub struct ValidChange {
 /// Largest change accepted, in bytes.
 pub const MAX_CHANGE_BYTES: usize = 4 << 20;
 
-/// Checks `bytes`, filed as change `position` of `writer`, against the replica's state.
+/// The typed change error of a roster refusal of a change at `got`.
+fn refused(e: RosterError, got: Position) -> ChangeError {
+    match e {
+        RosterError::NotMember => ChangeError::NotMember,
+        RosterError::Revoked { after, .. } => ChangeError::Revoked { after, got },
+        other => ChangeError::NotPermitted(other),
+    }
+}
+
+/// Checks `bytes`, filed under `writer` and `epoch`, against the replica's
+/// state and, unless in open mode (`roster` is `None`), the fleet roster.
+///
+/// Bounded: at most [`MAX_CHANGE_BYTES`] are parsed, and a writer the roster
+/// does not list is refused before any parsing.
 pub fn validate(
     book: &StockBook,
     head: Option<&WriterHead>,
+    roster: Option<&Roster>,
     writer: &NodeId,
     epoch: u32,
     bytes: &[u8],
 ) -> Result<Verdict, ChangeError> {
+    if roster.is_some_and(|r| r.member(writer).is_none()) {
+        return Err(ChangeError::NotMember);
+    }
     if bytes.len() > MAX_CHANGE_BYTES {
         return Err(ChangeError::Malformed(format!(
             "{} bytes is over the limit",
@@ -100,6 +120,9 @@ pub fn validate(
     if got.epoch < have.epoch || (got.epoch == have.epoch && got.seq <= have.seq) {
         return Ok(Verdict::Stale);
     }
+    if let Some(r) = roster {
+        r.admits(writer, Some(got)).map_err(|e| refused(e, got))?;
+    }
     let follows = if got.seq == 1 {
         change.deps().is_empty()
     } else {
@@ -124,6 +147,10 @@ pub fn validate(
             return Err(forbidden("sequence key"));
         };
         let key = CounterKey::parse(name).map_err(|e| ChangeError::Forbidden(e.to_string()))?;
+        if let Some(r) = roster {
+            r.check_received(writer, got, &key)
+                .map_err(|e| refused(e, got))?;
+        }
         let current = values
             .get(&key)
             .copied()

@@ -74,6 +74,18 @@ impl Mesh {
         store: impl Store + 'static,
         meta: impl FnOnce(NodeId) -> NodeMeta,
     ) -> Result<usize, StoreError> {
+        let options = self.options.clone();
+        self.add_with(seed, store, options, meta)
+    }
+
+    /// [`Mesh::add`] with this node's own options (another fleet, open mode...).
+    pub fn add_with(
+        &mut self,
+        seed: [u8; 32],
+        store: impl Store + 'static,
+        options: NodeOptions,
+        meta: impl FnOnce(NodeId) -> NodeMeta,
+    ) -> Result<usize, StoreError> {
         if !store.durable() {
             return Err(StoreError::Failed(NodeError::NotDurable.to_string()));
         }
@@ -84,7 +96,7 @@ impl Mesh {
             identity,
             meta(id),
             store,
-            self.options.clone(),
+            options,
             Arc::new(move || clock.load(Ordering::Relaxed)),
         )?;
         self.nodes.push(MeshNode {
@@ -123,6 +135,15 @@ impl Mesh {
         self.collect(a);
         self.nodes[b].node.peer_up(ia).expect(durable);
         self.collect(b);
+    }
+
+    /// Disconnects nodes `a` and `b` (both sides see the link go down).
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
+        self.nodes[a].node.peer_down(ib);
+        self.nodes[b].node.peer_down(ia);
+        self.queue
+            .retain(|(f, t, _)| !((*f == a && *t == b) || (*f == b && *t == a)));
     }
 
     /// Hands `message` to node `to` as if `from` sent it.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{ChangeRange, RemoteChange, Snapshot, StockRow, Store, StoredChange};
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, Hold, StockBook};
+use crate::fleet::{SignedRoster, VerifiedRoster};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeId, Position, ReservationId};
 use crate::replica::{CommittedChange, SealedBatch, WriterHead};
 
@@ -21,6 +22,7 @@ struct Data {
     events: HashMap<EventId, (EventRequest, EventOutcome)>,
     holds: HashMap<ReservationId, Hold>,
     stock: BTreeMap<(String, String), StockRow>,
+    roster: Option<SignedRoster>,
     fail_commits: u32,
     commits: u64,
 }
@@ -187,5 +189,16 @@ impl Store for MemoryStore {
             }
         }
         Ok(out)
+    }
+
+    fn roster(&mut self) -> Result<Option<SignedRoster>, StoreError> {
+        Ok(self.data().roster.clone())
+    }
+
+    fn set_roster(&mut self, roster: &VerifiedRoster) -> Result<(), StoreError> {
+        let mut d = self.data();
+        check_fail(&mut d)?;
+        d.roster = Some(roster.signed().clone());
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, StockBook};
+use crate::fleet::{SignedRoster, VerifiedRoster};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeId, Position};
 pub use crate::replica::Snapshot;
 use crate::replica::{CommittedChange, SealedBatch};
@@ -83,6 +84,19 @@ pub trait Store: Send {
     fn commit_remote(&mut self, changes: &[RemoteChange]) -> Result<(), StoreError>;
     /// The stored changes `range` asks for, in order (see [`ChangeRange::admits`]).
     fn changes(&mut self, range: &ChangeRange) -> Result<Vec<StoredChange>, StoreError>;
+    /// The fleet roster the node installed last, as signed (`None`: none yet).
+    /// The default, for stores of nodes in open mode, keeps none.
+    fn roster(&mut self) -> Result<Option<SignedRoster>, StoreError> {
+        Ok(None)
+    }
+    /// Replaces the stored roster. The default refuses: a store that keeps no
+    /// roster cannot serve a node in a fleet.
+    fn set_roster(&mut self, roster: &VerifiedRoster) -> Result<(), StoreError> {
+        let _ = roster;
+        Err(StoreError::Failed(
+            "this store keeps no fleet roster".into(),
+        ))
+    }
 }
 
 /// Which stored changes of one writer to read, and how many.

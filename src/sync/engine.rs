@@ -24,6 +24,8 @@ pub(super) struct Peer {
     pub(super) last_progress_ms: u64,
     pub(super) next_probe_ms: u64,
     pub(super) loading: BTreeSet<NodeId>,
+    /// The roster version last sent to the peer, and when.
+    pub(super) roster_sent: Option<(u64, u64)>,
 }
 
 /// A bundle whose chain and signature were checked, restored to plain changes.
@@ -143,6 +145,7 @@ impl SyncEngine {
                     },
                     &mut out,
                 );
+                self.send_roster(replica, peer, true, &mut out);
             }
             Input::PeerDown(peer) => {
                 self.peers.remove(&peer);
@@ -180,6 +183,7 @@ impl SyncEngine {
                 }
             }
             Input::Tick => self.tick(replica, now_ms, &mut out),
+            Input::RosterInstalled => self.spread_roster(replica, None, &mut out),
         }
         out
     }
@@ -220,7 +224,13 @@ impl SyncEngine {
             } else if now_ms >= p.next_probe_ms {
                 p.next_probe_ms = now_ms + self.config.probe_interval_ms;
                 let (digest, writers) = digest(replica);
-                self.send(peer, &Message::Digest { digest, writers }, out);
+                let roster_version = replica.roster_version();
+                let probe = Message::Digest {
+                    digest,
+                    writers,
+                    roster_version,
+                };
+                self.send(peer, &probe, out);
             }
         }
     }
@@ -245,7 +255,11 @@ impl SyncEngine {
             Message::Digest {
                 digest: theirs,
                 writers,
+                roster_version,
             } => {
+                if roster_version < replica.roster_version() {
+                    self.send_roster(replica, from, false, out);
+                }
                 if (theirs, writers) != digest(replica) {
                     self.send(
                         from,
@@ -298,6 +312,7 @@ impl SyncEngine {
                 self.ingest(replica, from, bundle, out);
                 self.send(from, &ack, out);
             }
+            Message::Roster(signed) => self.receive_roster(replica, from, signed, out),
         }
     }
 

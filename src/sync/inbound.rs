@@ -8,7 +8,7 @@ use super::engine::{newer, SyncEngine, Verified};
 use super::io::{Effect, SyncEvent};
 use super::message::Bundle;
 use super::parked::ParkLimits;
-use crate::model::NodeId;
+use crate::model::{NodeId, Position};
 use crate::replica::{CommittedChange, Replica};
 use crate::store::{RemoteChange, StockRow, StoredChange};
 
@@ -36,6 +36,16 @@ impl SyncEngine {
             if !newer(last, have) {
                 return;
             }
+        }
+        // The roster next, on the bundle's stated start: a writer that is not
+        // a member (or revoked before it) costs no signature check, no parking
+        // and no relay. A false claim only gets a bundle refused.
+        let first = Position {
+            epoch: bundle.epoch,
+            seq: bundle.first_seq,
+        };
+        if let Err(e) = replica.admits_writer(&writer, first) {
+            return self.reject(from, Some(writer), e.into(), out);
         }
         let (span, changes) = match bundle::verify(&bundle) {
             Ok(v) => v,

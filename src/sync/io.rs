@@ -1,6 +1,7 @@
 //! What goes into and comes out of the sync engine: its configuration, inputs,
 //! effects, reported events and work counters.
 
+use crate::fleet::VerifiedRoster;
 use crate::model::{NodeId, Position};
 use crate::replica::CommittedChange;
 use crate::store::{ChangeRange, RemoteChange, StoredChange};
@@ -32,6 +33,9 @@ pub struct SyncConfig {
     /// Coalescing delay of eager pushes: 0 pushes each change at once; more
     /// gathers the changes of that many milliseconds into one signed bundle.
     pub push_delay_ms: u64,
+    /// Least time between two sends of the same roster to a peer whose digests
+    /// keep showing an older version (a peer that refuses it, or lost it).
+    pub roster_resend_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -48,6 +52,7 @@ impl Default for SyncConfig {
             parked_ttl_ms: 30_000,
             recent_per_writer: 256,
             push_delay_ms: 0,
+            roster_resend_ms: 10_000,
         }
     }
 }
@@ -79,6 +84,8 @@ pub enum Input {
     },
     /// Time passed; run what is due (see [`super::SyncEngine::poll_timeout`]).
     Tick,
+    /// The replica's roster was replaced locally (an enrolment): send it to every peer.
+    RosterInstalled,
 }
 
 /// Something the protocol reports.
@@ -146,6 +153,26 @@ pub enum RejectReason {
     /// A counter would leave its range.
     #[error("a counter would overflow")]
     Overflow,
+    /// The writer is not a member of the fleet (refused before its signature
+    /// is checked; nothing of it is parked or relayed).
+    #[error("the writer is not a member of the fleet")]
+    NotMember,
+    /// The writer was revoked; this change comes after its revocation point.
+    #[error("the writer was revoked after {after:?}; change {got:?} is later")]
+    Revoked {
+        /// The writer's last position that stays accepted.
+        after: Position,
+        /// The refused change's position.
+        got: Position,
+    },
+    /// The roster forbids the writer a counter the change writes (a location
+    /// not its own, a mint by a channel, a grant to a non-member...).
+    #[error("not permitted by the fleet roster: {0}")]
+    NotPermitted(String),
+    /// A roster that does not verify under this node's fleet id: another
+    /// fleet's, or forged.
+    #[error("a roster not signed by this fleet's authority: {0}")]
+    ForeignRoster(String),
 }
 
 impl From<crate::error::ChangeError> for RejectReason {
@@ -159,6 +186,9 @@ impl From<crate::error::ChangeError> for RejectReason {
             C::Forbidden(s) => RejectReason::Forbidden(s),
             C::OutOfOrder { have, got } => RejectReason::Gap { have, got },
             C::Event(_) => RejectReason::Overflow,
+            C::NotMember => RejectReason::NotMember,
+            C::Revoked { after, got } => RejectReason::Revoked { after, got },
+            C::NotPermitted(e) => RejectReason::NotPermitted(e.to_string()),
         }
     }
 }
@@ -195,6 +225,8 @@ pub enum Effect {
     /// Make a remote change durable (store's `commit_remote`; consecutive
     /// persists of one `handle` call may share a transaction).
     Persist(RemoteChange),
+    /// Store this roster, just installed in the replica (store's `set_roster`).
+    PersistRoster(VerifiedRoster),
     /// Report an event (log it, count it).
     Report(SyncEvent),
 }

@@ -9,12 +9,15 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fleet::{SignedRoster, MAX_ROSTER_BYTES};
 use crate::model::{NodeId, Position};
 
 /// The protocol version this build speaks.
 pub const VERSION: u8 = 1;
 /// Largest message accepted, before and after decompression.
 pub const MAX_MESSAGE: usize = 8 << 20;
+// A signed roster, with its signature and framing, fits in one message.
+const _: () = assert!(MAX_ROSTER_BYTES + 1024 < MAX_MESSAGE);
 /// Bodies larger than this are deflate-compressed.
 const COMPRESS_ABOVE: usize = 512;
 const FLAG_DEFLATE: u8 = 1;
@@ -76,6 +79,8 @@ pub enum Message {
         digest: [u8; 16],
         /// Number of writers.
         writers: u32,
+        /// The version of the fleet roster the sender holds (0: none).
+        roster_version: u64,
     },
     /// The sender's head for every writer it holds.
     Heads {
@@ -91,6 +96,9 @@ pub enum Message {
         /// Size of the acknowledged message.
         bytes: u32,
     },
+    /// The sender's fleet roster, as the fleet authority signed it (appended
+    /// last: the variants before it keep their wire tags).
+    Roster(SignedRoster),
 }
 
 /// Encodes `msg` (compressed when large).
@@ -206,7 +214,12 @@ mod tests {
             Message::Digest {
                 digest: [3; 16],
                 writers: 4,
+                roster_version: 7,
             },
+            Message::Roster(SignedRoster {
+                body: vec![5; 700],
+                signature: vec![6; 64],
+            }),
             Message::Heads {
                 heads: vec![(NodeId([1; 32]), Position { epoch: 1, seq: 9 })],
                 reply: true,

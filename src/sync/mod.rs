@@ -8,6 +8,7 @@ mod io;
 pub mod message;
 mod outbound;
 mod parked;
+mod roster;
 pub mod signing;
 
 pub use engine::{Effect, Input, RejectReason, SyncConfig, SyncEngine, SyncEvent, SyncStats};

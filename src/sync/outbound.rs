@@ -72,6 +72,16 @@ impl SyncEngine {
         } else {
             0
         };
+        // Nothing the roster refuses: a writer that is not a member, or whose
+        // next change comes after its revocation (applied here before the
+        // roster that revoked it arrived).
+        let next = Position {
+            epoch: head.epoch,
+            seq: after + 1,
+        };
+        if replica.admits_writer(&writer, next).is_err() {
+            return;
+        }
         let range = ChangeRange {
             writer,
             epoch: head.epoch,

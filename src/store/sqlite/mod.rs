@@ -2,6 +2,7 @@
 //! group commit. The data directory is locked for the life of the store.
 
 mod read;
+mod roster;
 mod schema;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ pub use schema::SCHEMA_VERSION;
 use super::{ChangeRange, RemoteChange, Snapshot, StockRow, Store, StoredChange};
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, Hold, StockBook};
+use crate::fleet::{SignedRoster, VerifiedRoster};
 use crate::model::{
     EventId, EventOutcome, EventRequest, LocationId, NodeId, NodeMeta, PoolKey, Position, Sku,
 };
@@ -453,5 +455,13 @@ impl Store for SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    fn roster(&mut self) -> Result<Option<SignedRoster>, StoreError> {
+        roster::load(&self.conn)
+    }
+
+    fn set_roster(&mut self, roster: &VerifiedRoster) -> Result<(), StoreError> {
+        roster::save(&self.conn, roster)
     }
 }

@@ -12,13 +12,16 @@
 //!   `(epoch, seq, idx)` = its change and its place in that change's batch.
 //! - `holds(reservation, location, sku, outstanding)`: open reservations.
 //! - `stock(location, sku, on_hand, held, rights, deficit)`: the materialized view for plain SQL.
+//! - `roster(id = 1, version, body, signature)` (version 2): the fleet roster the
+//!   node installed last, as the fleet authority signed it; at most one row.
 
 use rusqlite::Connection;
 
 use crate::error::StoreError;
 
 /// The migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE changes(
     writer BLOB NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
@@ -44,7 +47,13 @@ CREATE TABLE stock(
     location TEXT NOT NULL, sku TEXT NOT NULL, on_hand INTEGER NOT NULL,
     held INTEGER NOT NULL, rights INTEGER NOT NULL, deficit INTEGER NOT NULL,
     PRIMARY KEY(location, sku)) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+CREATE TABLE roster(
+    id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL,
+    body BLOB NOT NULL, signature BLOB NOT NULL) WITHOUT ROWID;
+"#,
+];
 
 /// The schema version this program writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
