@@ -20,6 +20,7 @@ use stocksync::model::{
     Role, Sku,
 };
 use stocksync::node::{Node, NodeOptions};
+use stocksync::replica::{RangeSummary, WriterRange};
 use stocksync::store::memory::MemoryStore;
 use stocksync::sync::message::{self, Bundle, ChangeBytes, HeadSignature, Message};
 use stocksync::{Identity, NodeId, SyncConfig};
@@ -121,7 +122,10 @@ fn corpus(victim: NodeId) -> Corpus {
         sent(&w, &mut bundles, &mut other);
     }
     w.query(|r| {
-        let h = r.heads()[&writer];
+        let h = *r
+            .heads()
+            .get(&writer)
+            .expect("the writer holds its own head");
         heads.insert((h.position, h.hash));
     })
     .unwrap();
@@ -258,8 +262,27 @@ fn mutate(rng: &mut XorShiftRng, c: &Corpus, strangers: &[NodeId]) -> Vec<u8> {
                 epoch: (rng.next_u64() % 3) as u32,
                 seq: rng.next_u64() % 40,
             };
-            let heads = vec![(c.writer, p), (strangers[0], p)];
+            let range = WriterRange {
+                depth: (rng.next_u64() % 10) as u8,
+                prefix: (rng.next_u64() % 300) as u32,
+            };
+            let hash = [(rng.next_u64() % 3) as u8; 32];
+            let mut heads = vec![(c.writer, p, hash), (strangers[0], p, hash)];
+            if rng.next_u64().is_multiple_of(2) {
+                heads.reverse();
+            }
+            if rng.next_u64().is_multiple_of(2) {
+                let n = (rng.next_u64() % 20) as usize;
+                let children = (0..n)
+                    .map(|i| RangeSummary {
+                        sum: u128::from(rng.next_u64()) * i as u128,
+                        count: (rng.next_u64() % 5000) as u32,
+                    })
+                    .collect();
+                return message::encode(&Message::Summaries { range, children });
+            }
             return message::encode(&Message::Heads {
+                range,
                 heads,
                 reply: rng.next_u64().is_multiple_of(2),
             });

@@ -6,6 +6,7 @@
 //! only then acknowledges.
 
 mod fleet;
+mod head_index;
 mod own_doc;
 pub mod raw_change;
 mod remote;
@@ -14,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
+pub use head_index::{HeadIndex, RangeSummary, WriterRange, MAX_DEPTH};
 pub use own_doc::CommittedChange;
 pub(crate) use own_doc::{CounterWrite, OwnDoc};
 pub use remote::{validate, ValidChange, Verdict, WriterHead, MAX_CHANGE_BYTES};
@@ -91,7 +93,7 @@ pub struct Replica {
     book: StockBook,
     holds: Holds,
     doc: OwnDoc,
-    heads: HashMap<NodeId, WriterHead>,
+    heads: HeadIndex,
     epoch_changes: u64,
     /// The fleet and its roster; `None` is open mode (no membership checks).
     fleet: Option<crate::fleet::FleetState>,
@@ -136,7 +138,7 @@ impl Replica {
             book,
             holds,
             doc,
-            heads,
+            heads: HeadIndex::from_heads(heads),
             epoch_changes: epoch_changes.max(1),
             fleet: None,
         })
@@ -158,7 +160,7 @@ impl Replica {
     }
 
     /// The last change held from each writer.
-    pub fn heads(&self) -> &HashMap<NodeId, WriterHead> {
+    pub fn heads(&self) -> &HeadIndex {
         &self.heads
     }
 

@@ -4,22 +4,25 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
 use super::bundle::Span;
 pub use super::io::{Effect, Input, RejectReason, SyncConfig, SyncEvent, SyncStats};
 use super::message::{self, Message};
 use super::parked::Parked;
+use super::reconcile::digest;
 use crate::identity::Identity;
 use crate::model::{NodeId, Position};
-use crate::replica::Replica;
+use crate::replica::{Replica, WriterRange};
 use crate::store::StoredChange;
 
 #[derive(Default)]
 pub(super) struct Peer {
     /// What the peer holds, as far as known (from its heads and what was sent).
-    pub(super) known: HashMap<NodeId, Position>,
+    pub(super) known: BTreeMap<NodeId, Position>,
+    /// Writers this replica holds newer than `known` says the peer does: what
+    /// acks and timers push (never a walk over every writer).
+    pub(super) pending: BTreeSet<NodeId>,
     pub(super) in_flight: usize,
     pub(super) last_progress_ms: u64,
     pub(super) next_probe_ms: u64,
@@ -137,14 +140,7 @@ impl SyncEngine {
                         ..Peer::default()
                     },
                 );
-                self.send(
-                    peer,
-                    &Message::Heads {
-                        heads: heads(replica),
-                        reply: false,
-                    },
-                    &mut out,
-                );
+                self.offer(replica, peer, WriterRange::ALL, false, &mut out);
                 self.send_roster(replica, peer, true, &mut out);
             }
             Input::PeerDown(peer) => {
@@ -213,14 +209,7 @@ impl SyncEngine {
                 p.in_flight = 0;
                 p.last_progress_ms = now_ms;
                 p.loading.clear();
-                self.send(
-                    peer,
-                    &Message::Heads {
-                        heads: heads(replica),
-                        reply: false,
-                    },
-                    out,
-                );
+                self.offer(replica, peer, WriterRange::ALL, false, out);
             } else if now_ms >= p.next_probe_ms {
                 p.next_probe_ms = now_ms + self.config.probe_interval_ms;
                 let (digest, writers) = digest(replica);
@@ -261,47 +250,27 @@ impl SyncEngine {
                     self.send_roster(replica, from, false, out);
                 }
                 if (theirs, writers) != digest(replica) {
-                    self.send(
-                        from,
-                        &Message::Heads {
-                            heads: heads(replica),
-                            reply: false,
-                        },
-                        out,
-                    );
+                    self.offer(replica, from, WriterRange::ALL, false, out);
                 }
             }
             Message::Heads {
+                range,
                 heads: theirs,
                 reply,
-            } => {
-                let mine = replica.heads();
-                let they_have_more = theirs
-                    .iter()
-                    .any(|(w, pos)| mine.get(w).is_none_or(|h| newer(*pos, h.position)));
-                if let Some(p) = self.peers.get_mut(&from) {
-                    p.known = theirs.into_iter().collect();
-                }
-                for (w, _) in heads(replica) {
-                    self.push(replica, from, w, out);
-                }
-                if !reply && they_have_more {
-                    self.send(
-                        from,
-                        &Message::Heads {
-                            heads: heads(replica),
-                            reply: true,
-                        },
-                        out,
-                    );
-                }
+            } => self.receive_heads(replica, from, range, theirs, reply, out),
+            Message::Summaries { range, children } => {
+                self.receive_summaries(replica, from, range, children, out)
             }
             Message::Ack { bytes } => {
-                if let Some(p) = self.peers.get_mut(&from) {
-                    p.in_flight = p.in_flight.saturating_sub(bytes as usize);
-                    p.last_progress_ms = now_ms;
-                }
-                for (w, _) in heads(replica) {
+                let pending = match self.peers.get_mut(&from) {
+                    Some(p) => {
+                        p.in_flight = p.in_flight.saturating_sub(bytes as usize);
+                        p.last_progress_ms = now_ms;
+                        p.pending.iter().copied().collect::<Vec<_>>()
+                    }
+                    None => Vec::new(),
+                };
+                for w in pending {
                     self.push(replica, from, w, out);
                 }
             }
@@ -331,30 +300,4 @@ impl SyncEngine {
             reason,
         }));
     }
-}
-
-/// Every writer head of `replica`, sorted by writer.
-pub(super) fn heads(replica: &Replica) -> Vec<(NodeId, Position)> {
-    let mut v: Vec<_> = replica
-        .heads()
-        .iter()
-        .map(|(w, h)| (*w, h.position))
-        .collect();
-    v.sort();
-    v
-}
-
-/// 16 bytes of SHA-256 over the sorted heads, and their number.
-fn digest(replica: &Replica) -> ([u8; 16], u32) {
-    let hs = heads(replica);
-    let mut h = Sha256::new();
-    for (w, p) in &hs {
-        h.update(w.0);
-        h.update(p.epoch.to_le_bytes());
-        h.update(p.seq.to_le_bytes());
-    }
-    let full = h.finalize();
-    let mut d = [0u8; 16];
-    d.copy_from_slice(&full[..16]);
-    (d, hs.len() as u32)
 }

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::fleet::{SignedRoster, MAX_ROSTER_BYTES};
 use crate::model::{NodeId, Position};
+use crate::replica::{RangeSummary, WriterRange};
 
-/// The protocol version this build speaks.
-pub const VERSION: u8 = 1;
+/// The protocol version this build speaks (2: heads by range, with hashes).
+pub const VERSION: u8 = 2;
 /// Largest message accepted, before and after decompression.
 pub const MAX_MESSAGE: usize = 8 << 20;
 // A signed roster, with its signature and framing, fits in one message.
@@ -75,17 +76,20 @@ pub struct Bundle {
 pub enum Message {
     /// Anti-entropy probe: a digest of every writer head the sender holds.
     Digest {
-        /// 16 bytes of SHA-256 over the sorted heads.
+        /// The wrapping sum of a 128-bit hash of every head, little-endian
+        /// (see [`crate::replica::HeadIndex`]).
         digest: [u8; 16],
         /// Number of writers.
         writers: u32,
         /// The version of the fleet roster the sender holds (0: none).
         roster_version: u64,
     },
-    /// The sender's head for every writer it holds.
+    /// The sender's head for every writer it holds in `range`.
     Heads {
-        /// `(writer, position)`, sorted by writer.
-        heads: Vec<(NodeId, Position)>,
+        /// The writers these heads cover.
+        range: WriterRange,
+        /// `(writer, position, hash)`, strictly ascending by writer, all in `range`.
+        heads: Vec<(NodeId, Position, [u8; 32])>,
         /// True when answering a `Heads`: do not answer again.
         reply: bool,
     },
@@ -99,6 +103,14 @@ pub enum Message {
     /// The sender's fleet roster, as the fleet authority signed it (appended
     /// last: the variants before it keep their wire tags).
     Roster(SignedRoster),
+    /// The sender's summaries of the 16 sub-ranges of `range` (where the
+    /// digests differ and the range holds too many writers to list).
+    Summaries {
+        /// The range split.
+        range: WriterRange,
+        /// One summary per sub-range, in prefix order: exactly 16.
+        children: Vec<RangeSummary>,
+    },
 }
 
 /// Encodes `msg` (compressed when large).
@@ -221,7 +233,8 @@ mod tests {
                 signature: vec![6; 64],
             }),
             Message::Heads {
-                heads: vec![(NodeId([1; 32]), Position { epoch: 1, seq: 9 })],
+                range: WriterRange::ALL,
+                heads: vec![(NodeId([1; 32]), Position { epoch: 1, seq: 9 }, [3; 32])],
                 reply: true,
             },
         ] {

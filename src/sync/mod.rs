@@ -8,6 +8,7 @@ mod io;
 pub mod message;
 mod outbound;
 mod parked;
+mod reconcile;
 mod roster;
 pub mod signing;
 

@@ -57,14 +57,17 @@ impl SyncEngine {
         let Some(head) = replica.heads().get(&writer).map(|h| h.position) else {
             return;
         };
-        let Some(p) = self.peers.get(&peer) else {
+        let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         let known = p.known.get(&writer).copied().unwrap_or_default();
-        if !newer(head, known)
-            || p.in_flight >= self.config.window_bytes
-            || p.loading.contains(&writer)
-        {
+        if !newer(head, known) {
+            p.pending.remove(&writer);
+            return;
+        }
+        // Until the peer is known to hold the head, acks retry this writer.
+        p.pending.insert(writer);
+        if p.in_flight >= self.config.window_bytes || p.loading.contains(&writer) {
             return;
         }
         let after = if known.epoch == head.epoch {
