@@ -200,7 +200,7 @@ impl HeadIndex {
         self.heads.range(lo..=hi)
     }
 
-    /// The summary of `range`: O(1) down to [`INDEXED_DEPTH`], O(heads in it) below.
+    /// The summary of `range`: O(1) down to depth 3, O(heads in it) below.
     pub fn summary(&self, range: WriterRange) -> RangeSummary {
         match range.depth {
             0 => self.total,
