@@ -247,6 +247,16 @@ pub enum NodeError {
     /// The node cannot take events (its replica failed to reload, or a group panicked).
     #[error("node is stopped")]
     Stopped,
+    /// A peer showed changes signed with this node's key that this node does
+    /// not hold (a restored backup or a cloned key): writing now would reuse
+    /// their positions. Recover the history or re-enrol under a new identity.
+    #[error("own history conflict: peers hold this node's changes up to {seen:?}, this node holds {held:?}; it takes no events until its history is recovered or it re-enrols under a new identity")]
+    OwnHistoryConflict {
+        /// The own head this node holds.
+        held: crate::model::Position,
+        /// The newest own change seen at a peer.
+        seen: crate::model::Position,
+    },
     /// Sync was asked of a node whose store may lose acknowledged commits on
     /// power loss: it could then send changes it later forgets and reuse their
     /// positions (a fork). Open the store with full durability to sync.

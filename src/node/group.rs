@@ -117,6 +117,11 @@ impl Shared {
             // the poisoned core lock makes the next user reload from storage.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut core = self.core();
+                if let Some((held, seen)) = core.history_conflict() {
+                    return (0..count)
+                        .map(|_| Err(NodeError::OwnHistoryConflict { held, seen }))
+                        .collect();
+                }
                 let answers = core.writer.commit_group(requests);
                 // The committed change goes to the sync engine before any caller
                 // hears back: an acknowledged sale is already on its way out.

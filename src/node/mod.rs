@@ -22,7 +22,7 @@ pub(crate) use writer::Writer;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use group::Queue;
 use outbox::Outbox;
@@ -88,6 +88,20 @@ pub(crate) struct Core {
     status: StatusLog,
 }
 
+impl Core {
+    /// `(own head held, own change seen at a peer)` while the node's own
+    /// history conflicts: every event is then refused.
+    fn history_conflict(&self) -> Option<(crate::model::Position, crate::model::Position)> {
+        let seen = self.engine.own_conflict()?;
+        let held = self
+            .writer
+            .replica()
+            .map(|r| r.own_position())
+            .unwrap_or_default();
+        Some((held, seen))
+    }
+}
+
 pub(crate) struct Shared {
     meta: NodeMeta,
     queue: Mutex<Queue>,
@@ -136,6 +150,9 @@ impl Shared {
                         } => warn!(node = %self.meta.id, peer = %from, ?writer, %reason, "refused"),
                         SyncEvent::PersistFailed { changes, error } => {
                             warn!(node = %self.meta.id, changes, %error, "remote changes not persisted")
+                        }
+                        SyncEvent::OwnHistoryConflict { from, held, seen } => {
+                            error!(node = %self.meta.id, peer = %from, ?held, ?seen, "own history seen ahead: refusing events (restored backup or cloned key)")
                         }
                         SyncEvent::Applied {
                             from,

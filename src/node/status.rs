@@ -34,6 +34,9 @@ pub struct SyncStatus {
     pub outbox_dropped: u64,
     /// Reported events dropped before anyone took them.
     pub events_dropped: u64,
+    /// Set when a peer showed own changes this node does not hold (a restored
+    /// backup or a cloned key): the node refuses events until resolved.
+    pub own_history_conflict: Option<String>,
     /// Out-of-order bundles held until their gap is filled.
     pub parked_bundles: usize,
     /// Bytes of those bundles.
@@ -51,6 +54,7 @@ pub(crate) struct StatusLog {
     applied: u64,
     persist_failures: u64,
     last_rejection: Option<String>,
+    own_conflict: Option<String>,
 }
 
 impl StatusLog {
@@ -69,6 +73,12 @@ impl StatusLog {
                 });
             }
             SyncEvent::PersistFailed { .. } => self.persist_failures += 1,
+            SyncEvent::OwnHistoryConflict { from, held, seen } => {
+                self.own_conflict = Some(format!(
+                    "peer {from} holds own change {}/{} signed with this node's key; this node holds {}/{}",
+                    seen.epoch, seen.seq, held.epoch, held.seq
+                ));
+            }
         }
         if self.events.len() >= MAX_EVENTS {
             self.events.pop_front();
@@ -95,6 +105,7 @@ impl StatusLog {
             outbox_bytes: 0,
             outbox_dropped: 0,
             events_dropped: self.events_dropped,
+            own_history_conflict: self.own_conflict.clone(),
             parked_bundles: stats.parked_bundles,
             parked_bytes: stats.parked_bytes,
             roster_version: 0,

@@ -134,7 +134,9 @@ pub fn next(world: &mut World, id: u64, broken_rule: bool) -> Option<Step> {
             )
         }
         Role::Channel if roll < 35 => {
-            let holds: Vec<_> = holds.iter().map(|(r, h)| (r.clone(), h.clone())).collect();
+            // Sorted: the holds are a hash map, whose order is not the seed's.
+            let mut holds: Vec<_> = holds.iter().map(|(r, h)| (r.clone(), h.clone())).collect();
+            holds.sort_by(|a, b| a.0.cmp(&b.0));
             let (r, h) = holds.get(world.rng.pick(holds.len().max(1)))?.clone();
             let kind = if world.rng.chance(0.5) {
                 EventKind::Fulfil { reservation: r }

@@ -56,6 +56,8 @@ pub struct SyncEngine {
     pub(super) own_signature: Option<(Position, Vec<u8>)>,
     pub(super) stats: SyncStats,
     pub(super) now_ms: u64,
+    /// The newest own change a peer showed that this replica does not hold.
+    pub(super) own_conflict: Option<Position>,
     /// Writers with changes not yet pushed (when coalescing).
     pub(super) dirty: BTreeSet<NodeId>,
     pub(super) flush_at: Option<u64>,
@@ -78,6 +80,7 @@ impl SyncEngine {
             own_signature: None,
             stats: SyncStats::default(),
             now_ms: 0,
+            own_conflict: None,
             dirty: BTreeSet::new(),
             flush_at: None,
         }
@@ -89,6 +92,12 @@ impl SyncEngine {
         for w in writers {
             self.recent.remove(&w);
         }
+    }
+
+    /// The newest own change seen at a peer but not held here (see
+    /// [`SyncEvent::OwnHistoryConflict`]); `Some` means stop writing.
+    pub fn own_conflict(&self) -> Option<Position> {
+        self.own_conflict
     }
 
     /// Work counters so far.

@@ -23,7 +23,7 @@ impl SyncEngine {
     ) {
         let writer = bundle.writer;
         if writer == self.me {
-            return;
+            return self.check_own(replica, from, &bundle, out);
         }
         // Cheap staleness test first: duplicates are common (several peers relay
         // the same changes) and need no signature check.
@@ -81,6 +81,45 @@ impl SyncEngine {
             self.unpark(replica, writer, out);
             self.announce(replica, writer, out);
         }
+    }
+
+    /// A bundle of this node's own writer came back: an echo of what it holds,
+    /// or signed evidence that its history goes further (or elsewhere) than
+    /// what it holds.
+    fn check_own(
+        &mut self,
+        replica: &Replica,
+        from: NodeId,
+        bundle: &Bundle,
+        out: &mut Vec<Effect>,
+    ) {
+        let mine = replica.heads().get(&self.me).copied().unwrap_or_default();
+        let Some(last) = bundle::last_position(bundle) else {
+            return;
+        };
+        // Behind the own head: an echo (older positions are not compared).
+        if !newer(last, mine.position) && last != mine.position {
+            return;
+        }
+        let (span, changes) = match bundle::verify(bundle) {
+            Ok(v) => v,
+            Err(e) => return self.reject(from, Some(self.me), e.into(), out),
+        };
+        let last_hash = changes
+            .last()
+            .and_then(|c| crate::replica::raw_change::inspect(c).ok())
+            .map(|c| c.hash);
+        if span.last == mine.position && last_hash == Some(mine.hash) {
+            return;
+        }
+        if self.own_conflict.is_none_or(|seen| newer(span.last, seen)) {
+            self.own_conflict = Some(span.last);
+        }
+        out.push(Effect::Report(SyncEvent::OwnHistoryConflict {
+            from,
+            held: mine.position,
+            seen: span.last,
+        }));
     }
 
     pub(super) fn apply(

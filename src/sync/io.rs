@@ -109,6 +109,19 @@ pub enum SyncEvent {
         /// Why.
         reason: RejectReason,
     },
+    /// A peer holds changes signed with this node's own key that this node does
+    /// not have: its data directory was restored from an older copy, or the
+    /// key runs on a second device. The node stops taking events (its next
+    /// change would reuse a position already taken) until its own history is
+    /// recovered or it re-enrols under a new identity.
+    OwnHistoryConflict {
+        /// The peer the evidence came from.
+        from: NodeId,
+        /// This node's own head.
+        held: Position,
+        /// The own change seen, signed with this node's key.
+        seen: Position,
+    },
     /// Remote changes were applied in memory but could not be made durable: they
     /// were dropped again (no ack, no relay); anti-entropy brings them back.
     PersistFailed {
