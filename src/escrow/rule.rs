@@ -119,11 +119,17 @@ pub fn plan(
         if q > rights {
             match policy {
                 Policy::Strict => {
+                    // The simulator's deliberate flaws (feature `sim`, set only by a
+                    // `--broken-rule` run): let a refused consumption through.
+                    #[cfg(feature = "sim")]
+                    if super::flaw::lets_through(&req.kind, q, rights) {
+                        return Ok(());
+                    }
                     return Err(EventError::InsufficientRights {
                         pool: pool.clone(),
                         available: rights.max(0),
                         requested: req.qty.get(),
-                    })
+                    });
                 }
                 // q > rights.max(0) here, so the difference is positive.
                 Policy::Record => deficit_created = (q - rights.max(0)) as u64,
