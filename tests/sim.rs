@@ -25,13 +25,15 @@ fn seeded_fleets_never_oversell_lose_nothing_and_converge() {
     let seeds = env("STOCKSYNC_SIM_SEEDS", CI_SEEDS);
     let first = env("STOCKSYNC_SIM_FIRST", 1);
     assert!(SimConfig::standard(first).nodes() >= 20);
-    // Two workers (the CI machine has two cores), seeds interleaved.
+    // The CI machine has two cores; a third worker keeps them busy while the
+    // SQLite seeds wait for the disk. Seeds are interleaved.
+    const WORKERS: u64 = 3;
     let results: Vec<_> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..2u64)
+        let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
                 s.spawn(move || {
                     (first + w..first + seeds)
-                        .step_by(2)
+                        .step_by(WORKERS as usize)
                         .map(|seed| run(&SimConfig::standard(seed)))
                         .collect::<Vec<_>>()
                 })

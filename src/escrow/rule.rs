@@ -52,8 +52,8 @@ fn bump(
 
 /// The counters of its own writer that `req` raises, and by how much.
 ///
-/// The one mapping from events to counters: the rule, `verify` and the
-/// simulator's checker all use it.
+/// The product's one mapping from events to counters: the rule and `verify`
+/// use it. (The simulator's checker deliberately has its own, in `sim::effect`.)
 pub fn counter_deltas(req: &EventRequest) -> Vec<(CounterKey, i64)> {
     let pool = &req.pool;
     let q = req.qty.as_i64();

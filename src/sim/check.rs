@@ -8,7 +8,7 @@ use super::effect::Tally;
 use super::model::{Answered, Model, View};
 use super::world::World;
 use crate::error::NodeError;
-use crate::model::{EventId, EventOutcome, EventRequest, NodeId, Position};
+use crate::model::{EventId, EventOutcome, EventRequest, NodeId, PoolKey, Position, ReservationId};
 
 /// What the checker counted.
 #[derive(Clone, Copy, Debug, Default)]
@@ -229,7 +229,17 @@ impl Checker {
         }
         let want: Vec<_> = self.model.holds(&me).into_iter().collect();
         if holds != want {
-            return Err(format!("{name} holds {holds:?}, the model {want:?}"));
+            let show = |h: &[(ReservationId, (PoolKey, i64))]| {
+                h.iter()
+                    .map(|(r, (p, n))| format!("{r} {n} of {p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(format!(
+                "{name} holds [{}], the model [{}]",
+                show(&holds),
+                show(&want)
+            ));
         }
         Ok(())
     }
@@ -303,17 +313,22 @@ impl Checker {
                 }
             }
         }
-        let legs: Vec<_> = book
-            .transits()
-            .map(|(l, t)| (l.clone(), (t.shipped, t.received)))
-            .collect();
-        let want: Vec<_> = self
-            .model
-            .legs()
-            .iter()
-            .map(|(l, t)| (l.clone(), *t))
-            .collect();
-        (legs != want).then(|| format!("transfers {legs:?}, the model {want:?}"))
+        let mut legs: BTreeSet<_> = self.model.legs().keys().cloned().collect();
+        legs.extend(book.transits().map(|(l, _)| l.clone()));
+        legs.into_iter().find_map(|leg| {
+            let want = self.model.legs().get(&leg).copied().unwrap_or_default();
+            let have = book
+                .transits()
+                .find(|(l, _)| **l == leg)
+                .map(|(_, t)| (t.shipped, t.received))
+                .unwrap_or_default();
+            (have != want).then(|| {
+                format!(
+                    "transfer {} {} {}->{}: (shipped, received) {have:?}, the model {want:?}",
+                    leg.transfer, leg.sku, leg.from, leg.to
+                )
+            })
+        })
     }
 
     /// Every node's journal holds exactly the events the model applied on it,
