@@ -217,3 +217,79 @@ impl<S: Store> Store for FaultyStore<S> {
         self.read(|s| s.changes(writer, epoch, after, limit))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::identity::Identity;
+    use crate::model::{EventKind, LocationId, NodeMeta, Quantity, Role, Sku};
+    use crate::node::{Node, NodeOptions};
+    use crate::store::memory::MemoryStore;
+
+    fn receipt(id: &str) -> EventRequest {
+        EventRequest::new(
+            EventId::new(id).unwrap(),
+            LocationId::new("S1").unwrap(),
+            Sku::new("A").unwrap(),
+            Quantity::new(5).unwrap(),
+            EventKind::Receipt,
+        )
+    }
+
+    fn start(disk: &MemoryStore) -> (Node, FaultyStore<MemoryStore>) {
+        let identity = Identity::from_seed([7; 32]);
+        let meta = NodeMeta {
+            id: identity.node_id(),
+            name: "till-1".into(),
+            location: LocationId::new("S1").unwrap(),
+            role: Role::Till,
+        };
+        let store = FaultyStore::new(disk.clone());
+        let node = Node::start(
+            identity,
+            meta,
+            store.clone(),
+            NodeOptions::default(),
+            Arc::new(|| 0),
+        )
+        .unwrap();
+        (node, store)
+    }
+
+    fn fault(skip: u32, kind: FaultKind) -> Fault {
+        let on = CommitKind::Local;
+        Fault { on, skip, kind }
+    }
+
+    #[test]
+    fn each_fault_fires_on_its_commit_and_persists_what_it_says() {
+        let disk = MemoryStore::new();
+        let (node, store) = start(&disk);
+        // A disk failure on the second commit: the first goes through.
+        store.arm(fault(1, FaultKind::DiskFailure));
+        node.execute(receipt("a")).unwrap();
+        assert!(node.execute(receipt("b")).is_err());
+        assert_eq!((disk.event_count(), store.crashed()), (1, false));
+        assert_eq!(store.take_fired().len(), 1);
+        // The node lives on; a crash before the commit persists nothing.
+        node.execute(receipt("c")).unwrap();
+        store.arm(fault(0, FaultKind::CrashBefore));
+        assert!(node.execute(receipt("d")).is_err());
+        assert_eq!((disk.event_count(), store.crashed()), (2, true));
+        assert!(
+            node.execute(receipt("e")).is_err(),
+            "a crashed store refuses"
+        );
+        drop(node);
+        // After a restart, a crash after the commit persists the group.
+        let (node, store) = start(&disk);
+        store.arm(fault(0, FaultKind::CrashAfter));
+        assert!(node.execute(receipt("f")).is_err());
+        assert_eq!((disk.event_count(), store.crashed()), (3, true));
+        drop(node);
+        let (node, _) = start(&disk);
+        assert!(node.execute(receipt("f")).unwrap().replayed);
+    }
+}

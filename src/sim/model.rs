@@ -83,7 +83,15 @@ impl Model {
             .unwrap_or_default()
             .rights();
         let cover = cover(req);
+        let seen = self.applied.get(&key).is_some_and(|(r, _)| r == req);
         let o = match answer {
+            // The same request again must get its first answer back.
+            Err(NodeError::Event(e)) if seen => {
+                return Err(format!(
+                "{who} answered {kind} {id}, applied before, with \"{e}\" instead of replaying it"
+            ))
+            }
+            Err(_) if seen => return Ok(Answered::Failed),
             Ok(o) if o.replayed => {
                 let Some((first_req, first)) = self.applied.get(&key) else {
                     return Err(format!(

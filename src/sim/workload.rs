@@ -152,6 +152,7 @@ fn draw(rng: &mut SimRng, seen: &Seen, tag: String) -> EventRequest {
         Role::Store if roll < 60 && !seen.other_locs.is_empty() && rights > 0 => {
             let to = seen.other_locs[rng.pick(seen.other_locs.len())].clone();
             let n = q(rng, rights);
+            // "T<step>-<k>" is a valid name.
             let transfer = TransferId::new(format!("T{tag}")).expect("valid id");
             let mut r = req(id, loc, k, n, EventKind::TransferOut { to, transfer });
             if rng.chance(0.1) {
@@ -170,6 +171,7 @@ fn draw(rng: &mut SimRng, seen: &Seen, tag: String) -> EventRequest {
             )
         }
         Role::Channel if roll < 20 && rights > 0 => {
+            // "R<step>-<k>" is a valid name.
             let reservation = ReservationId::new(format!("R{tag}")).expect("valid id");
             req(id, loc, k, q(rng, 2), EventKind::Reserve { reservation })
         }
@@ -217,6 +219,7 @@ fn draw(rng: &mut SimRng, seen: &Seen, tag: String) -> EventRequest {
             req(id, loc, k, 1, EventKind::Return)
         }
         _ => {
+            // A constant, valid reason code.
             let reason = ReasonCode::new("count").expect("valid reason");
             let kind = EventKind::Adjustment {
                 increase: false,
