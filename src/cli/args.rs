@@ -242,9 +242,10 @@ pub enum Command {
         /// How many consecutive seeds.
         #[arg(long, default_value_t = 1)]
         seeds: u64,
-        /// Sell against the pool's on-hand count instead of rights (the checker must fail).
-        #[arg(long)]
-        broken_rule: bool,
+        /// Run with a deliberate flaw in the escrow rule (the checker must fail):
+        /// over-consume (the default) or grant-unheld.
+        #[arg(long, value_name = "FLAW", num_args = 0..=1, default_missing_value = "over-consume")]
+        broken_rule: Option<stocksync::sim::RuleFlaw>,
     },
     /// Benchmarks; print figures as JSON with --json.
     Bench {

@@ -220,27 +220,61 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Runs seeds `seed..seed + seeds`; fails on the first failing seed, printing its replay line.
-fn sim(seed: u64, seeds: u64, broken_rule: bool, as_json: bool) -> Result<()> {
+fn sim(seed: u64, seeds: u64, flaw: Option<stocksync::sim::RuleFlaw>, as_json: bool) -> Result<()> {
+    if std::env::var_os("STOCKSYNC_LOG").is_none() {
+        // The simulator injects store faults by design: their error logs are
+        // noise unless STOCKSYNC_LOG asks for them.
+        let quiet = tracing::subscriber::NoSubscriber::default();
+        return tracing::subscriber::with_default(quiet, || sim_seeds(seed, seeds, flaw, as_json));
+    }
+    sim_seeds(seed, seeds, flaw, as_json)
+}
+
+fn sim_seeds(
+    seed: u64,
+    seeds: u64,
+    flaw: Option<stocksync::sim::RuleFlaw>,
+    as_json: bool,
+) -> Result<()> {
     use stocksync::sim::{run, SimConfig};
     for s in seed..seed.saturating_add(seeds) {
         let config = SimConfig {
-            broken_rule,
+            flaw,
             ..SimConfig::standard(s)
         };
         match run(&config) {
             Ok(r) if as_json => println!(
                 "{}",
                 serde_json::json!({
-                    "seed": s, "nodes": config.nodes(), "acked": r.acked, "refused": r.refused,
-                    "crashes": r.crashes, "converge_ms": r.converge_ms, "bytes": r.bytes
+                    "seed": s, "nodes": config.nodes(), "sqlite_nodes": r.sqlite_nodes,
+                    "acked": r.counts.acked, "refused": r.counts.refused,
+                    "failed": r.counts.failed, "multi_event_groups": r.counts.multi_groups,
+                    "repeats_replayed": r.counts.repeats_replayed,
+                    "durable_unacknowledged": r.counts.durable_unacked,
+                    "deficits": r.counts.deficits, "crashes": r.crashes,
+                    "disk_failures": r.faults.disk, "crashes_before_commit": r.faults.crash_before,
+                    "crashes_after_commit": r.faults.crash_after,
+                    "converge_ms": r.converge_ms, "bytes": r.bytes
                 })
             ),
             Ok(r) => println!(
-                "seed {s}: ok, {} nodes, {} acknowledged, {} refused, {} crashes, converged {} ms after heal, {} bytes sent",
+                "seed {s}: ok, {} nodes ({} on SQLite), {} acknowledged, {} refused, {} failed, \
+                 {} multi-event groups, {} repeats replayed, {} durable unacknowledged, \
+                 {} deficits, {} crashes, faults: {} disk, {} crash before, {} crash after \
+                 commit, converged {} ms after heal, {} bytes sent",
                 config.nodes(),
-                r.acked,
-                r.refused,
+                r.sqlite_nodes,
+                r.counts.acked,
+                r.counts.refused,
+                r.counts.failed,
+                r.counts.multi_groups,
+                r.counts.repeats_replayed,
+                r.counts.durable_unacked,
+                r.counts.deficits,
                 r.crashes,
+                r.faults.disk,
+                r.faults.crash_before,
+                r.faults.crash_after,
                 r.converge_ms,
                 r.bytes
             ),

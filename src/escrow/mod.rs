@@ -3,6 +3,8 @@
 
 mod book;
 mod counter_key;
+#[cfg(feature = "sim")]
+pub mod flaw;
 mod rule;
 
 pub use book::{PoolState, Share, StockBook, TransitState, MAX_COUNTER};

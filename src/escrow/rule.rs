@@ -52,8 +52,8 @@ fn bump(
 
 /// The counters of its own writer that `req` raises, and by how much.
 ///
-/// The one mapping from events to counters: the rule, `verify` and the
-/// simulator's checker all use it.
+/// The product's one mapping from events to counters: the rule and `verify`
+/// use it. (The simulator's checker deliberately has its own, in `sim::effect`.)
 pub fn counter_deltas(req: &EventRequest) -> Vec<(CounterKey, i64)> {
     let pool = &req.pool;
     let q = req.qty.as_i64();
@@ -119,11 +119,17 @@ pub fn plan(
         if q > rights {
             match policy {
                 Policy::Strict => {
+                    // The simulator's deliberate flaws (feature `sim`, set only by a
+                    // `--broken-rule` run): let a refused consumption through.
+                    #[cfg(feature = "sim")]
+                    if super::flaw::lets_through(&req.kind, q, rights) {
+                        return Ok(());
+                    }
                     return Err(EventError::InsufficientRights {
                         pool: pool.clone(),
                         available: rights.max(0),
                         requested: req.qty.get(),
-                    })
+                    });
                 }
                 // q > rights.max(0) here, so the difference is positive.
                 Policy::Record => deficit_created = (q - rights.max(0)) as u64,

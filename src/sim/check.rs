@@ -1,146 +1,388 @@
-//! The checker: ground truth from every writer's durable own counters, the
-//! escrow invariant over it, and convergence of every replica to it.
+//! The checker: runs each group of events through the model, resolves the
+//! groups of nodes that died before answering, and compares every replica
+//! and journal with the model.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
+use super::effect::Tally;
+use super::model::{Answered, Model, View};
 use super::world::World;
-use crate::escrow::{CounterKey, StockBook};
-use crate::model::NodeId;
+use crate::error::NodeError;
+use crate::model::{EventId, EventOutcome, EventRequest, NodeId, PoolKey, Position, ReservationId};
 
-/// Every writer's own counters as last committed (what survives any crash).
-pub type Truth = HashMap<NodeId, BTreeMap<CounterKey, i64>>;
-
-/// Records node `i`'s own counters from its live replica.
-pub fn record(world: &World, truth: &mut Truth, i: usize) {
-    let node = &world.nodes[i];
-    if let Some(own) = counters_of(world, i, &node.meta.id) {
-        truth.insert(node.meta.id, own);
-    }
+/// What the checker counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// Events acknowledged and applied.
+    pub acked: usize,
+    /// Events refused by the rule or the event model.
+    pub refused: usize,
+    /// Events that failed in storage.
+    pub failed: usize,
+    /// Groups of two or more events applied in one commit.
+    pub multi_groups: usize,
+    /// Repeats of an event id inside one group, answered `replayed`.
+    pub repeats_replayed: usize,
+    /// Events durable but never acknowledged (the node died after the commit).
+    pub durable_unacked: usize,
+    /// Events that recorded a deficit.
+    pub deficits: usize,
 }
 
-/// Node `i`'s replica's view of `writer`'s counters (`None` while it is down).
-fn counters_of(world: &World, i: usize, writer: &NodeId) -> Option<BTreeMap<CounterKey, i64>> {
-    let node = world.nodes[i].live.as_ref()?;
-    node.query(|r| {
-        r.book()
-            .counters_of(writer)
-            .map(|(k, v)| (k.clone(), v))
-            .collect()
-    })
-    .ok()
+/// A group whose node died before answering: the view before it and its requests.
+struct Pending {
+    view: View,
+    requests: Vec<EventRequest>,
 }
 
-/// The book of the truth.
-pub fn book(truth: &Truth) -> StockBook {
-    let mut b = StockBook::new();
-    let mut writers: Vec<_> = truth.keys().collect();
-    writers.sort();
-    for w in writers {
-        for (k, v) in &truth[w] {
-            // Truth values come from validated replicas, within range.
-            let _ = b.raise(*w, k, *v);
+/// The model and what the run submitted.
+pub struct Checker {
+    /// The independent model.
+    pub model: Model,
+    pending: Vec<Vec<Pending>>,
+    submitted: Vec<BTreeSet<EventId>>,
+    /// Per node, requests a caller may send again (acknowledged or failed).
+    pub retryable: Vec<Vec<EventRequest>>,
+    /// What was counted.
+    pub counts: Counts,
+}
+
+impl Checker {
+    /// A checker for `world`'s nodes.
+    pub fn new(world: &World) -> Self {
+        let n = world.nodes.len();
+        let names = world
+            .nodes
+            .iter()
+            .map(|n| (n.meta.id, n.meta.name.clone()))
+            .collect();
+        Self {
+            model: Model::new(names),
+            pending: (0..n).map(|_| Vec::new()).collect(),
+            submitted: vec![BTreeSet::new(); n],
+            retryable: vec![Vec::new(); n],
+            counts: Counts::default(),
         }
     }
-    b
-}
 
-/// No pool's on-hand and no node's rights below zero (every event is `strict`).
-pub fn invariant(truth: &Truth) -> Result<(), String> {
-    let b = book(truth);
-    for (pool, state) in b.pools() {
-        if state.on_hand() < 0 {
-            return Err(format!("oversell: {pool} on hand {}", state.on_hand()));
+    /// Node `i`'s view of its share of every pool `reqs` touch.
+    fn view(world: &World, i: usize, reqs: &[EventRequest]) -> Result<View, String> {
+        let node = &world.nodes[i];
+        let me = node.meta.id;
+        let live = node.live.as_ref().ok_or("node down")?;
+        let pools = live
+            .query(|r| {
+                reqs.iter()
+                    .map(|q| {
+                        let share = r.book().pool(&q.pool).map(|p| p.share(&me));
+                        let t = share.map(|s| Tally::of(&s)).unwrap_or_default();
+                        (q.pool.clone(), t)
+                    })
+                    .collect()
+            })
+            .map_err(|e| format!("{}: {e}", node.meta.name))?;
+        Ok(View {
+            node: me,
+            name: node.meta.name.clone(),
+            pools,
+        })
+    }
+
+    /// Submits `reqs` to node `i` as one group and checks every answer.
+    pub fn group(
+        &mut self,
+        world: &mut World,
+        i: usize,
+        reqs: Vec<EventRequest>,
+    ) -> Result<(), String> {
+        if world.nodes[i].live.is_none() {
+            return Ok(());
         }
-        for (n, share) in &state.shares {
-            if share.rights() < 0 {
-                return Err(format!("node {n} has rights {} in {pool}", share.rights()));
+        let mut view = Self::view(world, i, &reqs)?;
+        self.submitted[i].extend(reqs.iter().map(|r| r.id.clone()));
+        let Some(answers) = world.submit_group(i, &reqs) else {
+            // Died before answering: whatever it committed counts once it restarts.
+            self.pending[i].push(Pending {
+                view,
+                requests: reqs,
+            });
+            return Ok(());
+        };
+        let mut positions: Vec<Position> = Vec::new();
+        let mut first_in_group: HashMap<EventId, Answered> = HashMap::new();
+        for (req, answer) in reqs.iter().zip(&answers) {
+            if answer.is_err() && first_in_group.get(&req.id) == Some(&Answered::Failed) {
+                // A repeat of an event whose commit failed shares its failure.
+                self.counts.failed += 1;
+                continue;
             }
-            if share.held() < 0 {
-                return Err(format!("node {n} holds {} in {pool}", share.held()));
+            let verdict = self
+                .model
+                .answer(&mut view, req, answer)
+                .map_err(|e| format!("{e}\n  in the group {}", describe(&reqs, &answers)))?;
+            match verdict {
+                Answered::Applied => {
+                    self.counts.acked += 1;
+                    if let Ok(o) = answer {
+                        positions.push(o.position);
+                        self.counts.deficits += usize::from(o.deficit_created > 0);
+                    }
+                }
+                Answered::Replayed => {
+                    let earlier = first_in_group.get(&req.id);
+                    self.counts.repeats_replayed += usize::from(earlier.is_some());
+                }
+                Answered::Refused => self.counts.refused += 1,
+                Answered::Failed => self.counts.failed += 1,
             }
-        }
-    }
-    Ok(())
-}
-
-/// Node `i` holds exactly its own truth (after a restart, nothing acknowledged was lost).
-pub fn own_state_survived(world: &World, truth: &Truth, i: usize) -> Result<(), String> {
-    let node = &world.nodes[i];
-    let Some(own) = counters_of(world, i, &node.meta.id) else {
-        return Ok(());
-    };
-    let want = truth.get(&node.meta.id).cloned().unwrap_or_default();
-    if own != want {
-        return Err(format!(
-            "{} restarted with counters {own:?}, committed {want:?}",
-            node.meta.name
-        ));
-    }
-    Ok(())
-}
-
-/// Names of live nodes whose replica differs from the truth for some writer.
-pub fn diverged(world: &World, truth: &Truth) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, node) in world.nodes.iter().enumerate() {
-        if node.live.is_none() {
-            out.push(format!("{} is down", node.meta.name));
-            continue;
-        }
-        for (w, counters) in truth {
-            let held = counters_of(world, i, w).unwrap_or_default();
-            if held != *counters {
-                out.push(format!("{} lags writer {w}", node.meta.name));
-                break;
+            if matches!(verdict, Answered::Applied | Answered::Failed) {
+                self.retryable[i].push(req.clone());
             }
+            first_in_group.entry(req.id.clone()).or_insert(verdict);
         }
-    }
-    out
-}
-
-/// Every acknowledged event is in its node's journal with the same outcome.
-pub fn acknowledged_kept(world: &mut World) -> Result<(), String> {
-    use crate::store::Store;
-    for (i, req, outcome) in &world.acked {
-        let found = world.nodes[*i]
-            .store
-            .find_event(&req.id)
-            .map_err(|e| e.to_string())?;
-        match found {
-            Some((r, o)) if r == *req && o.id == outcome.id && o.position == outcome.position => {}
-            other => {
-                return Err(format!(
-                    "acknowledged event {} of {} is {other:?} in its journal",
-                    req.id, world.nodes[*i].meta.name
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Each node's own counters are exactly the sum of its acknowledged events:
-/// none lost, none counted twice (retries come back `replayed` and add nothing).
-pub fn acknowledged_counted_once(world: &World, truth: &Truth) -> Result<(), String> {
-    let mut expect: HashMap<NodeId, BTreeMap<CounterKey, i64>> = HashMap::new();
-    for (i, req, outcome) in &world.acked {
-        if outcome.replayed {
-            continue;
-        }
-        let e = expect.entry(world.nodes[*i].meta.id).or_default();
-        for (k, d) in crate::escrow::counter_deltas(req) {
-            *e.entry(k).or_default() += d;
-        }
-    }
-    for node in &world.nodes {
-        let want = expect.remove(&node.meta.id).unwrap_or_default();
-        let have = truth.get(&node.meta.id).cloned().unwrap_or_default();
-        if want != have {
+        positions.dedup();
+        if positions.len() > 1 {
             return Err(format!(
-                "{}: acknowledged events add up to {want:?}, its counters are {have:?}",
-                node.meta.name
+                "{}: one group was committed as {} changes {positions:?}",
+                world.nodes[i].meta.name,
+                positions.len()
             ));
         }
+        let applied = answers
+            .iter()
+            .filter(|a| a.as_ref().is_ok_and(|o| !o.replayed))
+            .count();
+        self.counts.multi_groups += usize::from(applied > 1);
+        Ok(())
     }
-    Ok(())
+
+    /// Node `i` restarted: counts what its dead groups made durable, then
+    /// checks it holds exactly what it committed.
+    pub fn restarted(&mut self, world: &World, i: usize) -> Result<(), String> {
+        let node = &world.nodes[i];
+        for Pending { mut view, requests } in std::mem::take(&mut self.pending[i]) {
+            for req in requests {
+                if self.model.applied(&node.meta.id, &req.id).is_some() {
+                    continue;
+                }
+                match node.journal(&req.id)? {
+                    None => self.retryable[i].push(req),
+                    Some((stored, outcome)) if stored == req => {
+                        self.model.answer(&mut view, &req, &Ok(outcome))?;
+                        self.counts.durable_unacked += 1;
+                        self.retryable[i].push(req);
+                    }
+                    Some((stored, _)) => {
+                        return Err(format!(
+                            "{}: journal holds {stored:?} under the id of {req:?}",
+                            node.meta.name
+                        ))
+                    }
+                }
+            }
+        }
+        self.own_state(world, i)
+    }
+
+    /// Node `i` (if up) holds exactly its own counters and holds as the model has them.
+    pub fn own_state(&self, world: &World, i: usize) -> Result<(), String> {
+        let node = &world.nodes[i];
+        let me = node.meta.id;
+        let Some(live) = &node.live else {
+            return Ok(());
+        };
+        let (mine, holds) = live
+            .query(|r| {
+                let mine: Vec<_> = r
+                    .book()
+                    .pools()
+                    .map(|(p, s)| (p.clone(), Tally::of(&s.share(&me))))
+                    .collect();
+                let mut holds: Vec<_> = r
+                    .holds()
+                    .iter()
+                    .map(|(id, h)| (id.clone(), (h.pool.clone(), h.outstanding)))
+                    .collect();
+                holds.sort();
+                (mine, holds)
+            })
+            .map_err(|e| format!("{}: {e}", node.meta.name))?;
+        let name = &node.meta.name;
+        for (pool, t) in &mine {
+            let want = self.model.tally(pool, &me);
+            if t.own() != want.own() {
+                return Err(format!(
+                    "{name} holds own counters {:?} in {pool} (minted, consumed, reserved, released, granted), the model {:?}",
+                    t.own(),
+                    want.own()
+                ));
+            }
+        }
+        for (pool, nodes) in self.model.pools() {
+            let t = nodes.get(&me).copied().unwrap_or_default();
+            if t.own() != [0; 5] && !mine.iter().any(|(p, _)| p == pool) {
+                return Err(format!(
+                    "{name} lost its counters in {pool}: the model has {:?}",
+                    t.own()
+                ));
+            }
+        }
+        let want: Vec<_> = self.model.holds(&me).into_iter().collect();
+        if holds != want {
+            let show = |h: &[(ReservationId, (PoolKey, i64))]| {
+                h.iter()
+                    .map(|(r, (p, n))| format!("{r} {n} of {p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(format!(
+                "{name} holds [{}], the model [{}]",
+                show(&holds),
+                show(&want)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Names of nodes down or missing some writer's latest change.
+    pub fn lagging(world: &World) -> Vec<String> {
+        let latest: Vec<(NodeId, Position)> = world
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let p = n.live.as_ref()?.query(|r| r.own_position()).ok()?;
+                (p.seq > 0).then_some((n.meta.id, p))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for node in &world.nodes {
+            let Some(live) = &node.live else {
+                out.push(format!("{} is down", node.meta.name));
+                continue;
+            };
+            let behind = live.query(|r| {
+                latest.iter().any(|(w, p)| {
+                    *w != node.meta.id && r.heads().get(w).map(|h| h.position) != Some(*p)
+                })
+            });
+            if behind.unwrap_or(true) {
+                out.push(format!("{} lags", node.meta.name));
+            }
+        }
+        out
+    }
+
+    /// Every live replica's pool sums and transfers equal the model's.
+    pub fn replicas_match(&self, world: &World) -> Result<(), String> {
+        for node in &world.nodes {
+            let Some(live) = &node.live else { continue };
+            let name = &node.meta.name;
+            let diff = live
+                .query(|r| self.replica_diff(r.book()))
+                .map_err(|e| format!("{name}: {e}"))?;
+            if let Some(d) = diff {
+                return Err(format!("{name} converged to a different stock: {d}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn replica_diff(&self, book: &crate::escrow::StockBook) -> Option<String> {
+        let mut pools: BTreeSet<_> = self.model.pools().keys().cloned().collect();
+        pools.extend(book.pools().map(|(p, _)| p.clone()));
+        for pool in pools {
+            let model = self.model.pools().get(&pool).cloned().unwrap_or_default();
+            let state = book.pool(&pool).cloned().unwrap_or_default();
+            let on_hand: i64 = model.values().map(|t| t.minted - t.consumed).sum();
+            let held: i64 = model.values().map(Tally::held).sum();
+            let deficit: i64 = model.values().map(|t| (-t.rights()).max(0)).sum();
+            let have = (state.on_hand(), state.held(), state.deficit());
+            if have != (on_hand, held, deficit) {
+                return Some(format!(
+                    "{pool} (on hand, held, deficit) {have:?}, the model {:?}",
+                    (on_hand, held, deficit)
+                ));
+            }
+            let mut nodes: BTreeSet<NodeId> = model.keys().copied().collect();
+            nodes.extend(state.shares.keys().copied());
+            for n in nodes {
+                let want = model.get(&n).copied().unwrap_or_default().rights();
+                let got = state.share(&n).rights();
+                if got != want {
+                    return Some(format!("{pool}: rights of {n} {got}, the model {want}"));
+                }
+            }
+        }
+        let mut legs: BTreeSet<_> = self.model.legs().keys().cloned().collect();
+        legs.extend(book.transits().map(|(l, _)| l.clone()));
+        legs.into_iter().find_map(|leg| {
+            let want = self.model.legs().get(&leg).copied().unwrap_or_default();
+            let have = book
+                .transits()
+                .find(|(l, _)| **l == leg)
+                .map(|(_, t)| (t.shipped, t.received))
+                .unwrap_or_default();
+            (have != want).then(|| {
+                format!(
+                    "transfer {} {} {}->{}: (shipped, received) {have:?}, the model {want:?}",
+                    leg.transfer, leg.sku, leg.from, leg.to
+                )
+            })
+        })
+    }
+
+    /// Every node's journal holds exactly the events the model applied on it,
+    /// each with its first answer (the nodes must be up).
+    pub fn journals(&self, world: &World) -> Result<(), String> {
+        for (i, node) in world.nodes.iter().enumerate() {
+            for id in &self.submitted[i] {
+                let stored = node.journal(id)?;
+                let applied = self.model.applied(&node.meta.id, id);
+                let same = match (&stored, applied) {
+                    (None, None) => true,
+                    (Some((r, o)), Some((ar, ao))) => {
+                        r == ar
+                            && (o.position, o.deficit_created, o.rights_after)
+                                == (ao.position, ao.deficit_created, ao.rights_after)
+                    }
+                    _ => false,
+                };
+                if !same {
+                    return Err(format!(
+                        "{}: journal holds {:?} for {id}, the model applied {:?}",
+                        node.meta.name,
+                        stored.map(|(_, o)| o),
+                        applied.map(|(_, o)| o)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line per event of a group and its answer, for failure messages.
+fn describe(reqs: &[EventRequest], answers: &[Result<EventOutcome, NodeError>]) -> String {
+    reqs.iter()
+        .zip(answers)
+        .map(|(r, a)| {
+            let answer = match a {
+                Ok(o) => format!(
+                    "ok deficit {} rights after {}{}",
+                    o.deficit_created,
+                    o.rights_after,
+                    if o.replayed { " replayed" } else { "" }
+                ),
+                Err(e) => format!("error: {e}"),
+            };
+            format!(
+                "\n    {} {} {} of {} ({:?}): {answer}",
+                r.id,
+                r.kind.label(),
+                r.qty,
+                r.pool,
+                r.policy
+            )
+        })
+        .collect()
 }

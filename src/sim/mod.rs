@@ -1,11 +1,20 @@
 //! A deterministic fleet simulator: the real escrow rule, replica, writer and
-//! sync engine on many nodes over in-memory stores and a simulated network
-//! with delays, drops, duplicates, reordering, replays, partitions, crashes and
-//! clock skew, all drawn from one seed. A checker asserts no oversell, no lost
-//! acknowledged event, and convergence after the network heals.
+//! sync engine on many nodes over in-memory or SQLite stores and a simulated
+//! network with delays, drops, duplicates, reordering, replays, partitions,
+//! crashes, store faults and clock skew, all drawn from one seed.
+//!
+//! The checker keeps its own model of every event's effect and asserts the
+//! exact oversell bound under `strict` and `record`, the deficit each event
+//! must record, that nothing acknowledged is lost and nothing is applied
+//! twice, and that every replica converges to the model after the network heals.
 
 pub mod check;
+pub mod disk;
+pub mod effect;
+pub mod faults;
+pub mod fleet;
 pub mod mesh;
+pub mod model;
 pub mod net;
 pub mod rng;
 pub mod workload;
@@ -13,13 +22,11 @@ pub mod world;
 
 use std::fmt;
 
-use check::Truth;
-use net::{NetConfig, Network};
-use rng::SimRng;
-use world::{SimNode, World};
+use check::{Checker, Counts};
+use net::NetConfig;
+use world::{FaultCounts, World};
 
-use crate::model::{LocationId, Role};
-use crate::node::NodeOptions;
+pub use crate::escrow::flaw::RuleFlaw;
 
 /// One simulation's shape and fault rates.
 #[derive(Clone, Debug)]
@@ -32,26 +39,31 @@ pub struct SimConfig {
     pub tills_per_store: usize,
     /// Online-channel nodes attached to the hub.
     pub channels: usize,
-    /// Workload events.
+    /// Workload groups (1 to 6 events each).
     pub steps: u64,
-    /// Simulated time between workload events.
+    /// Simulated time between workload groups.
     pub step_ms: u64,
     /// Per step: probability a random link is cut / a cut link heals.
     pub partition: f64,
     /// Per step: probability a random node crashes / a crashed node restarts.
     pub crash: f64,
+    /// Per step: probability a store fault is armed on a random node's upcoming commit.
+    pub store_fault: f64,
+    /// Nodes whose replica is a SQLite database (in a temporary directory).
+    pub sqlite_nodes: usize,
     /// Largest clock offset of a node, either way.
     pub max_skew_ms: i64,
     /// Network delays and faults.
     pub net: NetConfig,
     /// Most simulated time allowed for convergence once everything is healed.
     pub converge_within_ms: u64,
-    /// Sell against the pool's on-hand count instead of rights (the checker must fail).
-    pub broken_rule: bool,
+    /// A deliberate flaw in the escrow rule for this run (the checker must fail).
+    pub flaw: Option<RuleFlaw>,
 }
 
 impl SimConfig {
-    /// The CI shape: 4 stores of 1 store node and 3 tills, a hub, 3 channels (20 nodes).
+    /// The CI shape: 4 stores of 1 store node and 3 tills, a hub, 3 channels
+    /// (20 nodes); every 10th seed runs 3 of them on SQLite.
     pub fn standard(seed: u64) -> Self {
         Self {
             seed,
@@ -62,6 +74,8 @@ impl SimConfig {
             step_ms: 25,
             partition: 0.05,
             crash: 0.02,
+            store_fault: 0.04,
+            sqlite_nodes: if seed.is_multiple_of(10) { 3 } else { 0 },
             max_skew_ms: 500,
             net: NetConfig {
                 min_latency_ms: 1,
@@ -71,7 +85,7 @@ impl SimConfig {
                 replay: 0.01,
             },
             converge_within_ms: 60_000,
-            broken_rule: false,
+            flaw: None,
         }
     }
 
@@ -84,16 +98,18 @@ impl SimConfig {
 /// What a passing run measured.
 #[derive(Clone, Debug, Default)]
 pub struct SimReport {
-    /// Acknowledged events.
-    pub acked: usize,
-    /// Events refused by the rule.
-    pub refused: usize,
+    /// What the checker counted (acknowledged, refused, groups, deficits...).
+    pub counts: Counts,
+    /// Store faults injected, by kind.
+    pub faults: FaultCounts,
+    /// Whole-node crashes outside commits.
+    pub crashes: usize,
+    /// Nodes on SQLite.
+    pub sqlite_nodes: usize,
     /// Simulated milliseconds from the heal to convergence.
     pub converge_ms: u64,
     /// Bytes handed to the network.
     pub bytes: u64,
-    /// Crashes.
-    pub crashes: usize,
 }
 
 /// A failing run: everything needed to replay it.
@@ -101,275 +117,126 @@ pub struct SimReport {
 pub struct SimFailure {
     /// The seed.
     pub seed: u64,
-    /// Whether the broken rule was on.
-    pub broken_rule: bool,
+    /// The rule flaw that was on, if any.
+    pub flaw: Option<RuleFlaw>,
     /// Simulated time of the failure.
     pub at_ms: u64,
     /// What broke.
     pub what: String,
 }
 
+impl SimFailure {
+    /// The command that replays this run.
+    pub fn replay(&self) -> String {
+        let flaw = match self.flaw {
+            Some(f) => format!(" --broken-rule {f}"),
+            None => String::new(),
+        };
+        format!("cargo run --release -- sim --seed {}{flaw}", self.seed)
+    }
+}
+
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} failed at {} ms: {}\n  replay: cargo run --release -- sim --seed {}{}",
+            "seed {} failed at {} ms: {}\n  replay: {}",
             self.seed,
             self.at_ms,
             self.what,
-            self.seed,
-            if self.broken_rule {
-                " --broken-rule"
-            } else {
-                ""
-            }
+            self.replay()
         )
-    }
-}
-
-fn build(config: &SimConfig) -> World {
-    let mut rng = SimRng::new(config.seed);
-    let mut nodes = Vec::new();
-    let mut net = Network::new(config.net.clone());
-    let skew =
-        |rng: &mut SimRng| rng.range(0, 2 * config.max_skew_ms as u64) as i64 - config.max_skew_ms;
-    let loc = |s: String| LocationId::new(s).expect("valid location");
-    let hub = config.stores * (1 + config.tills_per_store);
-    for s in 0..config.stores {
-        let first = nodes.len();
-        let sk = skew(&mut rng);
-        nodes.push(SimNode::new(
-            nodes.len(),
-            format!("store-{s}"),
-            loc(format!("S{s}")),
-            Role::Store,
-            sk,
-        ));
-        for t in 0..config.tills_per_store {
-            let sk = skew(&mut rng);
-            nodes.push(SimNode::new(
-                nodes.len(),
-                format!("till-{s}-{t}"),
-                loc(format!("S{s}")),
-                Role::Till,
-                sk,
-            ));
-        }
-        // The store's LAN is a full mesh; the store node also links to the hub.
-        for a in first..nodes.len() {
-            for b in a + 1..nodes.len() {
-                net.link(a, b);
-            }
-        }
-        net.link(first, hub);
-    }
-    let sk = skew(&mut rng);
-    nodes.push(SimNode::new(
-        nodes.len(),
-        "hub".into(),
-        loc("W0".into()),
-        Role::Hub,
-        sk,
-    ));
-    for c in 0..config.channels {
-        let sk = skew(&mut rng);
-        nodes.push(SimNode::new(
-            nodes.len(),
-            format!("channel-{c}"),
-            loc("W0".into()),
-            Role::Channel,
-            sk,
-        ));
-        net.link(hub, nodes.len() - 1);
-    }
-    World {
-        nodes,
-        net,
-        rng,
-        now: 0,
-        acked: Vec::new(),
-        rejected: Vec::new(),
-        options: NodeOptions {
-            epoch_changes: 40,
-            max_batch: 64,
-            ..NodeOptions::default()
-        },
-    }
-}
-
-/// Advances time to `until`, delivering messages and running timers on the way.
-fn advance(world: &mut World, until: u64) {
-    let mut guard = 0u32;
-    while let Some(t) = world.next_due() {
-        if t > until || guard > 1_000_000 {
-            break;
-        }
-        guard += 1;
-        world.now = world.now.max(t);
-        world.deliver_due();
-        world.run_timers();
-    }
-    world.now = world.now.max(until);
-}
-
-fn faults(world: &mut World, config: &SimConfig, crashes: &mut usize) {
-    let links: Vec<(usize, usize)> = world.net.links().copied().collect();
-    if world.rng.chance(config.partition) {
-        let (a, b) = links[world.rng.pick(links.len())];
-        if world.net.up(a, b) {
-            world.disconnect(a, b);
-            world.net.cut(a, b);
-        }
-    }
-    if world.rng.chance(config.partition) {
-        let cut = world.net.cut_links();
-        if !cut.is_empty() {
-            let (a, b) = cut[world.rng.pick(cut.len())];
-            world.net.heal(a, b);
-            world.connect(a, b);
-        }
-    }
-    if world.rng.chance(config.crash) {
-        let i = world.rng.pick(world.nodes.len());
-        if world.nodes[i].live.is_some() {
-            world.crash(i);
-            *crashes += 1;
-        }
-    }
-    if world.rng.chance(config.crash * 2.0) {
-        let down: Vec<usize> = (0..world.nodes.len())
-            .filter(|&i| world.nodes[i].live.is_none())
-            .collect();
-        if !down.is_empty() {
-            let i = down[world.rng.pick(down.len())];
-            world.restart(i);
-        }
-    }
-}
-
-/// Day start: every store and the hub receive stock and hand part of it to
-/// their tills and channels.
-fn stock_up(world: &mut World) {
-    use crate::model::{EventId, EventKind, EventRequest, Quantity, Sku};
-    let mut n = 0u64;
-    let mut event = |world: &mut World, i: usize, k: usize, qty: u64, kind: EventKind| {
-        n += 1;
-        let req = EventRequest::new(
-            EventId::new(format!("init{n}")).expect("valid id"),
-            world.nodes[i].meta.location.clone(),
-            Sku::new(format!("K{k}")).expect("valid sku"),
-            Quantity::new(qty).expect("valid qty"),
-            kind,
-        );
-        world.local_event(i, req);
-    };
-    for i in 0..world.nodes.len() {
-        if !matches!(world.nodes[i].meta.role, Role::Store | Role::Hub) {
-            continue;
-        }
-        let loc = world.nodes[i].meta.location.clone();
-        let takers: Vec<_> = world
-            .nodes
-            .iter()
-            .filter(|n| n.meta.location == loc && n.meta.role != world.nodes[i].meta.role)
-            .map(|n| n.meta.id)
-            .collect();
-        for k in 0..workload::SKUS {
-            event(world, i, k, 60, EventKind::Receipt);
-            for to in &takers {
-                event(world, i, k, 12, EventKind::Grant { to: *to });
-            }
-        }
     }
 }
 
 /// Runs one simulation; `Err` carries the seed and what broke.
 pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
-    let mut world = build(config);
-    let fail = |world: &World, what: String| SimFailure {
+    let _flaw = crate::escrow::flaw::set(config.flaw);
+    let mut world = fleet::build(config).map_err(|what| SimFailure {
         seed: config.seed,
-        broken_rule: config.broken_rule,
+        flaw: config.flaw,
+        at_ms: 0,
+        what,
+    })?;
+    let mut report = SimReport {
+        sqlite_nodes: world.nodes.iter().filter(|n| n.disk.is_sqlite()).count(),
+        ..SimReport::default()
+    };
+    let mut check = Checker::new(&world);
+    let result = simulate(config, &mut world, &mut check, &mut report);
+    report.counts = check.counts;
+    report.faults = world.faults;
+    report.bytes = world.net.bytes_sent;
+    result.map(|()| report).map_err(|what| SimFailure {
+        seed: config.seed,
+        flaw: config.flaw,
         at_ms: world.now,
         what,
-    };
-    let mut truth = Truth::new();
-    let mut report = SimReport::default();
+    })
+}
+
+fn simulate(
+    config: &SimConfig,
+    world: &mut World,
+    check: &mut Checker,
+    report: &mut SimReport,
+) -> Result<(), String> {
     for i in 0..world.nodes.len() {
-        world.restart(i);
+        world.restart(i)?;
+        check.restarted(world, i)?;
     }
-    stock_up(&mut world);
-    for i in 0..world.nodes.len() {
-        check::record(&world, &mut truth, i);
-    }
-    for id in 0..config.steps {
+    fleet::stock_up(world, check)?;
+    check.model.invariant()?;
+    for step in 0..config.steps {
         let until = world.now + config.step_ms;
-        advance(&mut world, until);
-        faults(&mut world, config, &mut report.crashes);
+        world.advance(until);
+        fleet::step(world, check, config, &mut report.crashes)?;
         for i in 0..world.nodes.len() {
-            if world.nodes[i].live.is_some() && !truth.contains_key(&world.nodes[i].meta.id) {
-                check::record(&world, &mut truth, i);
-            }
-            check::own_state_survived(&world, &truth, i).map_err(|e| fail(&world, e))?;
+            check.own_state(world, i)?;
         }
-        // Now and then, retry an acknowledged event: it must be applied once.
-        let retry = (world.rng.chance(0.05) && !world.acked.is_empty()).then(|| {
-            let k = world.rng.pick(world.acked.len());
-            (world.acked[k].0, world.acked[k].1.clone())
-        });
-        let step = match retry {
-            Some((node, request)) => Some(workload::Step {
-                node,
-                request,
-                broken: false,
-            }),
-            None => workload::next(&mut world, id, config.broken_rule),
-        };
-        let Some(step) = step else { continue };
-        if world.local_event(step.node, step.request) {
-            check::record(&world, &mut truth, step.node);
-        } else {
-            report.refused += 1;
+        if let Some(g) = workload::next(world, step, &check.retryable) {
+            check.group(world, g.node, g.requests)?;
         }
-        check::invariant(&truth).map_err(|e| fail(&world, e))?;
+        check.model.invariant()?;
     }
-    // Heal: every link back, every node up, old messages replayed once more.
+    // Heal: no more store faults, every link back, every node up, old
+    // messages replayed once more.
     let healed_at = world.now;
+    world.disarm_all();
     for (a, b) in world.net.cut_links() {
         world.net.heal(a, b);
         world.connect(a, b);
     }
     for i in 0..world.nodes.len() {
         if world.nodes[i].live.is_none() {
-            world.restart(i);
-            check::own_state_survived(&world, &truth, i).map_err(|e| fail(&world, e))?;
+            world.restart(i)?;
+            check.restarted(world, i)?;
         }
     }
+    check.model.invariant()?;
     world.net.replay_all(world.now + 1);
     loop {
-        let lagging = check::diverged(&world, &truth);
+        let lagging = Checker::lagging(world);
         if lagging.is_empty() {
             break;
         }
         if world.now > healed_at + config.converge_within_ms {
-            return Err(fail(
-                &world,
-                format!(
-                    "no convergence within {} ms of the heal: {}",
-                    config.converge_within_ms,
-                    lagging.join(", ")
-                ),
+            return Err(format!(
+                "no convergence within {} ms of the heal: {}",
+                config.converge_within_ms,
+                lagging.join(", ")
             ));
         }
         let until = world.now + 50;
-        advance(&mut world, until);
+        world.advance(until);
     }
     report.converge_ms = world.now - healed_at;
     if let Some(r) = world.rejected.first() {
-        return Err(fail(&world, format!("an honest change was rejected: {r}")));
+        return Err(format!("an honest change was rejected: {r}"));
     }
-    check::acknowledged_kept(&mut world).map_err(|e| fail(&world, e))?;
-    check::acknowledged_counted_once(&world, &truth).map_err(|e| fail(&world, e))?;
-    report.acked = world.acked.len();
-    report.bytes = world.net.bytes_sent;
-    Ok(report)
+    check.replicas_match(world)?;
+    for i in 0..world.nodes.len() {
+        check.own_state(world, i)?;
+    }
+    check.journals(world)
 }

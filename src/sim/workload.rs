@@ -1,46 +1,60 @@
-//! The workload: sales, returns, receipts, transfers, adjustments, grants,
-//! reservations and online orders, drawn from the run's seed.
+//! The workload: groups of sales, returns, receipts, transfers, adjustments,
+//! grants, reservations and online orders under `strict` and `record`, with
+//! retries and repeated ids, all drawn from the run's seed.
 
-use crate::escrow::CounterKey;
+use crate::escrow::{Holds, StockBook};
 use crate::model::{
     EventId, EventKind, EventRequest, LocationId, NodeId, Policy, PoolKey, Quantity, ReasonCode,
     ReservationId, Role, Sku, TransferId,
 };
 
+use super::rng::SimRng;
 use super::world::World;
 
 /// SKUs every location stocks.
 pub const SKUS: usize = 3;
+
+/// Most events submitted together in one group.
+pub const MAX_GROUP: u64 = 6;
 
 fn sku(i: usize) -> Sku {
     // "K0".."K2" are valid names.
     Sku::new(format!("K{i}")).expect("valid sku")
 }
 
-/// What one workload step asks for.
-pub struct Step {
+/// Events one node submits together, so that they share one group commit.
+pub struct Group {
     /// Acting node.
     pub node: usize,
-    /// The request.
-    pub request: EventRequest,
-    /// True when the checker's broken variant sells against the pool, not the rights.
-    pub broken: bool,
+    /// The requests, in submission order.
+    pub requests: Vec<EventRequest>,
 }
 
-fn req(id: u64, loc: &LocationId, sku: Sku, qty: u64, kind: EventKind) -> EventRequest {
-    let mut r = EventRequest::new(
-        EventId::new(format!("e{id}")).expect("valid id"),
+fn req(id: String, loc: &LocationId, sku: Sku, qty: u64, kind: EventKind) -> EventRequest {
+    EventRequest::new(
+        // Ids are "e<step>-<k>" or "T<step>-<k>": valid names.
+        EventId::new(id).expect("valid id"),
         loc.clone(),
         sku,
         Quantity::new(qty.clamp(1, 1_000)).expect("valid qty"),
         kind,
-    );
-    r.policy = Some(Policy::Strict);
-    r
+    )
 }
 
-/// Draws the next event for a random live node (`None` if every node is down).
-pub fn next(world: &mut World, id: u64, broken_rule: bool) -> Option<Step> {
+/// What the acting node sees, read once before its group.
+struct Seen {
+    me: NodeId,
+    loc: LocationId,
+    role: Role,
+    book: StockBook,
+    holds: Holds,
+    peers: Vec<NodeId>,
+    other_locs: Vec<LocationId>,
+}
+
+/// Draws the next group for a random live node (`None` if every node is down).
+/// `retryable` holds, per node, requests its callers may send again.
+pub fn next(world: &mut World, step: u64, retryable: &[Vec<EventRequest>]) -> Option<Group> {
     let live: Vec<usize> = (0..world.nodes.len())
         .filter(|&i| world.nodes[i].live.is_some())
         .collect();
@@ -51,26 +65,60 @@ pub fn next(world: &mut World, id: u64, broken_rule: bool) -> Option<Step> {
     let node = &world.nodes[i];
     let me = node.meta.id;
     let loc = node.meta.location.clone();
-    let role = node.meta.role;
     // A copy of the node's view (the simulator's pools are small).
     let (book, holds) = node
         .live
         .as_ref()?
         .query(|r| (r.book().clone(), r.holds().clone()))
         .ok()?;
-    let k = sku(world.rng.pick(SKUS));
+    let seen = Seen {
+        me,
+        role: node.meta.role,
+        peers: world
+            .nodes
+            .iter()
+            .filter(|n| n.meta.id != me && n.meta.location == loc)
+            .map(|n| n.meta.id)
+            .collect(),
+        other_locs: world
+            .nodes
+            .iter()
+            .filter(|n| n.meta.role == Role::Store && n.meta.location != loc)
+            .map(|n| n.meta.location.clone())
+            .collect(),
+        loc,
+        book,
+        holds,
+    };
+    let rng = &mut world.rng;
+    let size = rng.range(1, MAX_GROUP) as usize;
+    let mut requests: Vec<EventRequest> = Vec::with_capacity(size);
+    for k in 0..size {
+        let r = if rng.chance(0.04) && !retryable[i].is_empty() {
+            // A caller that did not hear back, or wants to be sure, sends again.
+            retryable[i][rng.pick(retryable[i].len())].clone()
+        } else if k > 0 && rng.chance(0.08) {
+            // The same request twice in one group: applied once, then `replayed`.
+            requests[rng.pick(requests.len())].clone()
+        } else {
+            draw(rng, &seen, format!("{step}-{k}"))
+        };
+        requests.push(r);
+    }
+    Some(Group { node: i, requests })
+}
+
+/// One new request from what the node sees.
+fn draw(rng: &mut SimRng, seen: &Seen, tag: String) -> EventRequest {
+    let id = format!("e{tag}");
+    let loc = &seen.loc;
+    let book = &seen.book;
+    let k = sku(rng.pick(SKUS));
     let pool = PoolKey::new(loc.clone(), k.clone());
-    let rights = book.rights(&pool, &me).max(0) as u64;
-    let on_hand = book.pool(&pool).map(|p| p.on_hand()).unwrap_or(0).max(0) as u64;
-    let peers: Vec<NodeId> = world
-        .nodes
-        .iter()
-        .filter(|n| n.meta.id != me && n.meta.location == loc)
-        .map(|n| n.meta.id)
-        .collect();
-    let transits: Vec<(TransferId, LocationId, Sku, i64)> = book
+    let rights = book.rights(&pool, &seen.me).max(0) as u64;
+    let mut transits: Vec<(TransferId, LocationId, Sku, i64)> = book
         .transits()
-        .filter(|(leg, t)| leg.to == loc && t.in_transit() > 0)
+        .filter(|(leg, t)| leg.to == *loc && t.in_transit() > 0)
         .map(|(leg, t)| {
             (
                 leg.transfer.clone(),
@@ -80,108 +128,109 @@ pub fn next(world: &mut World, id: u64, broken_rule: bool) -> Option<Step> {
             )
         })
         .collect();
-    let other_locs: Vec<LocationId> = world
-        .nodes
-        .iter()
-        .filter(|n| n.meta.role == Role::Store && n.meta.location != loc)
-        .map(|n| n.meta.location.clone())
-        .collect();
-    let roll = world.rng.pick(100);
-    let q = |rng: &mut super::rng::SimRng, max: u64| rng.range(1, max.max(1));
-    let mut broken = false;
-    let request = match role {
+    transits.sort();
+    // Holds come from a hash map: sort them so that the draw is reproducible.
+    let mut holds: Vec<_> = seen.holds.iter().collect();
+    holds.sort_by(|a, b| a.0.cmp(b.0));
+    let roll = rng.pick(100);
+    let q = |rng: &mut SimRng, max: u64| rng.range(1, max.max(1));
+    let role = seen.role;
+    let peers = &seen.peers;
+    let mut r = match role {
         Role::Store | Role::Hub if roll < 30 => {
-            let n = q(&mut world.rng, 20);
-            req(id, &loc, k, n, EventKind::Receipt)
+            let n = q(rng, 20);
+            req(id, loc, k, n, EventKind::Receipt)
         }
-        Role::Store | Role::Hub | Role::Till if roll < 50 && !peers.is_empty() && rights > 0 => {
-            let to = peers[world.rng.pick(peers.len())];
-            let n = q(&mut world.rng, rights);
-            req(id, &loc, k, n, EventKind::Grant { to })
+        Role::Store | Role::Hub | Role::Till
+            if roll < 50 && !peers.is_empty() && (rights > 0 || rng.chance(0.1)) =>
+        {
+            // Now and then one more than the rights: the rule must refuse it.
+            let to = peers[rng.pick(peers.len())];
+            let n = q(rng, rights + 1);
+            req(id, loc, k, n, EventKind::Grant { to })
         }
-        Role::Store if roll < 60 && !other_locs.is_empty() && rights > 0 => {
-            let to = other_locs[world.rng.pick(other_locs.len())].clone();
-            let n = q(&mut world.rng, rights);
-            req(
-                id,
-                &loc,
-                k,
-                n,
-                EventKind::TransferOut {
-                    to,
-                    transfer: TransferId::new(format!("T{id}")).expect("valid id"),
-                },
-            )
+        Role::Store if roll < 60 && !seen.other_locs.is_empty() && rights > 0 => {
+            let to = seen.other_locs[rng.pick(seen.other_locs.len())].clone();
+            let n = q(rng, rights);
+            // "T<step>-<k>" is a valid name.
+            let transfer = TransferId::new(format!("T{tag}")).expect("valid id");
+            let mut r = req(id, loc, k, n, EventKind::TransferOut { to, transfer });
+            if rng.chance(0.1) {
+                r.policy = Some(Policy::Record);
+            }
+            r
         }
         Role::Store if roll < 70 && !transits.is_empty() => {
-            let (transfer, from, s, n) = transits[world.rng.pick(transits.len())].clone();
+            let (transfer, from, s, n) = transits[rng.pick(transits.len())].clone();
             req(
                 id,
-                &loc,
+                loc,
                 s,
                 n as u64,
                 EventKind::TransferIn { from, transfer },
             )
         }
         Role::Channel if roll < 20 && rights > 0 => {
-            let reservation = ReservationId::new(format!("R{id}")).expect("valid id");
-            req(
-                id,
-                &loc,
-                k,
-                q(&mut world.rng, 2),
-                EventKind::Reserve { reservation },
-            )
+            // "R<step>-<k>" is a valid name.
+            let reservation = ReservationId::new(format!("R{tag}")).expect("valid id");
+            req(id, loc, k, q(rng, 2), EventKind::Reserve { reservation })
         }
-        Role::Channel if roll < 35 => {
-            // Sorted: the holds are a hash map, whose order is not the seed's.
-            let mut holds: Vec<_> = holds.iter().map(|(r, h)| (r.clone(), h.clone())).collect();
-            holds.sort_by(|a, b| a.0.cmp(&b.0));
-            let (r, h) = holds.get(world.rng.pick(holds.len().max(1)))?.clone();
-            let kind = if world.rng.chance(0.5) {
-                EventKind::Fulfil { reservation: r }
+        Role::Channel if roll < 35 && !holds.is_empty() => {
+            let (r, h) = holds[rng.pick(holds.len())];
+            let kind = if rng.chance(0.5) {
+                EventKind::Fulfil {
+                    reservation: r.clone(),
+                }
             } else {
-                EventKind::Release { reservation: r }
+                EventKind::Release {
+                    reservation: r.clone(),
+                }
             };
-            req(id, &h.pool.location, h.pool.sku, h.outstanding as u64, kind)
+            // Part of the hold or all of it: a hold may be released in steps.
+            let n = q(rng, h.outstanding as u64);
+            req(id, &h.pool.location, h.pool.sku.clone(), n, kind)
         }
         _ if roll < 80 => {
-            let kind = if role == Role::Channel {
-                EventKind::OnlineOrder
+            let n = q(rng, 3);
+            if role == Role::Channel {
+                let mut r = req(id, loc, k, n, EventKind::OnlineOrder);
+                if rng.chance(0.03) {
+                    // An order promises stock: `record` must be refused.
+                    r.policy = Some(Policy::Record);
+                }
+                r
             } else {
-                EventKind::Sale
-            };
-            let n = q(&mut world.rng, 3);
-            let mut r = req(id, &loc, k, n, kind);
-            if broken_rule && role == Role::Till && n <= on_hand {
-                // The deliberately broken rule: a till trusts the pool's on-hand
-                // count it sees instead of its own rights.
-                r.kind = EventKind::Sale;
-                r.policy = Some(Policy::Record);
-                broken = true;
+                let mut r = req(id, loc, k, n, EventKind::Sale);
+                let p = rng.pick(10);
+                // Till sales of units in hand are sometimes recorded.
+                if role == Role::Till && p < 3 {
+                    r.policy = Some(Policy::Record);
+                } else if p < 4 {
+                    r.policy = Some(Policy::Strict);
+                }
+                r
             }
-            r
         }
-        _ if roll < 90 && book.counter(&me, &CounterKey::Minted(pool.clone())) > 0 => {
-            req(id, &loc, k, 1, EventKind::Return)
+        _ if roll < 90
+            && book
+                .pool(&pool)
+                .is_some_and(|p| p.share(&seen.me).minted > 0) =>
+        {
+            req(id, loc, k, 1, EventKind::Return)
         }
         _ => {
+            // A constant, valid reason code.
             let reason = ReasonCode::new("count").expect("valid reason");
-            req(
-                id,
-                &loc,
-                k,
-                1,
-                EventKind::Adjustment {
-                    increase: false,
-                    reason,
-                },
-            )
+            let kind = EventKind::Adjustment {
+                increase: false,
+                reason,
+            };
+            req(id, loc, k, 1, kind)
         }
     };
-    Some(Step {
-        node: i,
-        request,
-        broken,
-    })
+    if matches!(r.kind, EventKind::Adjustment { .. }) && rng.chance(0.2) {
+        // A negative count defaults to `record`; sometimes the caller asks strict.
+        r.policy = Some(Policy::Strict);
+    }
+    r
 }

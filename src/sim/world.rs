@@ -1,15 +1,18 @@
 //! The simulated fleet: nodes running the real writer, replica and sync engine
-//! over in-memory stores, wired to the simulated network.
+//! over fault-injecting stores (in memory or SQLite), wired to the simulated
+//! network.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use super::disk::{Disk, RunDir, SimStore};
+use super::faults::{Fault, FaultKind, FaultyStore};
 use super::net::{Delivery, Network};
 use super::rng::SimRng;
+use crate::error::{NodeError, StoreError};
 use crate::identity::Identity;
-use crate::model::{EventOutcome, EventRequest, LocationId, NodeId, NodeMeta, Role};
-use crate::node::{Node, NodeOptions};
-use crate::store::memory::MemoryStore;
+use crate::model::{EventId, EventOutcome, EventRequest, LocationId, NodeId, NodeMeta, Role};
+use crate::node::{Node, NodeOptions, Ticket};
 use crate::sync::SyncEvent;
 
 /// One simulated node.
@@ -18,17 +21,26 @@ pub struct SimNode {
     pub meta: NodeMeta,
     seed: [u8; 32],
     /// What survives a crash.
-    pub store: MemoryStore,
+    pub disk: Disk,
     /// The running node; `None` while crashed.
     pub live: Option<Node>,
+    /// The running node's store handle (shared with the node); `None` while crashed.
+    pub store: Option<FaultyStore<SimStore>>,
     /// This node's clock minus the global clock.
     pub skew_ms: i64,
     clock: Arc<AtomicI64>,
 }
 
 impl SimNode {
-    /// A node with a deterministic identity from `seed`.
-    pub fn new(index: usize, name: String, location: LocationId, role: Role, skew_ms: i64) -> Self {
+    /// A node with a deterministic identity from `index`, its replica on `disk`.
+    pub fn new(
+        index: usize,
+        name: String,
+        location: LocationId,
+        role: Role,
+        skew_ms: i64,
+        disk: Disk,
+    ) -> Self {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
         let identity = Identity::from_seed(seed);
@@ -40,8 +52,9 @@ impl SimNode {
                 role,
             },
             seed,
-            store: MemoryStore::new(),
+            disk,
             live: None,
+            store: None,
             skew_ms,
             clock: Arc::new(AtomicI64::new(0)),
         }
@@ -52,24 +65,54 @@ impl SimNode {
         (now as i64 + self.skew_ms).max(0) as u64
     }
 
-    /// (Re)starts the node from what its store holds.
-    pub fn boot(&mut self, options: &NodeOptions) {
+    /// (Re)starts the node from what its disk holds.
+    pub fn boot(&mut self, options: &NodeOptions) -> Result<(), StoreError> {
         let clock = self.clock.clone();
+        let store = FaultyStore::new(self.disk.open(&self.meta)?);
         let node = Node::start(
             Identity::from_seed(self.seed),
             self.meta.clone(),
-            self.store.clone(),
+            store.clone(),
             options.clone(),
             Arc::new(move || clock.load(Ordering::Relaxed)),
-        );
-        // The memory store cannot fail to load what it committed itself.
-        self.live = Some(node.expect("memory store loads"));
+        )?;
+        self.live = Some(node);
+        self.store = Some(store);
+        Ok(())
+    }
+
+    /// Drops the running node and its store (a SQLite store closes its file).
+    pub fn halt(&mut self) {
+        self.live = None;
+        self.store = None;
+    }
+
+    /// The journal row of event `id` (the node must be up).
+    pub fn journal(&self, id: &EventId) -> Result<Option<(EventRequest, EventOutcome)>, String> {
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| format!("{} is down: its journal cannot be read", self.meta.name))?;
+        store
+            .with_inner(|s| crate::store::Store::find_event(s, id))
+            .map_err(|e| format!("reading the journal of {}: {e}", self.meta.name))
     }
 
     /// Sets the node's clock to global time `now`.
     pub fn set_time(&self, now: u64) {
         self.clock.store(self.local(now) as i64, Ordering::Relaxed);
     }
+}
+
+/// Store faults injected so far, by kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultCounts {
+    /// Disk failures (nothing persisted, the node lives on).
+    pub disk: usize,
+    /// Crashes before a commit.
+    pub crash_before: usize,
+    /// Crashes after a commit, before any answer.
+    pub crash_after: usize,
 }
 
 /// Nodes, network and what the run has seen.
@@ -82,12 +125,14 @@ pub struct World {
     pub rng: SimRng,
     /// Global time.
     pub now: u64,
-    /// Acknowledged events: `(node index, request, outcome)`.
-    pub acked: Vec<(usize, EventRequest, EventOutcome)>,
     /// Refusals reported by any engine.
     pub rejected: Vec<String>,
     /// Node options of every node (sync configuration included).
     pub options: NodeOptions,
+    /// Store faults injected.
+    pub faults: FaultCounts,
+    /// The run's directory for SQLite nodes (removed last, when the world drops).
+    pub dir: Option<RunDir>,
 }
 
 impl World {
@@ -97,7 +142,9 @@ impl World {
     }
 
     /// Runs `f` on node `i` (if it is up) at the current time, then hands what
-    /// it sent to the network and notes what it refused.
+    /// it sent to the network and notes what it refused. If a store fault
+    /// crashed the node meanwhile, nothing it sent leaves and the node is
+    /// dropped (check `live` afterwards).
     pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&Node) -> R) -> Option<R> {
         let now = self.now;
         let node = &self.nodes[i];
@@ -106,6 +153,19 @@ impl World {
         let r = f(live);
         let sends = live.take_sends();
         let events = live.take_events();
+        let store = node.store.as_ref()?;
+        let (fired, crashed) = (store.take_fired(), store.crashed());
+        for fault in fired {
+            match fault.kind {
+                FaultKind::DiskFailure => self.faults.disk += 1,
+                FaultKind::CrashBefore => self.faults.crash_before += 1,
+                FaultKind::CrashAfter => self.faults.crash_after += 1,
+            }
+        }
+        if crashed {
+            self.crash(i);
+            return Some(r);
+        }
         for o in sends {
             let Some(j) = self.index_of(&o.to) else {
                 continue;
@@ -135,15 +195,32 @@ impl World {
         Some(r)
     }
 
-    /// Runs a local event on node `i`; true when it was acknowledged.
-    pub fn local_event(&mut self, i: usize, req: EventRequest) -> bool {
-        let answer = self.with_node(i, |n| n.execute(req.clone()));
-        match answer {
-            Some(Ok(outcome)) => {
-                self.acked.push((i, req, outcome));
-                true
-            }
-            _ => false,
+    /// Submits `reqs` to node `i` together and waits for every answer, so they
+    /// share one group commit. `None` when the node is down or died during the
+    /// group (then no answer was handed out).
+    pub fn submit_group(
+        &mut self,
+        i: usize,
+        reqs: &[EventRequest],
+    ) -> Option<Vec<Result<EventOutcome, NodeError>>> {
+        let answers = self.with_node(i, |n| {
+            let tickets: Vec<Ticket> = reqs.iter().map(|r| n.submit(r.clone())).collect();
+            tickets.into_iter().map(Ticket::wait).collect::<Vec<_>>()
+        })?;
+        self.nodes[i].live.is_some().then_some(answers)
+    }
+
+    /// Arms `fault` on node `i`'s store (if it is up).
+    pub fn arm(&mut self, i: usize, fault: Fault) {
+        if let Some(s) = &self.nodes[i].store {
+            s.arm(fault);
+        }
+    }
+
+    /// Removes every armed store fault.
+    pub fn disarm_all(&mut self) {
+        for s in self.nodes.iter().filter_map(|n| n.store.as_ref()) {
+            s.disarm();
         }
     }
 
@@ -153,8 +230,14 @@ impl World {
             return;
         }
         let (ida, idb) = (self.nodes[a].meta.id, self.nodes[b].meta.id);
-        self.with_node(a, |n| n.peer_up(idb));
-        self.with_node(b, |n| n.peer_up(ida));
+        // Every simulated store is durable: a refusal is a failure of the run.
+        for (i, peer) in [(a, idb), (b, ida)] {
+            if let Some(Err(e)) = self.with_node(i, |n| n.peer_up(peer)) {
+                let name = &self.nodes[i].meta.name;
+                self.rejected
+                    .push(format!("node {name} refused a peer: {e}"));
+            }
+        }
     }
 
     /// Tells `a` and `b` their connection is gone.
@@ -181,23 +264,26 @@ impl World {
             .collect()
     }
 
-    /// Crashes node `i`: its in-memory state is gone, its store stays.
+    /// Crashes node `i`: its in-memory state is gone, its disk stays.
     pub fn crash(&mut self, i: usize) {
+        self.nodes[i].halt();
         let id = self.nodes[i].meta.id;
         for j in self.neighbours(i) {
             // `with_node` skips neighbours that are down themselves.
             self.with_node(j, |n| n.peer_down(id));
         }
-        self.nodes[i].live = None;
     }
 
-    /// Restarts node `i` from its store and reconnects it.
-    pub fn restart(&mut self, i: usize) {
+    /// Restarts node `i` from its disk and reconnects it.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
         let options = self.options.clone();
-        self.nodes[i].boot(&options);
+        self.nodes[i]
+            .boot(&options)
+            .map_err(|e| format!("{} does not restart: {e}", self.nodes[i].meta.name))?;
         for j in self.neighbours(i) {
             self.connect(i, j);
         }
+        Ok(())
     }
 
     /// Delivers every message due by now; returns how many were handled.
@@ -237,5 +323,20 @@ impl World {
             Some((t as i64 - n.skew_ms).max(0) as u64)
         });
         timers.chain(self.net.next_due()).min()
+    }
+
+    /// Advances time to `until`, delivering messages and running timers on the way.
+    pub fn advance(&mut self, until: u64) {
+        let mut guard = 0u32;
+        while let Some(t) = self.next_due() {
+            if t > until || guard > 1_000_000 {
+                break;
+            }
+            guard += 1;
+            self.now = self.now.max(t);
+            self.deliver_due();
+            self.run_timers();
+        }
+        self.now = self.now.max(until);
     }
 }
