@@ -161,22 +161,36 @@ impl Checker {
     pub fn restarted(&mut self, world: &World, i: usize) -> Result<(), String> {
         let node = &world.nodes[i];
         for Pending { mut view, requests } in std::mem::take(&mut self.pending[i]) {
-            for req in requests {
+            let context = |e: String| {
+                let ids: Vec<_> = requests.iter().map(|r| r.id.to_string()).collect();
+                format!(
+                    "{e}\n  (durable but unacknowledged: the group [{}] of {} before it died, read from its journal at restart)",
+                    ids.join(", "),
+                    node.meta.name
+                )
+            };
+            for (k, req) in requests.iter().enumerate() {
                 if self.model.applied(&node.meta.id, &req.id).is_some() {
                     continue;
                 }
+                let repeated = requests[k + 1..].iter().any(|r| r.id == req.id);
                 match node.journal(&req.id)? {
-                    None => self.retryable[i].push(req),
-                    Some((stored, outcome)) if stored == req => {
-                        self.model.answer(&mut view, &req, &Ok(outcome))?;
-                        self.counts.durable_unacked += 1;
-                        self.retryable[i].push(req);
+                    None if repeated => {}
+                    None => self.retryable[i].push(req.clone()),
+                    Some((stored, outcome)) if stored == *req => {
+                        let taken = self
+                            .model
+                            .durable(&mut view, req, &outcome, repeated)
+                            .map_err(context)?;
+                        if taken {
+                            self.counts.durable_unacked += 1;
+                            self.retryable[i].push(req.clone());
+                        }
                     }
                     Some((stored, _)) => {
-                        return Err(format!(
-                            "{}: journal holds {stored:?} under the id of {req:?}",
-                            node.meta.name
-                        ))
+                        return Err(context(format!(
+                            "journal holds {stored:?} under the id of {req:?}"
+                        )))
                     }
                 }
             }

@@ -147,10 +147,43 @@ impl Model {
             }
             Err(_) => return Ok(Answered::Failed),
         };
-        if self.applied.contains_key(&key) {
+        let deficit = self.accepted(view, req, o)?;
+        self.commit(view, req, o, deficit);
+        Ok(Answered::Applied)
+    }
+
+    /// Node `view.node` made `req` durable (outcome `o`) but died before
+    /// answering; read from its journal at restart. When the same id comes
+    /// again later in its group (`repeated`), this occurrence may have been
+    /// refused and a later one staged: it is taken here only if the rule
+    /// accepts it here with exactly this outcome (`Ok(false)` otherwise).
+    pub fn durable(
+        &mut self,
+        view: &mut View,
+        req: &EventRequest,
+        o: &EventOutcome,
+        repeated: bool,
+    ) -> Result<bool, String> {
+        match self.accepted(view, req, o) {
+            Ok(deficit) => {
+                self.commit(view, req, o, deficit);
+                Ok(true)
+            }
+            Err(_) if repeated => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks an accepted `req` with outcome `o` against the rule and the
+    /// view; returns the deficit it must have recorded. Changes nothing.
+    fn accepted(&self, view: &View, req: &EventRequest, o: &EventOutcome) -> Result<i64, String> {
+        let (who, id, kind) = (&view.name, &req.id, req.kind.label());
+        if self.applied.contains_key(&(view.node, req.id.clone())) {
             return Err(format!("{who} applied {kind} {id} twice"));
         }
-        let deficit = match cover {
+        let mut mine = view.pools.get(&req.pool).copied().unwrap_or_default();
+        let rights = mine.rights();
+        let deficit = match cover(req) {
             Cover::Free => 0,
             Cover::Refuse => {
                 return Err(format!(
@@ -174,9 +207,7 @@ impl Model {
         }
         let e = effect(req);
         self.check_hold(view, req, &e)?;
-        self.apply(view.node, req, &e);
-        let mine = view.pools.entry(req.pool.clone()).or_default();
-        add(mine, &e.own);
+        add(&mut mine, &e.own);
         if o.rights_after != mine.rights() {
             return Err(format!(
                 "{who}: {kind} {id} in {} answered rights {} after, the model says {}",
@@ -185,14 +216,22 @@ impl Model {
                 mine.rights()
             ));
         }
+        Ok(deficit)
+    }
+
+    /// Applies an accepted event to the model and to the node's view.
+    fn commit(&mut self, view: &mut View, req: &EventRequest, o: &EventOutcome, deficit: i64) {
+        let e = effect(req);
+        self.apply(view.node, req, &e);
+        add(view.pools.entry(req.pool.clone()).or_default(), &e.own);
         *self
             .deficits
             .entry(req.pool.clone())
             .or_default()
             .entry(view.node)
             .or_default() += deficit;
-        self.applied.insert(key, (req.clone(), o.clone()));
-        Ok(Answered::Applied)
+        self.applied
+            .insert((view.node, req.id.clone()), (req.clone(), o.clone()));
     }
 
     fn check_hold(&self, view: &View, req: &EventRequest, e: &Effect) -> Result<(), String> {
