@@ -246,6 +246,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::escrow::MAX_COUNTER;
     use crate::model::{EventId, LocationId, Quantity, Sku, TransferId};
 
     fn req(kind: EventKind) -> EventRequest {
@@ -299,5 +300,24 @@ mod tests {
         for kind in other {
             assert!(plan(&book, &holds, &me, &req(kind)).is_ok());
         }
+    }
+
+    #[test]
+    fn a_plan_may_raise_a_counter_to_max_counter_but_not_past_it() {
+        let me = NodeId([1; 32]);
+        let mut book = StockBook::new();
+        let minted = CounterKey::Minted(req(EventKind::Receipt).pool);
+        book.raise(me, &minted, MAX_COUNTER - 1).unwrap();
+        let holds = Holds::new();
+        let plan_of = |qty: u64| {
+            let mut r = req(EventKind::Receipt);
+            r.qty = Quantity::new(qty).unwrap();
+            plan(&book, &holds, &me, &r)
+        };
+        assert_eq!(
+            plan_of(1).map(|p| p.writes),
+            Ok(vec![(minted, MAX_COUNTER)])
+        );
+        assert_eq!(plan_of(2), Err(EventError::Overflow));
     }
 }

@@ -245,4 +245,36 @@ mod tests {
         b.changes.clear();
         assert_eq!(verify(&b).unwrap_err(), BundleError::Empty);
     }
+
+    /// A packed bundle of a 2-change chain, and the offset of the second
+    /// change's dependency count.
+    fn packed_pair() -> (Bundle, usize) {
+        let id = Identity::from_seed([1; 32]);
+        let changes = chain(&id, 2);
+        let last = changes.last().unwrap();
+        let sig = sign_head(&id, last.position, &last.hash);
+        let bytes = changes.iter().map(|c| c.bytes.clone()).collect();
+        let bundle = pack(id.node_id(), 1, bytes, 1, sig);
+        let count_at = single_dep_offset(&bundle.changes[1].0).unwrap() - 1;
+        assert_eq!(bundle.changes[1].0[count_at], 1);
+        (bundle, count_at)
+    }
+
+    #[test]
+    fn a_later_change_declaring_more_than_one_dependency_is_broken() {
+        let (mut b, at) = packed_pair();
+        // 129 dependencies, in two LEB128 bytes whose low byte reads 1.
+        b.changes[1].0.splice(at..at + 1, [0x81, 0x01]);
+        assert_eq!(verify(&b).unwrap_err(), BundleError::Broken(1));
+    }
+
+    #[test]
+    fn a_later_change_cut_after_its_dependency_count_does_not_parse() {
+        let (mut b, at) = packed_pair();
+        b.changes[1].0.truncate(at + 1);
+        assert!(matches!(
+            verify(&b).unwrap_err(),
+            BundleError::Unparsable(1, _)
+        ));
+    }
 }

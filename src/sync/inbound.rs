@@ -217,3 +217,76 @@ impl SyncEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::escrow::CounterKey;
+    use crate::identity::Identity;
+    use crate::model::{LocationId, PoolKey, Position, Sku};
+    use crate::replica::{CounterWrite, OwnDoc};
+    use crate::store::Snapshot;
+    use crate::sync::signing::sign_head;
+    use crate::sync::SyncConfig;
+
+    /// The first `n` changes of `id`, each in a signed bundle of its own.
+    fn one_change_bundles(id: &Identity, n: i64) -> Vec<Bundle> {
+        let mut doc = OwnDoc::new(&id.node_id(), 1);
+        let key = minted();
+        (1..=n)
+            .map(|v| {
+                let w = CounterWrite {
+                    key: key.clone(),
+                    old: v - 1,
+                    new: v,
+                };
+                let c = doc.commit(&[w], "[]", 0).unwrap();
+                let signature = sign_head(id, c.position, &c.hash);
+                bundle::pack(id.node_id(), 1, vec![c.bytes], c.position.seq, signature)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bundles_parked_ahead_of_a_gap_apply_as_soon_as_it_is_filled() {
+        let writer = Identity::from_seed([1; 32]);
+        let w = writer.node_id();
+        let me = Identity::from_seed([2; 32]);
+        let mut replica = Replica::open(me.node_id(), Snapshot::default(), 1_000).unwrap();
+        let mut engine = SyncEngine::new(me, SyncConfig::default());
+        let mut out = Vec::new();
+        let mut bundles = one_change_bundles(&writer, 3);
+        let (b3, b2, b1) = (
+            bundles.pop().unwrap(),
+            bundles.pop().unwrap(),
+            bundles.pop().unwrap(),
+        );
+        let head = |r: &Replica| r.heads().get(&w).map(|h| h.position);
+        // The last two arrive first, the last one first: both wait for the gap.
+        engine.ingest(&mut replica, w, b3, &mut out);
+        engine.ingest(&mut replica, w, b2, &mut out);
+        assert_eq!(engine.parked.len(), 2);
+        assert_eq!(head(&replica), None);
+        // The first fills it: all three apply now, in order, before any timer.
+        engine.ingest(&mut replica, w, b1, &mut out);
+        assert_eq!(head(&replica), Some(Position { epoch: 1, seq: 3 }));
+        assert_eq!(engine.parked.len(), 0);
+        assert_eq!(engine.stats().changes_applied, 3);
+        let applied: Vec<u64> = out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Report(SyncEvent::Applied { position, .. }) => Some(position.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(applied, [1, 2, 3]);
+        assert_eq!(replica.book().counter(&w, &minted()), 3);
+    }
+
+    fn minted() -> CounterKey {
+        CounterKey::Minted(PoolKey::new(
+            LocationId::new("S").unwrap(),
+            Sku::new("A").unwrap(),
+        ))
+    }
+}

@@ -7,12 +7,13 @@
 
 mod harness;
 
-use automerge::transaction::Transactable;
+use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ObjType, ScalarValue, ROOT};
 use harness::*;
-use stocksync::error::ChangeError;
-use stocksync::escrow::CounterKey;
+use stocksync::error::{ChangeError, EventError};
+use stocksync::escrow::{CounterKey, MAX_COUNTER};
 use stocksync::model::Position;
+use stocksync::replica::MAX_CHANGE_BYTES;
 
 #[test]
 fn an_honest_change_is_applied() {
@@ -244,6 +245,62 @@ fn garbage_bytes_are_malformed() {
         rejected(&mut r, 1, &huge),
         ChangeError::Malformed(_)
     ));
+}
+
+/// An honest first change of `WRITER` (`MINTED` put to 1) whose message is
+/// padded so that the change is exactly `len` bytes long.
+fn change_of_length(len: usize) -> Vec<u8> {
+    let build = |pad: usize| {
+        let mut d = doc(&WRITER);
+        let mut tx = d.transaction();
+        tx.put(ROOT, MINTED, ScalarValue::counter(1)).unwrap();
+        let message = format!("{{\"epoch\":1,\"pad\":\"{}\"}}", "x".repeat(pad));
+        tx.commit_with(CommitOptions::default().with_time(0).with_message(message));
+        d.get_last_local_change().unwrap().raw_bytes().to_vec()
+    };
+    let mut pad = len.saturating_sub(build(0).len());
+    for _ in 0..8 {
+        let bytes = build(pad);
+        if bytes.len() == len {
+            return bytes;
+        }
+        pad = (pad + len).checked_sub(bytes.len()).unwrap();
+    }
+    panic!("no change of exactly {len} bytes");
+}
+
+#[test]
+fn the_size_limit_refuses_one_byte_more_and_accepts_the_limit() {
+    let mut r = replica(ME);
+    // Well-formed in every other respect: only the limit refuses it.
+    match rejected(&mut r, 1, &change_of_length(MAX_CHANGE_BYTES + 1)) {
+        ChangeError::Malformed(m) => assert!(m.contains("over the limit"), "{m}"),
+        e => panic!("expected Malformed, got {e:?}"),
+    }
+    applied(&mut r, 1, &change_of_length(MAX_CHANGE_BYTES));
+    assert_eq!(r.book().counter(&WRITER, &minted()), 1);
+}
+
+#[test]
+fn a_counter_may_reach_max_counter_but_not_pass_it() {
+    let mut r = replica(ME);
+    // A good put, then one past the limit: the change is refused as a whole
+    // before anything of it is applied.
+    let bytes = commit(&mut doc(&WRITER), |tx| {
+        tx.put(ROOT, MINTED, ScalarValue::counter(5))?;
+        tx.put(ROOT, CONSUMED, ScalarValue::counter(MAX_COUNTER + 1))
+    });
+    let e = rejected(&mut r, 1, &bytes);
+    assert!(
+        matches!(e, ChangeError::Event(EventError::Overflow)),
+        "{e:?}"
+    );
+    applied(
+        &mut r,
+        1,
+        &put_counter(&mut doc(&WRITER), MINTED, MAX_COUNTER),
+    );
+    assert_eq!(r.book().counter(&WRITER, &minted()), MAX_COUNTER);
 }
 
 #[test]
