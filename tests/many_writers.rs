@@ -118,5 +118,61 @@ fn one_writer_of_250000_that_differs_is_found_with_small_messages() {
     );
     assert_eq!(later.sizes.len(), 2, "one digest each way, no answer");
     assert!(later.sizes.iter().all(|&s| s < 64), "{:?}", later.sizes);
-    let _ = t;
+}
+
+#[test]
+fn heads_outside_their_range_or_out_of_order_are_refused_and_applied_nowhere() {
+    use stocksync::replica::WriterRange;
+    use stocksync::sync::message::{self, Message};
+    use stocksync::sync::{RejectReason, SyncEvent};
+    let me = Identity::from_seed([1; 32]);
+    let peer = Identity::from_seed([2; 32]).node_id();
+    let mut r = Replica::open(me.node_id(), Snapshot::default(), 10_000).unwrap();
+    let mut e = SyncEngine::new(me, SyncConfig::default());
+    e.handle(&mut r, 0, Input::PeerUp(peer));
+    let (a, b) = (writer(1), writer(2));
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    let p = Position { epoch: 1, seq: 3 };
+    let narrow = WriterRange {
+        depth: 8,
+        prefix: u32::from_be_bytes([lo.0[0], lo.0[1], lo.0[2], lo.0[3]]),
+    };
+    for (range, heads) in [
+        (WriterRange::ALL, vec![(hi, p, [0; 32]), (lo, p, [0; 32])]),
+        (narrow, vec![(hi, p, [0; 32])]),
+        (
+            WriterRange {
+                depth: 9,
+                prefix: 0,
+            },
+            vec![],
+        ),
+    ] {
+        let msg = message::encode(&Message::Heads {
+            range,
+            heads,
+            reply: false,
+        });
+        let effects = e.handle(
+            &mut r,
+            1,
+            Input::Received {
+                from: peer,
+                message: msg,
+            },
+        );
+        let refused = effects.iter().any(|f| {
+            matches!(
+                f,
+                Effect::Report(SyncEvent::Rejected {
+                    reason: RejectReason::Malformed(_),
+                    ..
+                })
+            )
+        });
+        assert!(refused, "{range:?} accepted");
+        assert!(!effects
+            .iter()
+            .any(|f| matches!(f, Effect::Send { .. } | Effect::Load { .. })));
+    }
 }
