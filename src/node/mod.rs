@@ -16,7 +16,7 @@ mod writer;
 
 pub use group::Ticket;
 pub use outbox::Outgoing;
-pub use status::SyncStatus;
+pub use status::{ForkStatus, SyncStatus};
 pub(crate) use writer::Writer;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -151,6 +151,13 @@ impl Shared {
                         SyncEvent::PersistFailed { changes, error } => {
                             warn!(node = %self.meta.id, changes, %error, "remote changes not persisted")
                         }
+                        SyncEvent::Fork {
+                            from,
+                            writer,
+                            position,
+                        } => {
+                            error!(node = %self.meta.id, peer = %from, %writer, ?position, "fork: a writer signed two histories; frozen from there")
+                        }
                         SyncEvent::OwnHistoryConflict { from, held, seen } => {
                             error!(node = %self.meta.id, peer = %from, ?held, ?seen, "own history seen ahead: refusing events (restored backup or cloned key)")
                         }
@@ -165,7 +172,10 @@ impl Shared {
                     status.record(event);
                 }
                 // `Writer::sync` performs loads and persists itself.
-                Effect::Load { .. } | Effect::Persist(_) | Effect::PersistRoster(_) => {}
+                Effect::Load { .. }
+                | Effect::Persist(_)
+                | Effect::PersistRoster(_)
+                | Effect::PersistFork(_) => {}
             }
         }
     }
@@ -198,14 +208,16 @@ impl Node {
                 "the node key does not belong to this node".into(),
             ));
         }
-        let writer = Writer::new(meta.clone(), Box::new(store), &options, clock.clone())?;
+        let mut writer = Writer::new(meta.clone(), Box::new(store), &options, clock.clone())?;
+        let mut engine = SyncEngine::new(identity, options.sync.clone());
+        engine.restore_forks(writer.stored_forks()?);
         Ok(Self {
             shared: Arc::new(Shared {
                 meta,
                 queue: Mutex::new(Queue::default()),
                 core: Mutex::new(Core {
                     writer,
-                    engine: SyncEngine::new(identity, options.sync.clone()),
+                    engine,
                     status: StatusLog::default(),
                 }),
                 outbox: Outbox::new(options.outbox_bytes_per_peer),
@@ -326,6 +338,14 @@ impl Node {
             .replica()
             .map(Replica::roster_version)
             .unwrap_or(0);
+        s.forks = core
+            .engine
+            .forks()
+            .map(|f| status::ForkStatus {
+                writer: f.writer.to_hex(),
+                position: format!("{}/{}", f.position.epoch, f.position.seq),
+            })
+            .collect();
         s.outbox_bytes = self.shared.outbox.queued_bytes();
         s.outbox_dropped = self.shared.outbox.dropped();
         s
@@ -350,6 +370,11 @@ impl Node {
             .replica()
             .map(Replica::roster_version)
             .unwrap_or(0)
+    }
+
+    /// Every fork this node knows of (found, received, or stored before a restart).
+    pub fn forks(&self) -> Vec<crate::sync::Fork> {
+        self.shared.core().engine.forks().copied().collect()
     }
 
     /// The fleet roster the node holds, if any.

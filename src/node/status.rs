@@ -43,6 +43,18 @@ pub struct SyncStatus {
     pub parked_bytes: usize,
     /// The version of the fleet roster the node holds (0: none, or open mode).
     pub roster_version: u64,
+    /// Writers seen signing two histories (cloned devices, restored backups),
+    /// as reported since the node started and as stored before.
+    pub forks: Vec<ForkStatus>,
+}
+
+/// One fork, as the status shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ForkStatus {
+    /// The writer that forked.
+    pub writer: String,
+    /// `epoch/seq` of the first position where its histories differ.
+    pub position: String,
 }
 
 /// The node's running record of sync reports.
@@ -73,6 +85,7 @@ impl StatusLog {
                 });
             }
             SyncEvent::PersistFailed { .. } => self.persist_failures += 1,
+            SyncEvent::Fork { .. } => {}
             SyncEvent::OwnHistoryConflict { from, held, seen } => {
                 self.own_conflict = Some(format!(
                     "peer {from} holds own change {}/{} signed with this node's key; this node holds {}/{}",
@@ -109,6 +122,7 @@ impl StatusLog {
             parked_bundles: stats.parked_bundles,
             parked_bytes: stats.parked_bytes,
             roster_version: 0,
+            forks: Vec::new(),
         }
     }
 }

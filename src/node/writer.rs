@@ -102,6 +102,18 @@ impl Writer {
         })
     }
 
+    /// The fork proofs the store kept (one that does not decode is logged and skipped).
+    pub(crate) fn stored_forks(&mut self) -> Result<Vec<crate::sync::ForkProof>, StoreError> {
+        let mut out = Vec::new();
+        for body in self.store.forks()? {
+            match crate::sync::fork::decode(&body) {
+                Ok(p) => out.push(p),
+                Err(e) => error!(error = %e, "a stored fork proof does not decode; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
     /// True when the store's commits survive power loss.
     pub(crate) fn durable(&self) -> bool {
         self.store.durable()
@@ -170,6 +182,17 @@ impl Writer {
                     }
                     Effect::Persist(p) => persist.push(p),
                     Effect::PersistRoster(r) => rosters.push(r),
+                    Effect::PersistFork(proof) => {
+                        let writer = proof.a.writer;
+                        let body = crate::sync::fork::encode(&proof);
+                        if let Err(e) = self.store.record_fork(&writer, &body) {
+                            error!(error = %e, %writer, "storing a fork proof failed");
+                            reports.push(Effect::Report(SyncEvent::PersistFailed {
+                                changes: 0,
+                                error: format!("fork proof: {e}"),
+                            }));
+                        }
+                    }
                     send @ Effect::Send { .. } => sends.push(send),
                     report => reports.push(report),
                 }

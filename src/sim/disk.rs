@@ -98,6 +98,18 @@ impl Store for SimStore {
         self.get().roster()
     }
 
+    fn forks(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.get().forks()
+    }
+
+    fn record_fork(
+        &mut self,
+        writer: &crate::model::NodeId,
+        proof: &[u8],
+    ) -> Result<(), StoreError> {
+        self.get().record_fork(writer, proof)
+    }
+
     fn set_roster(&mut self, roster: &crate::fleet::VerifiedRoster) -> Result<(), StoreError> {
         self.get().set_roster(roster)
     }

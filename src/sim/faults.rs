@@ -219,6 +219,18 @@ impl<S: Store> Store for FaultyStore<S> {
         self.read(|s| s.roster())
     }
 
+    fn forks(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(|s| s.forks())
+    }
+
+    fn record_fork(
+        &mut self,
+        writer: &crate::model::NodeId,
+        proof: &[u8],
+    ) -> Result<(), StoreError> {
+        self.commit(CommitKind::Local, |s| s.record_fork(writer, proof))
+    }
+
     fn set_roster(&mut self, roster: &crate::fleet::VerifiedRoster) -> Result<(), StoreError> {
         self.commit(CommitKind::Local, |s| s.set_roster(roster))
     }

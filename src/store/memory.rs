@@ -23,6 +23,7 @@ struct Data {
     holds: HashMap<ReservationId, Hold>,
     stock: BTreeMap<(String, String), StockRow>,
     roster: Option<SignedRoster>,
+    forks: BTreeMap<NodeId, Vec<u8>>,
     fail_commits: u32,
     commits: u64,
 }
@@ -193,6 +194,17 @@ impl Store for MemoryStore {
 
     fn roster(&mut self) -> Result<Option<SignedRoster>, StoreError> {
         Ok(self.data().roster.clone())
+    }
+
+    fn forks(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self.data().forks.values().cloned().collect())
+    }
+
+    fn record_fork(&mut self, writer: &NodeId, proof: &[u8]) -> Result<(), StoreError> {
+        let mut d = self.data();
+        check_fail(&mut d)?;
+        d.forks.entry(*writer).or_insert_with(|| proof.to_vec());
+        Ok(())
     }
 
     fn set_roster(&mut self, roster: &VerifiedRoster) -> Result<(), StoreError> {

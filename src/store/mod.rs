@@ -89,6 +89,17 @@ pub trait Store: Send {
     fn roster(&mut self) -> Result<Option<SignedRoster>, StoreError> {
         Ok(None)
     }
+    /// The fork proofs recorded (encoded messages' bodies, see
+    /// [`crate::sync::ForkProof`]), one per forked writer. The default keeps none.
+    fn forks(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Records the fork proof of `writer` (kept: a restart must not forget it).
+    /// The default refuses: such a store cannot remember a fork.
+    fn record_fork(&mut self, writer: &NodeId, proof: &[u8]) -> Result<(), StoreError> {
+        let _ = (writer, proof);
+        Err(StoreError::Failed("this store keeps no fork proofs".into()))
+    }
     /// Replaces the stored roster. The default refuses: a store that keeps no
     /// roster cannot serve a node in a fleet.
     fn set_roster(&mut self, roster: &VerifiedRoster) -> Result<(), StoreError> {

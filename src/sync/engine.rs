@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use tracing::debug;
 
 use super::bundle::Span;
+use super::equivocation::Forks;
 pub use super::io::{Effect, Input, RejectReason, SyncConfig, SyncEvent, SyncStats};
 use super::message::{self, Message};
 use super::parked::Parked;
@@ -61,6 +62,8 @@ pub struct SyncEngine {
     /// Writers with changes not yet pushed (when coalescing).
     pub(super) dirty: BTreeSet<NodeId>,
     pub(super) flush_at: Option<u64>,
+    /// Writers known to have signed two histories.
+    pub(super) forks: Forks,
 }
 
 pub(super) fn newer(a: Position, b: Position) -> bool {
@@ -83,6 +86,7 @@ impl SyncEngine {
             own_conflict: None,
             dirty: BTreeSet::new(),
             flush_at: None,
+            forks: Forks::default(),
         }
     }
 
@@ -151,6 +155,7 @@ impl SyncEngine {
                 );
                 self.offer(replica, peer, WriterRange::ALL, false, &mut out);
                 self.send_roster(replica, peer, true, &mut out);
+                self.send_forks(peer, &mut out);
             }
             Input::PeerDown(peer) => {
                 self.peers.remove(&peer);
@@ -171,6 +176,11 @@ impl SyncEngine {
                 );
                 self.announce(replica, me, &mut out);
             }
+            Input::Loaded {
+                peer,
+                writer,
+                changes,
+            } if peer == self.me => self.own_half_loaded(writer, changes, &mut out),
             Input::Loaded {
                 peer,
                 writer,
@@ -291,6 +301,7 @@ impl SyncEngine {
                 self.send(from, &ack, out);
             }
             Message::Roster(signed) => self.receive_roster(replica, from, signed, out),
+            Message::Fork(proof) => self.receive_fork(replica, from, proof, out),
         }
     }
 

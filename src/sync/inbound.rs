@@ -9,7 +9,7 @@ use super::io::{Effect, SyncEvent};
 use super::message::Bundle;
 use super::parked::ParkLimits;
 use crate::model::{NodeId, Position};
-use crate::replica::{CommittedChange, Replica};
+use crate::replica::{CommittedChange, Replica, WriterHead};
 use crate::store::{RemoteChange, StockRow, StoredChange};
 
 impl SyncEngine {
@@ -26,14 +26,16 @@ impl SyncEngine {
             return self.check_own(replica, from, &bundle, out);
         }
         // Cheap staleness test first: duplicates are common (several peers relay
-        // the same changes) and need no signature check.
-        let have = replica
-            .heads()
-            .get(&writer)
-            .map(|h| h.position)
-            .unwrap_or_default();
+        // the same changes) and need no signature check. One change at the
+        // head's own position is checked by hash: it is how a peer shows a
+        // different change there (see `receive_heads`).
+        let head = replica.heads().get(&writer).copied();
+        let have = head.map(|h| h.position).unwrap_or_default();
         if let Some(last) = bundle::last_position(&bundle) {
-            if !newer(last, have) {
+            if !newer(last, have) && !self.differs_at_head(&bundle, head) {
+                return;
+            }
+            if self.frozen(&writer, next_after(have)) {
                 return;
             }
         }
@@ -51,6 +53,9 @@ impl SyncEngine {
             Ok(v) => v,
             Err(e) => return self.reject(from, Some(writer), e.into(), out),
         };
+        if self.check_against_head(replica, from, &bundle, &changes, out) {
+            return;
+        }
         let verified = Verified {
             from,
             writer,
@@ -101,10 +106,16 @@ impl SyncEngine {
         if !newer(last, mine.position) && last != mine.position {
             return;
         }
+        if self.forks.position(&self.me).is_some() {
+            return;
+        }
         let (span, changes) = match bundle::verify(bundle) {
             Ok(v) => v,
             Err(e) => return self.reject(from, Some(self.me), e.into(), out),
         };
+        // A different change at the own head's position: a fork of this
+        // node's own key, provable to the whole fleet.
+        self.check_against_head(replica, from, bundle, &changes, out);
         let last_hash = changes
             .last()
             .and_then(|c| crate::replica::raw_change::inspect(c).ok())
@@ -139,6 +150,13 @@ impl SyncEngine {
         let n = changes.len();
         let mut applied = false;
         for (i, bytes) in changes.into_iter().enumerate() {
+            let at = Position {
+                epoch,
+                seq: span.first.seq + i as u64,
+            };
+            if self.frozen(&writer, at) {
+                break;
+            }
             let signature = (i + 1 == n).then(|| head_signature.clone());
             match replica.apply_remote(&writer, epoch, &bytes) {
                 Ok(Some(valid)) => {
@@ -209,12 +227,34 @@ impl SyncEngine {
         }
     }
 
+    /// True when `bundle` is one change at the position of `head` with
+    /// another hash (O(n) to hash it; any other bundle is false at once).
+    fn differs_at_head(&self, bundle: &Bundle, head: Option<WriterHead>) -> bool {
+        let (Some(head), [only]) = (head, bundle.changes.as_slice()) else {
+            return false;
+        };
+        let at = Position {
+            epoch: bundle.epoch,
+            seq: bundle.first_seq,
+        };
+        at == head.position
+            && crate::replica::raw_change::inspect(&only.0).is_ok_and(|c| c.hash != head.hash)
+    }
+
     fn park_limits(&self) -> ParkLimits {
         ParkLimits {
             max_bundles: self.config.max_parked,
             max_bytes: self.config.max_parked_bytes,
             max_per_writer: self.config.max_parked_per_writer,
         }
+    }
+}
+
+/// The position after `p` in its epoch.
+fn next_after(p: Position) -> Position {
+    Position {
+        epoch: p.epoch,
+        seq: p.seq + 1,
     }
 }
 

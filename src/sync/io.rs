@@ -122,6 +122,18 @@ pub enum SyncEvent {
         /// The own change seen, signed with this node's key.
         seen: Position,
     },
+    /// A writer signed two histories that disagree at `position` (a cloned
+    /// device, a restored backup, a stolen key). The writer is frozen from
+    /// that position on: no more of its changes there are applied or pushed.
+    /// The proof was checked, stored and relayed to every peer.
+    Fork {
+        /// The peer the evidence came from (this node itself when it found it).
+        from: NodeId,
+        /// The writer that forked.
+        writer: NodeId,
+        /// The first position where the two histories differ.
+        position: Position,
+    },
     /// Remote changes were applied in memory but could not be made durable: they
     /// were dropped again (no ack, no relay); anti-entropy brings them back.
     PersistFailed {
@@ -186,6 +198,10 @@ pub enum RejectReason {
     /// fleet's, or forged.
     #[error("a roster not signed by this fleet's authority: {0}")]
     ForeignRoster(String),
+    /// A fork proof that proves nothing (a branch does not verify, or the
+    /// branches agree).
+    #[error("a fork proof that proves nothing: {0}")]
+    BadForkProof(String),
 }
 
 impl From<crate::error::ChangeError> for RejectReason {
@@ -240,6 +256,8 @@ pub enum Effect {
     Persist(RemoteChange),
     /// Store this roster, just installed in the replica (store's `set_roster`).
     PersistRoster(VerifiedRoster),
+    /// Store this checked fork proof (store's `record_fork`).
+    PersistFork(super::fork::ForkProof),
     /// Report an event (log it, count it).
     Report(SyncEvent),
 }

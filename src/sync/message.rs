@@ -13,8 +13,8 @@ use crate::fleet::{SignedRoster, MAX_ROSTER_BYTES};
 use crate::model::{NodeId, Position};
 use crate::replica::{RangeSummary, WriterRange};
 
-/// The protocol version this build speaks (2: heads by range, with hashes).
-pub const VERSION: u8 = 2;
+/// The protocol version this build speaks (3: fork proofs).
+pub const VERSION: u8 = 3;
 /// Largest message accepted, before and after decompression.
 pub const MAX_MESSAGE: usize = 8 << 20;
 // A signed roster, with its signature and framing, fits in one message.
@@ -111,6 +111,8 @@ pub enum Message {
         /// One summary per sub-range, in prefix order: exactly 16.
         children: Vec<RangeSummary>,
     },
+    /// Evidence that a writer signed two histories (see [`super::fork`]).
+    Fork(super::fork::ForkProof),
 }
 
 /// Encodes `msg` (compressed when large).

@@ -3,6 +3,8 @@
 
 pub(crate) mod bundle;
 mod engine;
+mod equivocation;
+pub mod fork;
 mod inbound;
 mod io;
 pub mod message;
@@ -13,4 +15,6 @@ mod roster;
 pub mod signing;
 
 pub use engine::{Effect, Input, RejectReason, SyncConfig, SyncEngine, SyncEvent, SyncStats};
+pub use equivocation::MAX_FORKS;
+pub use fork::{Fork, ForkProof, ForkProofError};
 pub use message::{Bundle, Message, WireError};

@@ -57,6 +57,8 @@ impl SyncEngine {
         let Some(head) = replica.heads().get(&writer).map(|h| h.position) else {
             return;
         };
+        // A forked writer's changes from the fork on go nowhere.
+        let fork = self.forks.position(&writer);
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -85,11 +87,23 @@ impl SyncEngine {
         if replica.admits_writer(&writer, next).is_err() {
             return;
         }
+        let mut max_changes = self.config.bundle_changes;
+        if let Some(at) = fork {
+            if !newer(at, next) {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.pending.remove(&writer);
+                }
+                return;
+            }
+            if at.epoch == head.epoch {
+                max_changes = max_changes.min((at.seq - next.seq) as usize);
+            }
+        }
         let range = ChangeRange {
             writer,
             epoch: head.epoch,
             after,
-            max_changes: self.config.bundle_changes,
+            max_changes,
             max_bytes: self.config.bundle_bytes,
             end_signed: writer != self.me,
         };

@@ -116,6 +116,22 @@ impl SyncEngine {
             p.known.remove(&w);
         }
         p.known.extend(theirs.iter().map(|(w, pos, _)| (*w, *pos)));
+        // A head at the same position with another hash: one side holds a
+        // different change there. Take the peer to hold one change less, so
+        // this replica's head change goes to it and it can compare (and build
+        // the fork proof: see `check_against_head`).
+        for (w, pos, hash) in &theirs {
+            let differs = index
+                .get(w)
+                .is_some_and(|h| h.position == *pos && h.hash != *hash && pos.seq > 0);
+            if differs {
+                let one_less = Position {
+                    epoch: pos.epoch,
+                    seq: pos.seq - 1,
+                };
+                p.known.insert(*w, one_less);
+            }
+        }
         let lacking: Vec<NodeId> = index
             .in_range(range)
             .filter(|(w, h)| p.known.get(w).is_none_or(|k| newer(h.position, *k)))

@@ -461,6 +461,14 @@ impl Store for SqliteStore {
         roster::load(&self.conn)
     }
 
+    fn forks(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        roster::load_forks(&self.conn)
+    }
+
+    fn record_fork(&mut self, writer: &NodeId, proof: &[u8]) -> Result<(), StoreError> {
+        roster::save_fork(&self.conn, writer, proof)
+    }
+
     fn set_roster(&mut self, roster: &VerifiedRoster) -> Result<(), StoreError> {
         roster::save(&self.conn, roster)
     }

@@ -1,10 +1,12 @@
-//! The `roster` table: the fleet roster the node installed last, one row.
+//! The `roster` table (the fleet roster the node installed last, one row) and
+//! the `forks` table (one checked fork proof per forked writer).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::map_err;
 use crate::error::StoreError;
 use crate::fleet::{SignedRoster, VerifiedRoster};
+use crate::model::NodeId;
 
 /// The stored signed roster, if any (verified again by the node that loads it).
 pub(super) fn load(conn: &Connection) -> Result<Option<SignedRoster>, StoreError> {
@@ -27,6 +29,29 @@ pub(super) fn save(conn: &Connection, roster: &VerifiedRoster) -> Result<(), Sto
     conn.execute(
         "INSERT OR REPLACE INTO roster(id, version, body, signature) VALUES (1, ?1, ?2, ?3)",
         params![version, signed.body, signed.signature],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// The stored fork proofs (checked again by the node that loads them).
+pub(super) fn load_forks(conn: &Connection) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT proof FROM forks ORDER BY writer")
+        .map_err(map_err)?;
+    let rows = stmt.query_map([], |r| r.get(0)).map_err(map_err)?;
+    rows.collect::<Result<Vec<Vec<u8>>, _>>().map_err(map_err)
+}
+
+/// Records the fork proof of `writer`; the first one kept stays.
+pub(super) fn save_fork(
+    conn: &Connection,
+    writer: &NodeId,
+    proof: &[u8],
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO forks(writer, proof) VALUES (?1, ?2)",
+        params![&writer.0[..], proof],
     )
     .map_err(map_err)?;
     Ok(())

@@ -14,6 +14,8 @@
 //! - `stock(location, sku, on_hand, held, rights, deficit)`: the materialized view for plain SQL.
 //! - `roster(id = 1, version, body, signature)` (version 2): the fleet roster the
 //!   node installed last, as the fleet authority signed it; at most one row.
+//! - `forks(writer, proof)` (version 3): one checked fork proof per writer seen
+//!   signing two histories (see docs/escrow.md).
 
 use rusqlite::Connection;
 
@@ -52,6 +54,9 @@ CREATE TABLE stock(
 CREATE TABLE roster(
     id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL,
     body BLOB NOT NULL, signature BLOB NOT NULL) WITHOUT ROWID;
+"#,
+    r#"
+CREATE TABLE forks(writer BLOB PRIMARY KEY, proof BLOB NOT NULL) WITHOUT ROWID;
 "#,
 ];
 
