@@ -254,14 +254,17 @@ fn sim_seeds(
                     "deficits": r.counts.deficits, "crashes": r.crashes,
                     "disk_failures": r.faults.disk, "crashes_before_commit": r.faults.crash_before,
                     "crashes_after_commit": r.faults.crash_after,
-                    "converge_ms": r.converge_ms, "bytes": r.bytes
+                    "converge_ms": r.converge_ms, "bytes": r.bytes,
+                    "attacker": config.attacker, "equivocations": r.attacks.equivocations,
+                    "forgeries": r.attacks.forgeries, "floods": r.attacks.floods,
+                    "attacks_refused": r.attacks_refused
                 })
             ),
             Ok(r) => println!(
                 "seed {s}: ok, {} nodes ({} on SQLite), {} acknowledged, {} refused, {} failed, \
                  {} multi-event groups, {} repeats replayed, {} durable unacknowledged, \
                  {} deficits, {} crashes, faults: {} disk, {} crash before, {} crash after \
-                 commit, converged {} ms after heal, {} bytes sent",
+                 commit, converged {} ms after heal, {} bytes sent{}",
                 config.nodes(),
                 r.sqlite_nodes,
                 r.counts.acked,
@@ -276,7 +279,19 @@ fn sim_seeds(
                 r.faults.crash_before,
                 r.faults.crash_after,
                 r.converge_ms,
-                r.bytes
+                r.bytes,
+                if config.attacker {
+                    format!(
+                        "; attacker: {} equivocations, {} forgeries, {} flood messages, \
+                         {} refusals reported",
+                        r.attacks.equivocations,
+                        r.attacks.forgeries,
+                        r.attacks.floods,
+                        r.attacks_refused
+                    )
+                } else {
+                    String::new()
+                }
             ),
             Err(f) => return Err(anyhow!("{f}")),
         }

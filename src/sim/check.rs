@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::adversary::Adversary;
 use super::effect::Tally;
 use super::model::{Answered, Model, View};
 use super::world::World;
@@ -303,7 +304,13 @@ impl Checker {
 
     fn replica_diff(&self, book: &crate::escrow::StockBook) -> Option<String> {
         let mut pools: BTreeSet<_> = self.model.pools().keys().cloned().collect();
-        pools.extend(book.pools().map(|(p, _)| p.clone()));
+        // The attacker's own location is its business (it may mint there, and
+        // each side holds another history of it); every other pool is exact.
+        pools.extend(
+            book.pools()
+                .map(|(p, _)| p.clone())
+                .filter(|p| p.location.as_str() != super::adversary::LOCATION),
+        );
         for pool in pools {
             let model = self.model.pools().get(&pool).cloned().unwrap_or_default();
             let state = book.pool(&pool).cloned().unwrap_or_default();
@@ -343,6 +350,48 @@ impl Checker {
                 )
             })
         })
+    }
+
+    /// Every live node's parked bundles stay within the configured bounds,
+    /// whatever the attacker floods.
+    pub fn bounded(&self, world: &World) -> Result<(), String> {
+        let sync = &world.options.sync;
+        for node in &world.nodes {
+            let Some(live) = &node.live else { continue };
+            let s = live.sync_status();
+            if s.parked_bytes > sync.max_parked_bytes || s.parked_bundles > sync.max_parked {
+                return Err(format!(
+                    "{} parks {} bundles, {} bytes: over its bounds ({}, {})",
+                    node.meta.name,
+                    s.parked_bundles,
+                    s.parked_bytes,
+                    sync.max_parked,
+                    sync.max_parked_bytes
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every live node knows exactly the forks the run made: the attacker's,
+    /// once it showed each side another history, and no other.
+    pub fn forks(&self, world: &World, attacker: Option<&Adversary>) -> Result<(), String> {
+        let want: BTreeSet<NodeId> = attacker
+            .filter(|a| a.equivocated())
+            .map(|a| a.id)
+            .into_iter()
+            .collect();
+        for node in &world.nodes {
+            let Some(live) = &node.live else { continue };
+            let have: BTreeSet<NodeId> = live.forks().iter().map(|f| f.writer).collect();
+            if have != want {
+                return Err(format!(
+                    "{} knows forks of {:?}, the run made {:?}",
+                    node.meta.name, have, want
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every node's journal holds exactly the events the model applied on it,

@@ -1,6 +1,7 @@
 //! Building the fleet, stocking it up, and the per-step faults: partitions,
 //! node crashes and restarts, and store faults armed on upcoming commits.
 
+use super::adversary::Adversary;
 use super::check::Checker;
 use super::disk::{Disk, RunDir};
 use super::faults::Fault;
@@ -8,9 +9,37 @@ use super::net::Network;
 use super::rng::SimRng;
 use super::world::{FaultCounts, SimNode, World};
 use super::{workload, SimConfig};
+use crate::fleet::{FleetAuthority, Member};
 use crate::model::{EventId, EventKind, EventRequest, LocationId, Quantity, Role, Sku};
 use crate::node::NodeOptions;
 use crate::store::memory::MemoryStore;
+
+/// A 32-byte seed of the run's seed and a purpose tag.
+fn seed_bytes(seed: u64, tag: u8) -> [u8; 32] {
+    let mut s = [tag; 32];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s
+}
+
+/// The honest nodes the attacker talks to: the hub and the first store node.
+pub fn attacker_targets(config: &SimConfig) -> [usize; 2] {
+    [config.stores * (1 + config.tills_per_store), 0]
+}
+
+/// One step of the attacker: each of its kinds with probability `p`.
+pub fn attack(world: &mut World, attacker: &mut Adversary, p: f64) {
+    if world.rng.chance(p) {
+        attacker.equivocate(world);
+    }
+    if world.rng.chance(p) {
+        let pick = world.rng.range(0, 1 << 20);
+        attacker.forge(world, pick);
+    }
+    if world.rng.chance(p) {
+        let pick = world.rng.range(0, 1 << 20);
+        attacker.flood(world, pick);
+    }
+}
 
 /// The fleet of `config`: stores with their tills on a LAN, a hub, channels.
 pub fn build(config: &SimConfig) -> Result<World, String> {
@@ -59,15 +88,42 @@ pub fn build(config: &SimConfig) -> Result<World, String> {
         let i = add(&mut rng, format!("channel-{c}"), "W0", Role::Channel);
         net.link(hub, i);
     }
+    // HQ's roster: every node at its own location, and the attacker at its own.
+    let authority = FleetAuthority::from_seed(seed_bytes(config.seed, 0xF1));
+    let mut roster = authority.roster();
+    roster.version = 1;
+    for n in &nodes {
+        let member = Member::new(n.meta.name.clone(), n.meta.role, [n.meta.location.clone()]);
+        roster = roster.with_member(n.meta.id, member);
+    }
+    let attacker = config.attacker.then(|| {
+        let a = Adversary::new(config.seed, attacker_targets(config));
+        for (id, member) in a.members() {
+            roster = roster.clone().with_member(id, member);
+        }
+        a.id
+    });
+    let roster = authority
+        .sign(&roster)
+        .map_err(|e| format!("signing the roster: {e}"))?;
     Ok(World {
         nodes,
         net,
         rng,
         now: 0,
         rejected: Vec::new(),
+        attacker,
+        attacks_refused: 0,
+        roster: Some(roster),
         options: NodeOptions {
             epoch_changes: 40,
             max_batch: 64,
+            fleet: Some(authority.fleet()),
+            // Few enough that the attacker's parking floods reach the bound.
+            sync: crate::sync::SyncConfig {
+                max_parked: 32,
+                ..crate::sync::SyncConfig::default()
+            },
             ..NodeOptions::default()
         },
         faults: FaultCounts::default(),

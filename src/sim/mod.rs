@@ -8,6 +8,7 @@
 //! must record, that nothing acknowledged is lost and nothing is applied
 //! twice, and that every replica converges to the model after the network heals.
 
+pub mod adversary;
 pub mod check;
 pub mod disk;
 pub mod effect;
@@ -22,6 +23,7 @@ pub mod world;
 
 use std::fmt;
 
+use adversary::Adversary;
 use check::{Checker, Counts};
 use net::NetConfig;
 use world::{FaultCounts, World};
@@ -59,6 +61,10 @@ pub struct SimConfig {
     pub converge_within_ms: u64,
     /// A deliberate flaw in the escrow rule for this run (the checker must fail).
     pub flaw: Option<RuleFlaw>,
+    /// A hostile member that equivocates, forges and floods (see [`adversary`]).
+    pub attacker: bool,
+    /// Per step: probability the attacker acts (each of its three kinds).
+    pub attack: f64,
 }
 
 impl SimConfig {
@@ -86,6 +92,8 @@ impl SimConfig {
             },
             converge_within_ms: 60_000,
             flaw: None,
+            attacker: seed % 2 == 1,
+            attack: 0.2,
         }
     }
 
@@ -110,6 +118,10 @@ pub struct SimReport {
     pub converge_ms: u64,
     /// Bytes handed to the network.
     pub bytes: u64,
+    /// What the attacker sent, if there was one.
+    pub attacks: adversary::AttackCounts,
+    /// Refusals of the attacker's messages reported by honest nodes.
+    pub attacks_refused: usize,
 }
 
 /// A failing run: everything needed to replay it.
@@ -163,8 +175,19 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
         ..SimReport::default()
     };
     let mut check = Checker::new(&world);
-    let result = simulate(config, &mut world, &mut check, &mut report);
+    let mut attacker = config
+        .attacker
+        .then(|| Adversary::new(config.seed, fleet::attacker_targets(config)));
+    let result = simulate(
+        config,
+        &mut world,
+        &mut check,
+        &mut report,
+        attacker.as_mut(),
+    );
     report.counts = check.counts;
+    report.attacks = attacker.map(|a| a.counts).unwrap_or_default();
+    report.attacks_refused = world.attacks_refused;
     report.faults = world.faults;
     report.bytes = world.net.bytes_sent;
     result.map(|()| report).map_err(|what| SimFailure {
@@ -180,6 +203,7 @@ fn simulate(
     world: &mut World,
     check: &mut Checker,
     report: &mut SimReport,
+    mut attacker: Option<&mut Adversary>,
 ) -> Result<(), String> {
     for i in 0..world.nodes.len() {
         world.restart(i)?;
@@ -198,6 +222,10 @@ fn simulate(
             check.group(world, g.node, g.requests)?;
         }
         check.model.invariant()?;
+        if let Some(a) = attacker.as_deref_mut() {
+            fleet::attack(world, a, config.attack);
+            check.bounded(world)?;
+        }
     }
     // Heal: no more store faults, every link back, every node up, old
     // messages replayed once more.
@@ -215,8 +243,15 @@ fn simulate(
     }
     check.model.invariant()?;
     world.net.replay_all(world.now + 1);
+    // The attacker's last word: each side gets its history once more.
+    if let Some(a) = attacker.as_deref_mut() {
+        a.equivocate(world);
+    }
     loop {
-        let lagging = Checker::lagging(world);
+        let mut lagging = Checker::lagging(world);
+        if let Err(e) = check.forks(world, attacker.as_deref()) {
+            lagging.push(e);
+        }
         if lagging.is_empty() {
             break;
         }
@@ -235,6 +270,7 @@ fn simulate(
         return Err(format!("an honest change was rejected: {r}"));
     }
     check.replicas_match(world)?;
+    check.forks(world, attacker.as_deref())?;
     for i in 0..world.nodes.len() {
         check.own_state(world, i)?;
     }

@@ -125,8 +125,14 @@ pub struct World {
     pub rng: SimRng,
     /// Global time.
     pub now: u64,
-    /// Refusals reported by any engine.
+    /// Refusals reported by any engine, of anything but the attacker's.
     pub rejected: Vec<String>,
+    /// The attacker's id, if the run has one: refusals of what it sends are expected.
+    pub attacker: Option<NodeId>,
+    /// Refusals of the attacker's messages.
+    pub attacks_refused: usize,
+    /// The fleet roster every node installs when it first starts.
+    pub roster: Option<crate::fleet::SignedRoster>,
     /// Node options of every node (sync configuration included).
     pub options: NodeOptions,
     /// Store faults injected.
@@ -186,6 +192,10 @@ impl World {
                 reason,
             } = e
             {
+                if Some(from) == self.attacker {
+                    self.attacks_refused += 1;
+                    continue;
+                }
                 self.rejected.push(format!(
                     "node {} rejected from {from} (writer {writer:?}): {reason}",
                     self.nodes[i].meta.name
@@ -280,6 +290,13 @@ impl World {
         self.nodes[i]
             .boot(&options)
             .map_err(|e| format!("{} does not restart: {e}", self.nodes[i].meta.name))?;
+        // First start: the node is enrolled (HQ's roster installed).
+        if let (Some(roster), Some(node)) = (&self.roster, &self.nodes[i].live) {
+            if node.roster_version() == 0 {
+                node.install_roster(roster.clone())
+                    .map_err(|e| format!("{} refuses the roster: {e}", self.nodes[i].meta.name))?;
+            }
+        }
         for j in self.neighbours(i) {
             self.connect(i, j);
         }

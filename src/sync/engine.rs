@@ -30,6 +30,8 @@ pub(super) struct Peer {
     pub(super) loading: BTreeSet<NodeId>,
     /// The roster version last sent to the peer, and when.
     pub(super) roster_sent: Option<(u64, u64)>,
+    /// When the fork proofs were last sent to the peer.
+    pub(super) forks_sent_ms: Option<u64>,
 }
 
 /// A bundle whose chain and signature were checked, restored to plain changes.
@@ -237,6 +239,7 @@ impl SyncEngine {
                     digest,
                     writers,
                     roster_version,
+                    forks: self.forks.digest(),
                 };
                 self.send(peer, &probe, out);
             }
@@ -264,9 +267,13 @@ impl SyncEngine {
                 digest: theirs,
                 writers,
                 roster_version,
+                forks,
             } => {
                 if roster_version < replica.roster_version() {
                     self.send_roster(replica, from, false, out);
+                }
+                if forks != self.forks.digest() {
+                    self.resend_forks(from, out);
                 }
                 if (theirs, writers) != digest(replica) {
                     self.offer(replica, from, WriterRange::ALL, false, out);

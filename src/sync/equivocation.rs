@@ -36,6 +36,16 @@ pub(super) struct Forks {
 }
 
 impl Forks {
+    /// A digest of the forked writers (a wrapping sum of their ids' first 8
+    /// bytes): two nodes with the same set show the same value.
+    pub(super) fn digest(&self) -> u64 {
+        self.known.keys().fold(0u64, |acc, w| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&w.0[..8]);
+            acc.wrapping_add(u64::from_le_bytes(b))
+        })
+    }
+
     /// The fork position of `writer`, if it is known to have forked.
     pub(super) fn position(&self, writer: &NodeId) -> Option<Position> {
         self.known.get(writer).map(|(f, _)| f.position)
@@ -199,6 +209,23 @@ impl SyncEngine {
             }
         }
         self.forks.known.insert(fork.writer, (fork, proof));
+    }
+
+    /// A peer's digest shows other forks than this node's: sends it every
+    /// proof held, at most once per `roster_resend_ms` (the same pace as
+    /// rosters: a lost proof is repaired by the next probes, and a peer that
+    /// holds a proof this node lacks sends it the same way).
+    pub(super) fn resend_forks(&mut self, peer: NodeId, out: &mut Vec<Effect>) {
+        let now = self.now_ms;
+        let pace = self.config.roster_resend_ms;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.forks_sent_ms.is_some_and(|at| now < at + pace) {
+            return;
+        }
+        p.forks_sent_ms = Some(now);
+        self.send_forks(peer, out);
     }
 
     /// Sends `peer` every fork proof held (on connect: a node that was away

@@ -83,6 +83,8 @@ pub enum Message {
         writers: u32,
         /// The version of the fleet roster the sender holds (0: none).
         roster_version: u64,
+        /// A digest of the writers the sender holds fork proofs of (0: none).
+        forks: u64,
     },
     /// The sender's head for every writer it holds in `range`.
     Heads {
@@ -229,6 +231,7 @@ mod tests {
                 digest: [3; 16],
                 writers: 4,
                 roster_version: 7,
+                forks: 9,
             },
             Message::Roster(SignedRoster {
                 body: vec![5; 700],
