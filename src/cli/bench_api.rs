@@ -154,7 +154,9 @@ pub fn run(clients: usize, sales: u64, dir: Option<PathBuf>, as_json: bool) -> R
     let temporary = dir.is_none();
     let base = match dir {
         Some(d) => d,
-        None => std::env::temp_dir().join(format!("stocksync-bench-{}", super::events::fresh_id()?)),
+        None => {
+            std::env::temp_dir().join(format!("stocksync-bench-{}", super::events::fresh_id()?))
+        }
     };
     std::fs::create_dir_all(&base)?;
     let (dh, dw) = direct(&base.join("direct"), clients, per_client)?;

@@ -105,10 +105,13 @@ pub fn find(dir: &Path) -> Option<Client> {
 }
 
 impl Client {
-    fn answer<T: DeserializeOwned>(&self, sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Result<T> {
-        let mut resp = sent.map_err(|e| {
-            anyhow!("the daemon at {} did not answer {what}: {e}", self.info.api)
-        })?;
+    fn answer<T: DeserializeOwned>(
+        &self,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        what: &str,
+    ) -> Result<T> {
+        let mut resp = sent
+            .map_err(|e| anyhow!("the daemon at {} did not answer {what}: {e}", self.info.api))?;
         let status = resp.status();
         let text = resp
             .body_mut()

@@ -90,7 +90,12 @@ pub fn stock(dir: &Path, sku: Option<&str>, as_json: bool) -> Result<()> {
 pub fn status(dir: &Path, as_json: bool) -> Result<()> {
     let doc = match daemon_client::find(dir) {
         Some(client) => client.status()?,
-        None => status_json(&Reader::open(dir)?.meta()?, None, None, Value::Array(vec![])),
+        None => status_json(
+            &Reader::open(dir)?.meta()?,
+            None,
+            None,
+            Value::Array(vec![]),
+        ),
     };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -63,7 +63,9 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     if let Some(f) = e.downcast_ref::<daemon_client::ApiFailure>() {
         return f.exit_code();
     }
-    if e.downcast_ref::<crate::daemon::config::ConfigError>().is_some() {
+    if e.downcast_ref::<crate::daemon::config::ConfigError>()
+        .is_some()
+    {
         return EXIT_BAD_INPUT;
     }
     if let Some(n) = e.downcast_ref::<NodeError>() {

@@ -86,7 +86,12 @@ pub struct AppState {
 
 impl AppState {
     /// The state of a daemon serving `node`, whose data directory is `dir`.
-    pub fn new(node: Node, dir: PathBuf, runtime: RuntimeInfo, network: Arc<NetworkHandle>) -> Self {
+    pub fn new(
+        node: Node,
+        dir: PathBuf,
+        runtime: RuntimeInfo,
+        network: Arc<NetworkHandle>,
+    ) -> Self {
         Self {
             node,
             dir: Arc::new(dir),
@@ -203,7 +208,9 @@ impl EventBody {
 }
 
 /// Runs a blocking node call on the blocking pool.
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, ApiError> {
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("request task failed: {e}")))
@@ -213,7 +220,10 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new("payload_too_large", "request body is over the API's body_limit")
+            ApiError::new(
+                "payload_too_large",
+                "request body is over the API's body_limit",
+            )
         } else {
             ApiError::new("malformed_request", r.body_text())
         }
@@ -312,9 +322,14 @@ async fn get_status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         "version": s.runtime.version,
         "uptime_ms": s.started.elapsed().as_millis() as u64,
     });
-    let peers = serde_json::to_value(s.network.peers())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(status_json(s.node.meta(), Some(daemon), Some(&sync), peers)))
+    let peers =
+        serde_json::to_value(s.network.peers()).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(status_json(
+        s.node.meta(),
+        Some(daemon),
+        Some(&sync),
+        peers,
+    )))
 }
 
 async fn get_health(State(s): State<AppState>) -> Json<Value> {

@@ -140,7 +140,9 @@ impl ApiError {
             NodeError::Store(StoreError::DiskFull) => Self::new("disk_full", e.to_string()),
             NodeError::Store(_) => Self::new("storage_failure", e.to_string()),
             NodeError::Stopped => Self::new("node_stopped", e.to_string()),
-            NodeError::OwnHistoryConflict { .. } => Self::new("own_history_conflict", e.to_string()),
+            NodeError::OwnHistoryConflict { .. } => {
+                Self::new("own_history_conflict", e.to_string())
+            }
             NodeError::NotDurable => Self::new("not_durable", e.to_string()),
             _ => Self::internal(e.to_string()),
         }

@@ -22,7 +22,11 @@ mod tests {
             assert_eq!(op.get("security").is_some(), !r.auth, "{}", r.path);
         }
         let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-        assert_eq!(documented, ROUTES.len(), "the document lists a route not served");
+        assert_eq!(
+            documented,
+            ROUTES.len(),
+            "the document lists a route not served"
+        );
     }
 
     #[test]

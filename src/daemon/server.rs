@@ -73,7 +73,14 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
         node_id: node.id().to_hex(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let app = app(&node, dir, token, cfg.api.body_limit, info.clone(), network.clone());
+    let app = app(
+        &node,
+        dir,
+        token,
+        cfg.api.body_limit,
+        info.clone(),
+        network.clone(),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let timer = tokio::spawn(timer_loop(node.clone(), stop_rx.clone()));
     let server = tokio::spawn(serve(listener, app, stop_rx));
@@ -120,9 +127,12 @@ pub async fn serve(
     let until = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(until)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(until)
+    .await
 }
 
 /// Runs [`Node::tick`] whenever [`Node::tick_in`] says it is due, until `stop`.

@@ -32,7 +32,11 @@ pub fn fresh() -> (tempfile::TempDir, PathBuf) {
         .args(["--node", "till-1", "--location", "S1", "--role", "till"])
         .output()
         .expect("init");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (tmp, dir)
 }
 
@@ -107,7 +111,10 @@ impl Daemon {
         let mut r = r.expect("HTTP request");
         let status = r.status().as_u16();
         let text = r.body_mut().read_to_string().expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// `GET path` with `token` (none: no Authorization header).
@@ -157,7 +164,10 @@ impl Daemon {
     /// Sends SIGTERM and waits (bounded) for the exit; returns its code.
     pub fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(ok.success());
         self.wait()
     }
@@ -192,7 +202,11 @@ pub fn on_hand(rows: &Value) -> i64 {
 /// The event ids in the journal of `sku`, read from the database (no lock needed).
 pub fn history_ids(dir: &Path, sku: &str) -> Vec<String> {
     let out = cli(dir, &["history", sku, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Value = serde_json::from_slice(&out.stdout).expect("history JSON");
     rows.as_array()
         .expect("rows")

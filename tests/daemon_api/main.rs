@@ -27,7 +27,13 @@ fn a_receipt_and_a_sale_with_the_token_then_stock() {
     assert_eq!(s, 201, "{sale}");
     assert_eq!(sale["kind"], "sale");
     assert_eq!(sale["replayed"], false);
-    assert_eq!((sale["rights_after"].as_i64(), sale["on_hand_after"].as_i64()), (Some(7), Some(7)));
+    assert_eq!(
+        (
+            sale["rights_after"].as_i64(),
+            sale["on_hand_after"].as_i64()
+        ),
+        (Some(7), Some(7))
+    );
     let api_rows = d.stock("A");
     assert_eq!(on_hand(&api_rows), 7);
     let (s, all) = d.get("/v1/stock", Some(&d.token));
@@ -40,7 +46,10 @@ fn a_receipt_and_a_sale_with_the_token_then_stock() {
     let out = cli(&dir, &["stock", "--json"]);
     let direct: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(direct, api_rows);
-    assert!(!dir.join("daemon.json").exists(), "runtime file removed at shutdown");
+    assert!(
+        !dir.join("daemon.json").exists(),
+        "runtime file removed at shutdown"
+    );
 }
 
 #[test]
@@ -71,17 +80,41 @@ fn malformed_and_oversize_bodies_are_refused_and_change_nothing() {
     let d = Daemon::start(&dir);
     receive(&d, 10);
     let cases: [(&str, u16, &str); 7] = [
-        (r#"{"kind":"sell","sku":"A","qty":1,"id":"m1""#, 400, "malformed_request"),
+        (
+            r#"{"kind":"sell","sku":"A","qty":1,"id":"m1""#,
+            400,
+            "malformed_request",
+        ),
         ("not json", 400, "malformed_request"),
-        (r#"{"kind":"sell","sku":"A","qty":1,"id":"m2","bogus":1}"#, 400, "malformed_request"),
+        (
+            r#"{"kind":"sell","sku":"A","qty":1,"id":"m2","bogus":1}"#,
+            400,
+            "malformed_request",
+        ),
         (r#"{"kind":"sell","sku":"A","qty":1}"#, 422, "missing_field"),
-        (r#"{"kind":"sell","sku":"A","qty":0,"id":"m3"}"#, 422, "invalid_input"),
-        (r#"{"kind":"sell","sku":"B","qty":1,"id":"m4"}"#, 422, "unknown_sku"),
-        (r#"{"kind":"sell","sku":"A","qty":1,"id":"m5","reason":"x"}"#, 422, "field_not_applicable"),
+        (
+            r#"{"kind":"sell","sku":"A","qty":0,"id":"m3"}"#,
+            422,
+            "invalid_input",
+        ),
+        (
+            r#"{"kind":"sell","sku":"B","qty":1,"id":"m4"}"#,
+            422,
+            "unknown_sku",
+        ),
+        (
+            r#"{"kind":"sell","sku":"A","qty":1,"id":"m5","reason":"x"}"#,
+            422,
+            "field_not_applicable",
+        ),
     ];
     for (body, status, code) in cases {
         let (s, b) = d.post(body);
-        assert_eq!((s, b["error"]["code"].as_str()), (status, Some(code)), "{body}: {b}");
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {b}"
+        );
     }
     let big = format!(
         r#"{{"kind":"sell","sku":"A","qty":1,"id":"big","ref":"{}"}}"#,
@@ -112,7 +145,10 @@ fn the_same_idempotency_key_twice_is_applied_once() {
     assert_eq!(ids.iter().filter(|i| *i == "once").count(), 1, "{ids:?}");
     // The id reused for a different event: refused, nothing changed.
     let (s, b) = d.post(r#"{"kind":"sell","sku":"A","qty":3,"id":"once"}"#);
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("duplicate_event_id")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("duplicate_event_id"))
+    );
     assert_eq!(on_hand(&d.stock("A")), 8);
 }
 
@@ -123,9 +159,16 @@ fn the_command_line_goes_through_a_running_daemon_with_the_same_answers() {
     receive(&d, 5);
     // The directory is locked by the daemon: success can only come through the API.
     let out = cli(&dir, &["sell", "A", "2", "--id", "c1", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sold: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((sold["id"].as_str(), sold["on_hand_after"].as_i64()), (Some("c1"), Some(3)));
+    assert_eq!(
+        (sold["id"].as_str(), sold["on_hand_after"].as_i64()),
+        (Some("c1"), Some(3))
+    );
     let generated = cli(&dir, &["sell", "A", "1", "--json"]);
     assert!(generated.status.success());
     let g: Value = serde_json::from_slice(&generated.stdout).unwrap();
@@ -155,7 +198,10 @@ fn the_command_line_goes_through_a_running_daemon_with_the_same_answers() {
     }
     let status = cli(&dir, &["status", "--json"]);
     let st: Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!((st["running"].as_bool(), st["daemon"].is_null()), (Some(false), true));
+    assert_eq!(
+        (st["running"].as_bool(), st["daemon"].is_null()),
+        (Some(false), true)
+    );
 }
 
 #[test]
@@ -167,8 +213,15 @@ fn a_stale_runtime_file_does_not_break_the_command_line() {
     drop(d); // SIGKILL: the runtime file stays behind.
     std::fs::write(dir.join("daemon.json"), &stale).unwrap();
     let out = cli(&dir, &["sell", "A", "1", "--id", "after"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!dir.join("daemon.json").exists(), "the stale file is removed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.join("daemon.json").exists(),
+        "the stale file is removed"
+    );
     let out = cli(&dir, &["status"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("daemon: not running"));
 }
@@ -222,7 +275,9 @@ fn sigterm_under_load_loses_no_acknowledged_sale_and_doubles_none() {
             std::thread::sleep(Duration::from_millis(5));
         }
         let pid = d.child.id().to_string();
-        let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
         assert!(kill.unwrap().success());
         workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
@@ -262,7 +317,10 @@ fn the_openapi_document_lists_every_route_and_each_answers() {
         ("get", "/openapi.json"),
     ];
     for (method, path) in served {
-        assert!(paths[path][method].is_object(), "{method} {path} undocumented");
+        assert!(
+            paths[path][method].is_object(),
+            "{method} {path} undocumented"
+        );
     }
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
