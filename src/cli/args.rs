@@ -315,7 +315,7 @@ pub enum BenchKind {
         /// Concurrent clients, each in a closed loop.
         #[arg(long, default_value_t = 8)]
         clients: usize,
-        /// Sales per measurement (split over the clients).
+        /// Measured sales per path (split over the clients and the rounds).
         #[arg(long, default_value_t = 4000)]
         sales: u64,
         /// Directory for the bench nodes (a temporary one by default).

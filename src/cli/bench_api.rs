@@ -78,79 +78,97 @@ fn figures(h: &Histogram<u64>, wall: Duration) -> serde_json::Value {
     v
 }
 
-fn direct(dir: &Path, clients: usize, per_client: u64) -> Result<(Histogram<u64>, Duration)> {
-    let node = fresh_node(dir)?;
-    let loc = node.meta().location.clone();
-    let sku = Sku::new("BENCH")?;
-    closed_loop(clients, per_client, |c, i| {
-        let req = EventRequest::new(
-            EventId::new(format!("d-{c}-{i}"))?,
-            loc.clone(),
-            sku.clone(),
-            Quantity::new(1)?,
-            EventKind::Sale,
-        );
-        node.execute(req)?;
-        Ok(())
-    })
+/// Durable one-unit sales by `Node::execute`, client `c`'s `i`th of round `r`.
+fn direct_sale(node: &Node, r: usize, c: usize, i: u64) -> Result<()> {
+    let req = EventRequest::new(
+        EventId::new(format!("d-{r}-{c}-{i}"))?,
+        node.meta().location.clone(),
+        Sku::new("BENCH")?,
+        Quantity::new(1)?,
+        EventKind::Sale,
+    );
+    node.execute(req)?;
+    Ok(())
 }
 
-fn through_api(dir: &Path, clients: usize, per_client: u64) -> Result<(Histogram<u64>, Duration)> {
-    let node = fresh_node(dir)?;
-    let token = auth::load_or_create(dir)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("async runtime")?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let addr = listener.local_addr()?;
-    let info = RuntimeInfo {
-        api: addr,
-        pid: std::process::id(),
-        node_id: node.id().to_hex(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    };
-    let app = server::app(
-        &node,
-        dir,
-        token.clone(),
-        64 * 1024,
-        info,
-        Arc::new(NetworkHandle::default()),
-    );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let served = rt.spawn(server::serve(listener, app, stop_rx));
-    let url = format!("http://{addr}/v1/events");
-    let bearer = format!("Bearer {}", token.as_str());
-    let agents: Vec<ureq::Agent> = (0..clients)
-        .map(|_| {
-            ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(60)))
-                .build()
-                .into()
+/// A node served by the API on a loopback port, with one HTTP agent per client.
+struct Served {
+    rt: tokio::runtime::Runtime,
+    stop: watch::Sender<bool>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+    url: String,
+    bearer: String,
+    agents: Vec<ureq::Agent>,
+}
+
+impl Served {
+    fn start(dir: &Path, clients: usize) -> Result<Self> {
+        let node = fresh_node(dir)?;
+        let token = auth::load_or_create(dir)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("async runtime")?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let info = RuntimeInfo {
+            api: addr,
+            pid: std::process::id(),
+            node_id: node.id().to_hex(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let network = Arc::new(NetworkHandle::default());
+        let app = server::app(&node, dir, token.clone(), 64 * 1024, info, network);
+        let (stop, stop_rx) = watch::channel(false);
+        let served = rt.spawn(server::serve(listener, app, stop_rx));
+        let agents = (0..clients)
+            .map(|_| {
+                ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(60)))
+                    .build()
+                    .into()
+            })
+            .collect();
+        Ok(Self {
+            rt,
+            stop,
+            served,
+            url: format!("http://{addr}/v1/events"),
+            bearer: format!("Bearer {}", token.as_str()),
+            agents,
         })
-        .collect();
-    let result = closed_loop(clients, per_client, |c, i| {
-        let body = format!(r#"{{"kind":"sell","sku":"BENCH","qty":1,"id":"a-{c}-{i}"}}"#);
-        let resp = agents[c]
-            .post(&url)
-            .header("Authorization", &bearer)
+    }
+
+    /// Posts client `c`'s `i`th sale of round `r`; anything but 201 fails.
+    fn sale(&self, r: usize, c: usize, i: u64) -> Result<()> {
+        let body = format!(r#"{{"kind":"sell","sku":"BENCH","qty":1,"id":"a-{r}-{c}-{i}"}}"#);
+        let resp = self.agents[c]
+            .post(&self.url)
+            .header("Authorization", &self.bearer)
             .content_type("application/json")
             .send(body)?;
         if resp.status() != 201 {
             return Err(anyhow!("unexpected status {}", resp.status()));
         }
         Ok(())
-    });
-    let _ = stop_tx.send(true);
-    rt.block_on(served)??;
-    result
+    }
+
+    fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.rt.block_on(self.served)??;
+        Ok(())
+    }
 }
+
+/// Sales per client in the unmeasured warm-up round of each path.
+const WARM_UP: u64 = 20;
+/// Measured rounds per path, alternating between the paths to spread drift.
+const ROUNDS: usize = 2;
 
 /// `bench api`: prints the figures of both paths and their ratios.
 pub fn run(clients: usize, sales: u64, dir: Option<PathBuf>, as_json: bool) -> Result<()> {
     let clients = clients.max(1);
-    let per_client = (sales / clients as u64).max(1);
+    let per_client = (sales / (clients * ROUNDS) as u64).max(1);
     let temporary = dir.is_none();
     let base = match dir {
         Some(d) => d,
@@ -159,8 +177,22 @@ pub fn run(clients: usize, sales: u64, dir: Option<PathBuf>, as_json: bool) -> R
         }
     };
     std::fs::create_dir_all(&base)?;
-    let (dh, dw) = direct(&base.join("direct"), clients, per_client)?;
-    let (ah, aw) = through_api(&base.join("api"), clients, per_client)?;
+    let node = fresh_node(&base.join("direct"))?;
+    let api = Served::start(&base.join("api"), clients)?;
+    closed_loop(clients, WARM_UP, |c, i| direct_sale(&node, 0, c, i))?;
+    closed_loop(clients, WARM_UP, |c, i| api.sale(0, c, i))?;
+    let (mut dh, mut ah) = (hist(), hist());
+    let (mut dw, mut aw) = (Duration::ZERO, Duration::ZERO);
+    for r in 1..=ROUNDS {
+        let (h, w) = closed_loop(clients, per_client, |c, i| direct_sale(&node, r, c, i))?;
+        dh.add(h)?;
+        dw += w;
+        let (h, w) = closed_loop(clients, per_client, |c, i| api.sale(r, c, i))?;
+        ah.add(h)?;
+        aw += w;
+    }
+    api.stop()?;
+    drop(node);
     if temporary {
         let _ = std::fs::remove_dir_all(&base);
     }
@@ -170,7 +202,8 @@ pub fn run(clients: usize, sales: u64, dir: Option<PathBuf>, as_json: bool) -> R
     let report = json!({
         "bench": "api",
         "clients": clients,
-        "sales_per_path": per_client * clients as u64,
+        "sales_per_path": per_client * clients as u64 * ROUNDS as u64,
+        "rounds": ROUNDS,
         "direct_node_execute": d,
         "api_post_events": a,
         "api_over_direct": {

@@ -30,6 +30,33 @@ mod tests {
     }
 
     #[test]
+    fn every_reference_resolves() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).unwrap();
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(refs.len() > 10);
+        for r in refs {
+            let pointer = r.strip_prefix('#').expect("local reference");
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+    }
+
+    fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    match x.as_str() {
+                        Some(s) if k == "$ref" => out.push(s.to_string()),
+                        _ => collect_refs(x, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
     fn every_error_code_is_documented() {
         for (code, _, _) in CODES {
             assert!(DOCUMENT.contains(code), "{code}");
