@@ -297,6 +297,13 @@ fn sigterm_under_load_loses_no_acknowledged_sale_and_doubles_none() {
     }
     let sales = seen.len() as i64 - 1;
     assert_eq!(on_hand(&d.stock("A")), 100_000 - sales);
+    // In-flight requests were let finish: every sale applied was also answered.
+    assert_eq!(
+        sales as usize,
+        acked.len(),
+        "a sale applied but never answered"
+    );
+    eprintln!("{} sales answered before SIGTERM took effect", acked.len());
 }
 
 #[test]
