@@ -236,6 +236,29 @@ fn a_second_daemon_and_a_remote_api_are_refused() {
     let remote = cli(&dir, &["node", "--api", "0.0.0.0:0"]);
     assert_eq!(remote.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&remote.stderr).contains("allow_remote"));
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, "[api]\nadress = \"127.0.0.1:0\"\n").unwrap();
+    let typo = cli(&dir, &["node", "--config", config.to_str().unwrap()]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("adress"));
+}
+
+#[test]
+fn ctrl_c_shuts_down_cleanly_and_the_token_is_kept() {
+    let (_t, dir) = fresh();
+    let mut d = Daemon::start(&dir);
+    receive(&d, 5);
+    let token = d.token.clone();
+    let pid = d.child.id().to_string();
+    let int = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(int.unwrap().success());
+    assert_eq!(d.wait(), Some(0), "{}", d.log());
+    assert!(!dir.join("daemon.json").exists());
+    let again = Daemon::start(&dir);
+    assert_eq!(again.token, token, "the token survives a restart");
+    assert_eq!(on_hand(&again.stock("A")), 5);
 }
 
 #[test]
