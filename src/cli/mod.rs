@@ -142,7 +142,20 @@ pub fn open_store(dir: &Path) -> Result<SqliteStore> {
 /// Holding the lock proves no daemon runs on `dir`: a runtime file left by
 /// one that died is removed.
 pub fn open_node(dir: &Path) -> Result<Node> {
-    let node = data_dir::open(dir, NodeOptions::default(), system_clock())?;
+    let node = match data_dir::open(dir, NodeOptions::default(), system_clock()) {
+        Ok(n) => n,
+        Err(e @ SetupError::Store(StoreError::Locked(_))) => {
+            return Err(match crate::daemon::runtime_file::read(dir) {
+                Some(d) => anyhow::Error::from(e).context(format!(
+                    "a stocksync node daemon (pid {}, API {}) holds this directory: \
+                     stop it first for this command",
+                    d.pid, d.api
+                )),
+                None => e.into(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Err(e) = crate::daemon::runtime_file::remove(dir) {
         tracing::warn!(error = %e, "cannot remove a stale daemon runtime file");
     }
