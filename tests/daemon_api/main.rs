@@ -185,6 +185,11 @@ fn the_command_line_goes_through_a_running_daemon_with_the_same_answers() {
     assert_eq!(st["node"]["name"], "till-1");
     assert!(st["sync"]["peers"].is_array() && st["peers"].is_array());
     assert_eq!(on_hand(&d.stock("A")), 2);
+    let stock = cli(&dir, &["stock", "A", "--json"]);
+    assert!(stock.status.success());
+    let rows: Value = serde_json::from_slice(&stock.stdout).unwrap();
+    assert_eq!(rows, d.stock("A"));
+    assert_eq!(cli(&dir, &["stock", "BAD SKU"]).status.code(), Some(2));
     assert_eq!(d.terminate(), Some(0));
     for ((args, code), via) in refusals.iter().zip(through) {
         let direct = cli(&dir, args);
