@@ -86,6 +86,9 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
     let server = tokio::spawn(serve(listener, app, stop_rx));
     runtime_file::write(dir, &info).context("cannot write the runtime file")?;
     info!(node = %node.id(), name = %node.meta().name, %api, "API listening");
+    if !api.ip().is_loopback() {
+        warn!(%api, "the API is reachable from other hosts (allow_remote): plain HTTP, the token is the only guard");
+    }
 
     signal.await;
     // Stop accepting; in-flight requests (and their commits) finish, bounded.
