@@ -228,6 +228,27 @@ pub enum Command {
     },
     /// Re-derive counts from the journal and the changes and check the invariant.
     Verify,
+    /// Run the node daemon: hold --data, serve the local HTTP/JSON API (see
+    /// docs/daemon.md) until SIGTERM or ctrl-c.
+    Node {
+        /// A TOML configuration file (examples/node.toml shows every option).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The API's address (loopback unless the file sets allow_remote).
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
+        /// The address the peer transport listens on.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// A peer to connect to, as host:port (repeatable; replaces the file's list).
+        #[arg(long = "peer", value_name = "ADDR")]
+        peers: Vec<String>,
+        /// Do not discover peers by mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+    },
+    /// Whether a daemon runs on --data, and the node's status (through it when it runs).
+    Status,
     /// A narrated single-node day in a temporary directory.
     Demo {
         /// Keep the demo's data directory here instead of a temporary one.
@@ -288,6 +309,19 @@ pub enum BenchKind {
     /// The sync protocol over a zero-latency in-memory network: bytes per sale,
     /// anti-entropy bytes when equal, catch-up time of a store.
     Sync,
+    /// POST /v1/events through the daemon's API against calling Node::execute
+    /// directly, on fresh nodes in one run: sales/s, p50 and p99 latency.
+    Api {
+        /// Concurrent clients, each in a closed loop.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Measured sales per path (split over the clients and the rounds).
+        #[arg(long, default_value_t = 4000)]
+        sales: u64,
+        /// Directory for the bench nodes (a temporary one by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Internal: open a node and report its load time and peak memory.
     #[command(hide = true)]
     Restart {

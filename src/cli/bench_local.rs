@@ -16,12 +16,12 @@ use stocksync::model::{EventId, EventKind, EventRequest, LocationId, Quantity, S
 use stocksync::node::{system_clock, Node, NodeOptions};
 use stocksync::store::sqlite::Durability;
 
-fn hist() -> Histogram<u64> {
+pub(super) fn hist() -> Histogram<u64> {
     // 3 significant figures over 1 ns .. 60 s cannot fail to construct.
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
-fn summary(h: &Histogram<u64>) -> serde_json::Value {
+pub(super) fn summary(h: &Histogram<u64>) -> serde_json::Value {
     let us = |ns: u64| ns as f64 / 1000.0;
     json!({
         "samples": h.len(),

@@ -2,10 +2,13 @@
 //! command and maps errors to exit codes (0 done, 2 bad input, 3 refused, 1 other).
 
 mod args;
+mod bench_api;
 mod bench_local;
 mod bench_sync;
+mod daemon_client;
+mod daemon_cmd;
 mod demo;
-mod events;
+pub mod events;
 mod import;
 mod output;
 
@@ -38,6 +41,10 @@ pub fn main() -> i32 {
         }
     };
     let json = cli.json;
+    if !matches!(cli.command, Command::Node { .. }) {
+        // The daemon installs logging once its configuration is read.
+        daemon_cmd::init_logging("warn");
+    }
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -49,9 +56,17 @@ pub fn main() -> i32 {
 }
 
 /// The exit code for an error: typed errors decide, anything else is 1.
-fn exit_code(e: &anyhow::Error) -> i32 {
+pub fn exit_code(e: &anyhow::Error) -> i32 {
     if let Some(r) = e.downcast_ref::<Reported>() {
         return r.code;
+    }
+    if let Some(f) = e.downcast_ref::<daemon_client::ApiFailure>() {
+        return f.exit_code();
+    }
+    if e.downcast_ref::<crate::daemon::config::ConfigError>()
+        .is_some()
+    {
+        return EXIT_BAD_INPUT;
     }
     if let Some(n) = e.downcast_ref::<NodeError>() {
         return match n {
@@ -123,8 +138,28 @@ pub fn open_store(dir: &Path) -> Result<SqliteStore> {
 }
 
 /// Opens the node in `dir` for writing (directory lock, key check).
+///
+/// Holding the lock proves no daemon runs on `dir`: a runtime file left by
+/// one that died is removed.
 pub fn open_node(dir: &Path) -> Result<Node> {
-    Ok(data_dir::open(dir, NodeOptions::default(), system_clock())?)
+    let node = match data_dir::open(dir, NodeOptions::default(), system_clock()) {
+        Ok(n) => n,
+        Err(e @ SetupError::Store(StoreError::Locked(_))) => {
+            return Err(match crate::daemon::runtime_file::read(dir) {
+                Some(d) => anyhow::Error::from(e).context(format!(
+                    "a stocksync node daemon (pid {}, API {}) holds this directory: \
+                     stop it first for this command",
+                    d.pid, d.api
+                )),
+                None => e.into(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Err(e) = crate::daemon::runtime_file::remove(dir) {
+        tracing::warn!(error = %e, "cannot remove a stale daemon runtime file");
+    }
+    Ok(node)
 }
 
 /// Creates a node in `dir`.
@@ -159,20 +194,34 @@ fn run(cli: Cli) -> Result<()> {
             } => bench_local::run(*history, *samples, dir.clone(), cli.json),
             BenchKind::Restart { dir } => bench_local::restart_probe(dir),
             BenchKind::Sync => bench_sync::run(cli.json),
+            BenchKind::Api {
+                clients,
+                sales,
+                dir,
+            } => bench_api::run(*clients, *sales, dir.clone(), cli.json),
         },
         Command::Info => {
             let dir = data_dir(&cli)?;
             output::meta(&Reader::open(&dir)?.meta()?, cli.json);
             Ok(())
         }
-        Command::Stock { sku } => {
-            let dir = data_dir(&cli)?;
-            let reader = Reader::open(&dir)?;
-            if let Some(s) = sku {
-                stocksync::model::Sku::new(s.as_str())?;
-            }
-            output::stock(&reader.stock(sku.as_deref())?, cli.json);
-            Ok(())
+        Command::Stock { sku } => daemon_cmd::stock(&data_dir(&cli)?, sku.as_deref(), cli.json),
+        Command::Status => daemon_cmd::status(&data_dir(&cli)?, cli.json),
+        Command::Node {
+            config,
+            api,
+            listen,
+            peers,
+            no_mdns,
+        } => {
+            let flags = daemon_cmd::NodeFlags {
+                config: config.as_deref(),
+                api: *api,
+                listen: *listen,
+                peers,
+                no_mdns: *no_mdns,
+            };
+            daemon_cmd::node(&data_dir(&cli)?, &flags)
         }
         Command::History { sku } => {
             let dir = data_dir(&cli)?;
@@ -209,6 +258,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         other => {
             let dir = data_dir(&cli)?;
+            if let Some(fields) = events::fields(other) {
+                if daemon_cmd::event(&dir, &fields, cli.json)? {
+                    return Ok(());
+                }
+            }
             let node = open_node(&dir)?;
             let req = events::request(other, node.meta())?;
             let outcome = node.execute(req).map_err(anyhow::Error::from);

@@ -1,0 +1,358 @@
+//! The daemon's configuration: a TOML file (every option has a default; see
+//! examples/node.toml) overridden by command-line flags, then checked.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stocksync::node::NodeOptions;
+use stocksync::sync::SyncConfig;
+
+/// Largest request body the API may be configured to accept.
+const MAX_BODY_LIMIT: usize = 16 << 20;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type...).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value outside what the daemon accepts.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration of `stocksync node`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The local HTTP/JSON API.
+    pub api: ApiSection,
+    /// The peer-to-peer network (carried by the transport).
+    pub network: NetworkSection,
+    /// The node's commit tunables.
+    pub node: NodeSection,
+    /// The sync protocol's tunables.
+    pub sync: SyncSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+/// `[api]`: where and how the API listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address the API binds (loopback unless `allow_remote`).
+    pub address: SocketAddr,
+    /// Allow a non-loopback API address (the token is then the only guard).
+    pub allow_remote: bool,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 7480)),
+            allow_remote: false,
+            body_limit: 64 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// `[network]`: what the transport is given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Address the transport listens on for peers.
+    pub listen: SocketAddr,
+    /// Peers to connect to, as `host:port`.
+    pub peers: Vec<String>,
+    /// The hub to connect to, as `host:port`, if any.
+    pub hub: Option<String>,
+    /// Discover peers on the local network by mDNS.
+    pub mdns: bool,
+    /// Keep-alive interval of peer connections, in milliseconds.
+    pub keep_alive_ms: u64,
+    /// A peer connection silent this long is closed, in milliseconds.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7401)),
+            peers: Vec::new(),
+            hub: None,
+            mdns: true,
+            keep_alive_ms: 5_000,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[node]`: the node's commit tunables ([`NodeOptions`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Most events committed in one transaction.
+    pub max_batch: usize,
+    /// Changes per epoch of the own document before it rolls over.
+    pub epoch_changes: u64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        let o = NodeOptions::default();
+        Self {
+            max_batch: o.max_batch,
+            epoch_changes: o.epoch_changes,
+        }
+    }
+}
+
+/// `[sync]`: the [`SyncConfig`] knobs an operator may want to turn.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSection {
+    /// Anti-entropy period per peer, in milliseconds.
+    pub probe_interval_ms: u64,
+    /// Time after which unacknowledged bytes to a peer are resent, in milliseconds.
+    pub ack_timeout_ms: u64,
+    /// Coalescing delay of eager pushes, in milliseconds (0: push each change at once).
+    pub push_delay_ms: u64,
+    /// Most unacknowledged bytes in flight to one peer.
+    pub window_bytes: usize,
+    /// Most changes in one bundle.
+    pub bundle_changes: usize,
+    /// Most change bytes in one bundle.
+    pub bundle_bytes: usize,
+    /// Most bytes of out-of-order bundles held back, over all writers.
+    pub max_parked_bytes: usize,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        let s = SyncConfig::default();
+        Self {
+            probe_interval_ms: s.probe_interval_ms,
+            ack_timeout_ms: s.ack_timeout_ms,
+            push_delay_ms: s.push_delay_ms,
+            window_bytes: s.window_bytes,
+            bundle_changes: s.bundle_changes,
+            bundle_bytes: s.bundle_bytes,
+            max_parked_bytes: s.max_parked_bytes,
+        }
+    }
+}
+
+/// `[log]`: what the daemon logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// A `tracing` filter, e.g. `info` or `stocksync=debug,info`
+    /// (the STOCKSYNC_LOG environment variable overrides it).
+    pub filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Command-line values that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--api ADDR`.
+    pub api: Option<SocketAddr>,
+    /// `--listen ADDR`.
+    pub listen: Option<SocketAddr>,
+    /// `--peer ADDR`, repeated: replaces the file's peers when given.
+    pub peers: Vec<String>,
+    /// `--no-mdns`.
+    pub no_mdns: bool,
+}
+
+impl Config {
+    /// Parses a configuration from TOML text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The configuration in `path`, or the defaults without a file; then `flags`
+    /// applied and the result checked.
+    pub fn load(path: Option<&Path>, flags: &Overrides) -> Result<Self, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Self::parse(&text, &p.display().to_string())?
+            }
+            None => Self::default(),
+        };
+        cfg.apply(flags);
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, flags: &Overrides) {
+        if let Some(a) = flags.api {
+            self.api.address = a;
+        }
+        if let Some(l) = flags.listen {
+            self.network.listen = l;
+        }
+        if !flags.peers.is_empty() {
+            self.network.peers = flags.peers.clone();
+        }
+        if flags.no_mdns {
+            self.network.mdns = false;
+        }
+    }
+
+    /// Refuses what the daemon must not run with.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !self.api.address.ip().is_loopback() && !self.api.allow_remote {
+            return bad(format!(
+                "api.address {} is not a loopback address: the API binds loopback only unless \
+                 [api] allow_remote = true is set explicitly",
+                self.api.address
+            ));
+        }
+        if self.api.body_limit == 0 || self.api.body_limit > MAX_BODY_LIMIT {
+            return bad(format!(
+                "api.body_limit must be 1 to {MAX_BODY_LIMIT} bytes, not {}",
+                self.api.body_limit
+            ));
+        }
+        if self.node.max_batch == 0 || self.node.epoch_changes == 0 {
+            return bad("node.max_batch and node.epoch_changes must be at least 1".into());
+        }
+        let s = &self.sync;
+        if s.probe_interval_ms == 0
+            || s.ack_timeout_ms == 0
+            || s.window_bytes == 0
+            || s.bundle_changes == 0
+            || s.bundle_bytes == 0
+        {
+            return bad("sync: intervals, windows and bundle sizes must be non-zero".into());
+        }
+        if self.network.keep_alive_ms == 0
+            || self.network.idle_timeout_ms <= self.network.keep_alive_ms
+        {
+            return bad("network.idle_timeout_ms must exceed a non-zero keep_alive_ms".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return bad(format!("log.filter {:?}: {e}", self.log.filter));
+        }
+        Ok(())
+    }
+
+    /// The node options this configuration asks for.
+    pub fn node_options(&self) -> NodeOptions {
+        let s = &self.sync;
+        NodeOptions {
+            max_batch: self.node.max_batch,
+            epoch_changes: self.node.epoch_changes,
+            sync: SyncConfig {
+                probe_interval_ms: s.probe_interval_ms,
+                ack_timeout_ms: s.ack_timeout_ms,
+                push_delay_ms: s.push_delay_ms,
+                window_bytes: s.window_bytes,
+                bundle_changes: s.bundle_changes,
+                bundle_bytes: s.bundle_bytes,
+                max_parked_bytes: s.max_parked_bytes,
+                ..SyncConfig::default()
+            },
+            ..NodeOptions::default()
+        }
+    }
+
+    /// How long shutdown waits for in-flight requests.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.api.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../examples/node.toml");
+
+    #[test]
+    fn the_shipped_example_is_exactly_the_defaults() {
+        let parsed = Config::parse(EXAMPLE, "examples/node.toml").unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.check().unwrap();
+    }
+
+    #[test]
+    fn the_example_names_every_option() {
+        // Every key the defaults serialize to appears, uncommented, in the example.
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let full: toml::Table = toml::from_str(&defaults).unwrap();
+        for (section, table) in &full {
+            let have = example[section].as_table().unwrap();
+            for key in table.as_table().unwrap().keys() {
+                assert!(have.contains_key(key), "[{section}] {key} missing");
+            }
+        }
+        assert!(EXAMPLE.contains("# hub ="), "hub is documented");
+    }
+
+    #[test]
+    fn a_remote_api_needs_allow_remote() {
+        let mut cfg = Config::default();
+        cfg.apply(&Overrides {
+            api: Some("0.0.0.0:7480".parse().unwrap()),
+            ..Overrides::default()
+        });
+        let e = cfg.check().unwrap_err().to_string();
+        assert!(e.contains("allow_remote"), "{e}");
+        cfg.api.allow_remote = true;
+        cfg.check().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_flags_override() {
+        let e = Config::parse("[api]\nadress = \"127.0.0.1:1\"\n", "x").unwrap_err();
+        assert!(e.to_string().contains("adress"), "{e}");
+        let mut cfg = Config::parse("[network]\npeers = [\"a:1\"]\nmdns = true\n", "x").unwrap();
+        cfg.apply(&Overrides {
+            peers: vec!["b:2".into()],
+            no_mdns: true,
+            ..Overrides::default()
+        });
+        assert_eq!(cfg.network.peers, ["b:2"]);
+        assert!(!cfg.network.mdns);
+    }
+}

@@ -1,0 +1,20 @@
+//! `stocksync node`: the daemon that holds a node's data directory and serves
+//! its local HTTP/JSON API, so a point of sale in any language can use the
+//! till's node and the command line's event commands go through it
+//! (see docs/daemon.md).
+//!
+//! - [`config`]: the TOML configuration and its command-line overrides.
+//! - [`server`]: the daemon's life: open, serve, tick, shut down gracefully.
+//! - [`api`]: the routes and their bodies; [`openapi`]: their OpenAPI document.
+//! - [`auth`]: the bearer token; [`error`]: error answers and their exit codes.
+//! - [`runtime_file`]: `daemon.json`, how the command line finds the daemon.
+//! - [`network`]: the one integration point with the peer transport.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod network;
+pub mod openapi;
+pub mod runtime_file;
+pub mod server;
