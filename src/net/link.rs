@@ -15,6 +15,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::close;
 use super::frame::{self, FrameError};
 use super::quic::Inner;
+use super::tls::ALPN;
 use super::verify::peer_id;
 use crate::model::NodeId;
 
@@ -81,6 +82,14 @@ pub(crate) async fn run(inner: Arc<Inner>, conn: Connection, dialled: bool) -> E
         conn.close(code(close::PROTOCOL), b"no certificate");
         return Ended::Closed("no peer certificate".into());
     };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol);
+    if alpn.as_deref() != Some(ALPN) {
+        conn.close(code(close::PROTOCOL), b"alpn");
+        return Ended::Closed("no stocksync/1 application protocol".into());
+    }
     if id == inner.id {
         conn.close(code(close::SELF), b"self");
         return Ended::ToSelf;
@@ -132,7 +141,7 @@ async fn serve(inner: Arc<Inner>, conn: Connection, id: NodeId, dialled: bool) -
 /// Makes `link` the link to `id` (calling `peer_up` if it is the first) or refuses it.
 async fn register(inner: &Arc<Inner>, id: NodeId, mut link: Link) -> Result<u64, Ended> {
     let _order = inner.updown.lock().await;
-    let (seq, first) = {
+    let (seq, conn) = {
         let mut st = inner.state();
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -167,7 +176,7 @@ async fn register(inner: &Arc<Inner>, id: NodeId, mut link: Link) -> Result<u64,
             if st.links.get(&id).is_some_and(|l| l.seq == seq) {
                 st.links.remove(&id);
             }
-            first.close(code(close::REFUSED), b"refused");
+            conn.close(code(close::REFUSED), b"refused");
             Err(Ended::Closed("the node refused the peer".into()))
         }
     }

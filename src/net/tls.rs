@@ -93,7 +93,7 @@ impl NodeTls {
         log: Arc<RefusalLog>,
         transport: Arc<TransportConfig>,
     ) -> Result<quinn::ClientConfig, NetError> {
-        let verifier = PeerVerifier::new(self.ca.fleet(), roster, expected, addr, log);
+        let verifier = PeerVerifier::new(self.node(), self.ca.fleet(), roster, expected, addr, log);
         let (chain, key) = self.chain();
         let mut tls = rustls::ClientConfig::builder_with_provider(
             rustls::crypto::ring::default_provider().into(),
@@ -119,7 +119,7 @@ impl NodeTls {
         log: Arc<RefusalLog>,
         transport: Arc<TransportConfig>,
     ) -> Result<quinn::ServerConfig, NetError> {
-        let verifier = PeerVerifier::new(self.ca.fleet(), roster, None, addr, log);
+        let verifier = PeerVerifier::new(self.node(), self.ca.fleet(), roster, None, addr, log);
         let (chain, key) = self.chain();
         let mut tls = rustls::ServerConfig::builder_with_provider(
             rustls::crypto::ring::default_provider().into(),
@@ -154,5 +154,6 @@ pub fn transport_config(
     ));
     t.max_concurrent_bidi_streams(VarInt::from_u32(1));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.datagram_receive_buffer_size(None);
     Ok(t)
 }

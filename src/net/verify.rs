@@ -120,6 +120,7 @@ impl RefusalLog {
 
 /// Verifies one connection's peer, as a client (dialling) or a server (accepting).
 pub struct PeerVerifier {
+    local: NodeId,
     fleet: FleetId,
     roster: RosterSource,
     expected: Option<NodeId>,
@@ -138,9 +139,10 @@ impl fmt::Debug for PeerVerifier {
 }
 
 impl PeerVerifier {
-    /// A verifier for the connection with `addr` in `fleet`, admitting what
-    /// `roster` admits, and only `expected` if given; refusals go to `log`.
+    /// A verifier for node `local`'s connection with `addr` in `fleet`,
+    /// admitting what `roster` admits, and only `expected` if given; refusals go to `log`.
     pub fn new(
+        local: NodeId,
         fleet: FleetId,
         roster: RosterSource,
         expected: Option<NodeId>,
@@ -148,6 +150,7 @@ impl PeerVerifier {
         log: Arc<RefusalLog>,
     ) -> Self {
         Self {
+            local,
             fleet,
             roster,
             expected,
@@ -208,8 +211,10 @@ impl PeerVerifier {
 
     fn refuse(&self, claimed: Option<NodeId>, reason: Refusal) -> rustls::Error {
         match claimed {
-            Some(id) => warn!(peer = %self.addr, claimed = %id, %reason, "peer refused"),
-            None => warn!(peer = %self.addr, %reason, "peer refused"),
+            Some(id) => {
+                warn!(node = %self.local, peer = %self.addr, claimed = %id, %reason, "peer refused")
+            }
+            None => warn!(node = %self.local, peer = %self.addr, %reason, "peer refused"),
         }
         self.log.push(RefusalRecord {
             at: SystemTime::now(),
@@ -329,4 +334,139 @@ impl ClientCertVerifier for PeerVerifier {
 /// The node id in a verified connection's leaf certificate.
 pub(crate) fn peer_id(leaf: &[u8]) -> Option<NodeId> {
     der::parse(leaf).ok().map(|p| NodeId(p.subject_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::fleet::{FleetAuthority, Member};
+    use crate::identity::Identity;
+    use crate::model::{LocationId, Role};
+    use crate::net::cert::{issue, issue_valid, FleetCa};
+
+    const NOW: i64 = 1_900_000_000;
+
+    fn verifier(
+        hq: &FleetAuthority,
+        roster: Option<Roster>,
+        expected: Option<NodeId>,
+    ) -> PeerVerifier {
+        let roster = roster.map(Arc::new);
+        PeerVerifier::new(
+            NodeId([9; 32]),
+            hq.fleet(),
+            Arc::new(move || roster.clone()),
+            expected,
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            Arc::new(RefusalLog::default()),
+        )
+    }
+
+    fn member(hq: &FleetAuthority, ids: &[NodeId]) -> Roster {
+        ids.iter().fold(hq.roster(), |r, id| {
+            r.with_member(
+                *id,
+                Member::new("n", Role::Till, [LocationId::new("S1").unwrap()]),
+            )
+        })
+    }
+
+    fn at(secs: i64) -> std::time::SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    }
+
+    #[test]
+    fn admits_a_member_and_refuses_everything_else() {
+        let hq = FleetAuthority::from_seed([1; 32]);
+        let (n, m) = (
+            Identity::from_seed([2; 32]).node_id(),
+            Identity::from_seed([3; 32]).node_id(),
+        );
+        let cert = issue_valid(&hq, n, "n", at(NOW - 10), at(NOW + 10)).unwrap();
+        let check = |v: &PeerVerifier, der: &[u8]| v.check(der, NOW).map_err(|e| e.1);
+
+        assert_eq!(
+            check(&verifier(&hq, Some(member(&hq, &[n])), None), cert.der()),
+            Ok(n)
+        );
+        assert_eq!(
+            check(&verifier(&hq, Some(member(&hq, &[n])), Some(n)), cert.der()),
+            Ok(n)
+        );
+        assert_eq!(
+            check(&verifier(&hq, Some(member(&hq, &[n])), Some(m)), cert.der()),
+            Err(Refusal::Unexpected {
+                expected: m,
+                found: n
+            })
+        );
+        assert_eq!(
+            check(&verifier(&hq, None, None), cert.der()),
+            Err(Refusal::NoRoster)
+        );
+        assert_eq!(
+            check(&verifier(&hq, Some(member(&hq, &[m])), None), cert.der()),
+            Err(Refusal::NotMember)
+        );
+        let mut revoked = member(&hq, &[n]);
+        revoked.revoke(&n, Default::default(), "stolen").unwrap();
+        assert_eq!(
+            check(&verifier(&hq, Some(revoked), None), cert.der()),
+            Err(Refusal::Revoked {
+                reason: "stolen".into()
+            })
+        );
+        // A roster of another fleet admits no one here.
+        let other = FleetAuthority::from_seed([4; 32]);
+        assert_eq!(
+            check(&verifier(&hq, Some(member(&other, &[n])), None), cert.der()),
+            Err(Refusal::NoRoster)
+        );
+        // Signed by another fleet.
+        let foreign = issue(&other, n, "n").unwrap();
+        assert_eq!(
+            check(&verifier(&hq, Some(member(&hq, &[n])), None), foreign.der()),
+            Err(Refusal::NotSignedByFleet)
+        );
+        // The CA itself is not a node, even if listed.
+        let ca = FleetCa::derive(&hq).unwrap();
+        let fleet_node = NodeId(hq.fleet().0);
+        assert_eq!(
+            check(
+                &verifier(&hq, Some(member(&hq, &[fleet_node])), None),
+                ca.der()
+            ),
+            Err(Refusal::FleetKey)
+        );
+        assert!(matches!(
+            check(
+                &verifier(&hq, Some(member(&hq, &[n])), None),
+                b"\x30\x03\x02\x01\x01"
+            ),
+            Err(Refusal::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_outside_validity() {
+        let hq = FleetAuthority::from_seed([1; 32]);
+        let n = Identity::from_seed([2; 32]).node_id();
+        let v = verifier(&hq, Some(member(&hq, &[n])), None);
+        let early = issue_valid(&hq, n, "n", at(NOW + 60), at(NOW + 120)).unwrap();
+        assert_eq!(
+            v.check(early.der(), NOW).map_err(|e| e.1),
+            Err(Refusal::NotYetValid {
+                not_before: NOW + 60
+            })
+        );
+        let late = issue_valid(&hq, n, "n", at(NOW - 120), at(NOW - 60)).unwrap();
+        assert_eq!(
+            v.check(late.der(), NOW).map_err(|e| e.1),
+            Err(Refusal::Expired {
+                not_after: NOW - 60
+            })
+        );
+    }
 }
