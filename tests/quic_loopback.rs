@@ -47,7 +47,8 @@ async fn two_nodes_sync_sales_both_ways() {
     assert!(ta.refusals().is_empty() && tb.refusals().is_empty());
 
     tb.shutdown().await;
-    eventually("a sees b go", LIMIT, || a.sync_status().peers.len() == 0).await;
+    assert!(b.sync_status().peers.is_empty(), "b's node saw the link go");
+    eventually("a sees b go", LIMIT, || a.sync_status().peers.is_empty()).await;
     ta.shutdown().await;
 }
 
@@ -296,4 +297,37 @@ async fn an_oversized_frame_closes_the_connection() {
     eventually("a sees e go", LIMIT, || a.sync_status().peers.len() == 0).await;
     endpoint.close(quinn::VarInt::from_u32(0), b"");
     ta.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_dialling_each_other_keep_one_link() {
+    logs();
+    let f = TestFleet::new(1);
+    let (pa, pb) = (f.init("till-a"), f.init("till-b"));
+    let roster = f.roster(&[&pa, &pb]);
+    let (a, b) = (f.open(&pa, &roster), f.open(&pb, &roster));
+    let ta = Transport::start(a.clone(), f.tls(&pa), config(vec![])).await.unwrap();
+    let tb = Transport::start(b.clone(), f.tls(&pb), config(vec![ta.local_addr()]))
+        .await
+        .unwrap();
+    ta.add_peer(tb.local_addr(), Some(pb.id));
+    event(&a, "ra", 6, EventKind::Receipt).await.unwrap();
+    event(&b, "rb", 4, EventKind::Receipt).await.unwrap();
+    eventually("both at 10 over one link each", LIMIT, || {
+        on_hand(&a) == 10
+            && on_hand(&b) == 10
+            && ta.peers().iter().all(|p| p.connected)
+            && tb.peers().iter().all(|p| p.connected)
+    })
+    .await;
+    // Each side lists the other once (as its dial target) and the engine saw one peer.
+    assert_eq!(ta.peers().len(), 1, "{:?}", ta.peers());
+    assert_eq!(tb.peers().len(), 1, "{:?}", tb.peers());
+    assert_eq!(a.sync_status().peers.len(), 1);
+    assert_eq!(b.sync_status().peers.len(), 1);
+    event(&b, "sb", 1, EventKind::Sale).await.unwrap();
+    eventually("a sees b's sale", LIMIT, || on_hand(&a) == 9).await;
+    tb.shutdown().await;
+    ta.shutdown().await;
+    assert!(a.sync_status().peers.is_empty() && b.sync_status().peers.is_empty());
 }
