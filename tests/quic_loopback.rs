@@ -147,7 +147,7 @@ async fn revoking_a_connected_member_closes_its_link() {
         .unwrap();
     a.install_roster(f.hq.sign(&v2).unwrap()).unwrap();
     eventually("a drops d and refuses it from then on", LIMIT, || {
-        a.sync_status().peers.len() == 0
+        a.sync_status().peers.is_empty()
             && ta
                 .refusals()
                 .iter()
@@ -294,7 +294,7 @@ async fn an_oversized_frame_closes_the_connection() {
         }
         other => panic!("closed otherwise: {other}"),
     }
-    eventually("a sees e go", LIMIT, || a.sync_status().peers.len() == 0).await;
+    eventually("a sees e go", LIMIT, || a.sync_status().peers.is_empty()).await;
     endpoint.close(quinn::VarInt::from_u32(0), b"");
     ta.shutdown().await;
 }
@@ -306,7 +306,9 @@ async fn nodes_dialling_each_other_keep_one_link() {
     let (pa, pb) = (f.init("till-a"), f.init("till-b"));
     let roster = f.roster(&[&pa, &pb]);
     let (a, b) = (f.open(&pa, &roster), f.open(&pb, &roster));
-    let ta = Transport::start(a.clone(), f.tls(&pa), config(vec![])).await.unwrap();
+    let ta = Transport::start(a.clone(), f.tls(&pa), config(vec![]))
+        .await
+        .unwrap();
     let tb = Transport::start(b.clone(), f.tls(&pb), config(vec![ta.local_addr()]))
         .await
         .unwrap();
