@@ -72,7 +72,7 @@ pub(crate) fn remove(inner: &Arc<Inner>, addr: SocketAddr) {
 }
 
 /// Stops every dial loop (shutdown).
-pub(crate) fn cancel_all(inner: &Arc<Inner>) {
+pub(crate) fn cancel_all(inner: &Inner) {
     for t in inner.state().targets.values() {
         t.cancel.send_replace(true);
     }

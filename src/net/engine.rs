@@ -93,6 +93,11 @@ impl Threads {
         })
     }
 
+    /// Tells both threads to stop, without waiting for them.
+    pub fn signal(self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     /// Stops and joins both threads.
     pub async fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);

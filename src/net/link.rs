@@ -129,12 +129,12 @@ async fn serve(inner: Arc<Inner>, conn: Connection, id: NodeId, dialled: bool) -
         Err(ended) => return ended,
     };
     info!("connected");
-    let writer = tokio::spawn(write_loop(send, rx, queued).in_current_span());
+    let writer = tokio::spawn(write_loop(conn.clone(), send, rx, queued).in_current_span());
     let ended = read_loop(&inner, &conn, id, recv).await;
     writer.abort();
     conn.close(code(close::SHUTDOWN), b"closed");
     unregister(&inner, id, seq).await;
-    info!(reason = ?ended, "disconnected");
+    info!(reason = ?ended, rtt = ?conn.rtt(), "disconnected");
     ended
 }
 
@@ -233,6 +233,7 @@ async fn read_loop(
 }
 
 async fn write_loop(
+    conn: Connection,
     mut send: SendStream,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
@@ -241,7 +242,9 @@ async fn write_loop(
         let r = frame::write(&mut send, &message).await;
         queued.fetch_sub(message.len(), Ordering::Relaxed);
         if let Err(e) = r {
+            // A link that cannot write is no link: close it, the peer redials.
             debug!(error = %e, "write failed");
+            conn.close(code(close::PROTOCOL), b"write failed");
             return;
         }
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,8 +44,8 @@ impl Default for NetConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             peers: Vec::new(),
-            keep_alive: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(3),
+            keep_alive: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
         }
@@ -74,7 +74,6 @@ pub(crate) struct Inner {
     /// Orders registrations and removals with the node's `peer_up`/`peer_down`.
     pub updown: tokio::sync::Mutex<()>,
     pub stop: watch::Sender<bool>,
-    pub stopping: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Messages the pump dropped (peer not connected, or its queue full).
     pub dropped: AtomicU64,
@@ -91,6 +90,23 @@ impl Inner {
         self.roster.source()
     }
 
+    /// Stops accepting and dialling and closes every link (idempotent, does not wait).
+    fn begin_stop(&self) {
+        self.stop.send_replace(true);
+        dial::cancel_all(self);
+        let conns: Vec<_> = self
+            .state()
+            .links
+            .values()
+            .map(|l| l.conn.clone())
+            .collect();
+        for c in conns {
+            c.close(VarInt::from_u32(close::SHUTDOWN), b"shutdown");
+        }
+        self.endpoint
+            .close(VarInt::from_u32(close::SHUTDOWN), b"shutdown");
+    }
+
     /// Keeps `task` to wait for it at shutdown.
     pub fn track(&self, task: JoinHandle<()>) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
@@ -102,8 +118,19 @@ impl Inner {
 /// A running QUIC transport for one node.
 pub struct Transport {
     inner: Arc<Inner>,
-    threads: engine::Threads,
+    threads: Option<engine::Threads>,
     local: SocketAddr,
+}
+
+/// Dropped without [`Transport::shutdown`]: stops the same way, without
+/// waiting (connections close, the node sees `peer_down` as their tasks end).
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.inner.begin_stop();
+        if let Some(threads) = self.threads.take() {
+            threads.signal();
+        }
+    }
 }
 
 impl Transport {
@@ -142,7 +169,6 @@ impl Transport {
             state: Mutex::new(State::default()),
             updown: tokio::sync::Mutex::new(()),
             stop,
-            stopping: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
         });
@@ -152,7 +178,7 @@ impl Transport {
             .map_err(NetError::Bind)?;
         let t = Transport {
             inner,
-            threads,
+            threads: Some(threads),
             local,
         };
         for addr in config.peers {
@@ -195,23 +221,9 @@ impl Transport {
 
     /// Closes every connection cleanly (the node sees `peer_down`), stops
     /// dialling, and releases the socket.
-    pub async fn shutdown(self) {
-        let inner = self.inner;
-        inner.stopping.store(true, Ordering::SeqCst);
-        inner.stop.send_replace(true);
-        dial::cancel_all(&inner);
-        let conns: Vec<_> = inner
-            .state()
-            .links
-            .values()
-            .map(|l| l.conn.clone())
-            .collect();
-        for c in conns {
-            c.close(VarInt::from_u32(close::SHUTDOWN), b"shutdown");
-        }
-        inner
-            .endpoint
-            .close(VarInt::from_u32(close::SHUTDOWN), b"shutdown");
+    pub async fn shutdown(mut self) {
+        let inner = self.inner.clone();
+        inner.begin_stop();
         let tasks = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tasks {
             if tokio::time::timeout(Duration::from_secs(2), t)
@@ -231,7 +243,9 @@ impl Transport {
         for (id, seq) in left {
             link::unregister(&inner, id, seq).await;
         }
-        self.threads.stop().await;
+        if let Some(threads) = self.threads.take() {
+            threads.stop().await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), inner.endpoint.wait_idle()).await;
         info!(node = %inner.id, "transport stopped");
     }

@@ -104,6 +104,9 @@ impl NodeTls {
         .with_client_auth_cert(chain, key)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         tls.enable_sni = false;
+        // Every connection is a full handshake: a resumed session would skip
+        // the verifier, and with it the roster check.
+        tls.resumption = rustls::client::Resumption::disabled();
         let crypto = QuicClientConfig::try_from(Arc::new(tls))
             .map_err(|e| NetError::Config(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -128,6 +131,11 @@ impl NodeTls {
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(chain, key)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
+        // No tickets, no session cache, no early data: a peer is verified
+        // against the current roster at every connection.
+        tls.send_tls13_tickets = 0;
+        tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        tls.max_early_data_size = 0;
         let crypto = QuicServerConfig::try_from(Arc::new(tls))
             .map_err(|e| NetError::Config(e.to_string()))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));

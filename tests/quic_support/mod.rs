@@ -138,3 +138,58 @@ pub fn logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// A UDP relay between one client and `target` that can be cut (drops every
+/// packet, as a pulled cable would) and restored.
+pub struct Relay {
+    /// The address clients send to.
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Relays between the first client that sends to it and `target`.
+    pub async fn start(target: SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        back.connect(target).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = cut.clone();
+        let task = tokio::spawn(async move {
+            let (mut from_client, mut from_target) = (vec![0u8; 65536], vec![0u8; 65536]);
+            let mut client = None;
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut from_client) => {
+                        let Ok((n, peer)) = r else { return };
+                        client = Some(peer);
+                        if !c.load(Ordering::SeqCst) {
+                            let _ = back.send(&from_client[..n]).await;
+                        }
+                    }
+                    r = back.recv(&mut from_target) => {
+                        let Ok(n) = r else { continue };
+                        if let (false, Some(peer)) = (c.load(Ordering::SeqCst), client) {
+                            let _ = front.send_to(&from_target[..n], peer).await;
+                        }
+                    }
+                }
+            }
+        });
+        Relay { addr, cut, task }
+    }
+
+    /// Drops every packet from now on (`true`) or relays again (`false`).
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
