@@ -135,7 +135,7 @@ impl Drop for Transport {
 
 impl Transport {
     /// Binds `config.listen`, starts accepting and dialling `config.peers`.
-    /// Must be called inside a tokio runtime (multi-threaded, for `spawn_blocking`).
+    /// Must be called inside a tokio runtime (blocking node calls go to its blocking pool).
     pub async fn start(node: Node, tls: NodeTls, config: NetConfig) -> Result<Transport, NetError> {
         if tls.node() != node.id() {
             return Err(NetError::Key(format!(
