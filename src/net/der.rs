@@ -89,7 +89,8 @@ impl<'a> Reader<'a> {
             let (bytes, after) = rest.split_at(n);
             rest = after;
             let len = bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b));
-            // Minimal: no leading zero byte, and the long form only from 128 on.
+            // Minimal: no leading zero byte, and the long form only from 128 on
+            // (`bytes` has 1 to 4 bytes: checked above).
             if bytes[0] == 0 || len < 0x80 {
                 return Err(DerError::NonCanonical);
             }
@@ -202,6 +203,7 @@ fn time(r: &mut Reader<'_>) -> Result<i64, DerError> {
         (GENERALIZED_TIME, 15) => (digits(&s[..4])?, &s[4..]),
         _ => return Err(DerError::Time),
     };
+    // Both forms leave exactly `MMDDHHMMSSZ`: 11 bytes, so the indexing below holds.
     if rest[10] != b'Z' {
         return Err(DerError::Time);
     }

@@ -216,7 +216,7 @@ async fn run(inner: Arc<Inner>, addr: SocketAddr, mut cancel: watch::Receiver<bo
             _ = tokio::time::sleep(wait) => {}
             _ = cancelled(&mut cancel) => break,
         }
-        delay = (delay * 2).min(max);
+        delay = delay.saturating_mul(2).min(max);
     }
     debug!("dialling stopped");
 }

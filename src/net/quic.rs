@@ -29,13 +29,14 @@ pub struct NetConfig {
     pub listen: SocketAddr,
     /// Static peers to dial (and redial) from the start.
     pub peers: Vec<SocketAddr>,
-    /// QUIC keep-alive period: a quiet link still sends this often.
+    /// QUIC keep-alive period: a quiet link still sends this often (default 500 ms).
     pub keep_alive: Duration,
-    /// A link silent this long is dead (must exceed `keep_alive` a few times).
+    /// A link silent this long is dead (default 2 s: a dead link is noticed
+    /// within idle + keep-alive = 2.5 s; see docs/network.md).
     pub idle_timeout: Duration,
-    /// First redial delay after a failure.
+    /// First redial delay after a failure (default 100 ms; doubles, jittered).
     pub backoff_min: Duration,
-    /// Largest redial delay.
+    /// Largest redial delay (default 10 s).
     pub backoff_max: Duration,
 }
 
@@ -55,24 +56,36 @@ impl Default for NetConfig {
 /// The mutable part of the transport: links by peer and dial targets by address.
 #[derive(Default)]
 pub(crate) struct State {
+    /// The live link to each connected peer.
     pub links: HashMap<NodeId, Link>,
+    /// The addresses kept dialled.
     pub targets: HashMap<SocketAddr, Target>,
+    /// The next link sequence number.
     pub next_seq: u64,
 }
 
 /// What the transport's tasks and threads share.
 pub(crate) struct Inner {
+    /// The node fed.
     pub node: Node,
+    /// Its id.
     pub id: NodeId,
+    /// Its certificate, key and fleet CA.
     pub tls: NodeTls,
+    /// The settings it started with.
     pub config: NetConfig,
+    /// QUIC settings shared by every connection.
     pub transport: Arc<TransportConfig>,
+    /// The endpoint that listens and dials.
     pub endpoint: Endpoint,
+    /// The roster handshakes check.
     pub roster: RosterCache,
+    /// Refused handshakes.
     pub refusals: Arc<RefusalLog>,
     state: Mutex<State>,
     /// Orders registrations and removals with the node's `peer_up`/`peer_down`.
     pub updown: tokio::sync::Mutex<()>,
+    /// Set once at shutdown.
     pub stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Messages the pump dropped (peer not connected, or its queue full).
@@ -143,6 +156,11 @@ impl Transport {
                 tls.node(),
                 node.id()
             )));
+        }
+        if config.keep_alive >= config.idle_timeout {
+            return Err(NetError::Config(
+                "the keep-alive period must be shorter than the idle timeout".into(),
+            ));
         }
         let runtime = quinn::default_runtime().ok_or(NetError::NoRuntime)?;
         let transport = Arc::new(transport_config(config.keep_alive, config.idle_timeout)?);

@@ -165,3 +165,40 @@ pub fn transport_config(
     t.datagram_receive_buffer_size(None);
     Ok(t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::FleetAuthority;
+    use crate::net::cert::issue;
+
+    #[test]
+    fn loads_from_a_data_dir_and_refuses_a_foreign_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let hq = FleetAuthority::from_seed([1; 32]);
+        let id = Identity::from_seed([2; 32]);
+        id.save(dir.path()).unwrap();
+        let ca = FleetCa::derive(&hq).unwrap();
+        ca.save(&dir.path().join(CA_FILE)).unwrap();
+        issue(&hq, id.node_id(), "till-1")
+            .unwrap()
+            .save(&dir.path().join(CERT_FILE))
+            .unwrap();
+        let tls = NodeTls::load(dir.path()).unwrap();
+        assert_eq!((tls.node(), tls.ca().fleet()), (id.node_id(), hq.fleet()));
+        assert!(!format!("{tls:?}").contains("key"), "no secret in Debug");
+
+        let other = Identity::from_seed([3; 32]).node_id();
+        let wrong = issue(&hq, other, "till-2").unwrap();
+        assert!(matches!(
+            NodeTls::new(&id, wrong, ca.clone()),
+            Err(CertError::WrongNode { .. })
+        ));
+        let foreign_ca = FleetCa::derive(&FleetAuthority::from_seed([4; 32])).unwrap();
+        let cert = issue(&hq, id.node_id(), "till-1").unwrap();
+        assert!(matches!(
+            NodeTls::new(&id, cert, foreign_ca),
+            Err(CertError::NotSignedByFleet { .. })
+        ));
+    }
+}
