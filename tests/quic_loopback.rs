@@ -333,3 +333,88 @@ async fn nodes_dialling_each_other_keep_one_link() {
     ta.shutdown().await;
     assert!(a.sync_status().peers.is_empty() && b.sync_status().peers.is_empty());
 }
+
+/// Presents a fixed certificate with a fixed key, whether or not they match.
+#[derive(Debug)]
+struct Impostor(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Impostor {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_certificate_without_its_key_is_refused() {
+    use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+    logs();
+    let f = TestFleet::new(1);
+    let (pa, pm) = (f.init("till-a"), f.init("till-m"));
+    let roster = f.roster(&[&pa, &pm]);
+    let a = f.open(&pa, &roster);
+    let ta = Transport::start(a.clone(), f.tls(&pa), config(vec![]))
+        .await
+        .unwrap();
+
+    // m's genuine certificate (public), presented with another key.
+    let stolen = stocksync::net::issue(&f.hq, pm.id, "till-m").unwrap();
+    let thief = stocksync::identity::Identity::from_seed([77; 32]);
+    let key =
+        rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(thief.to_pkcs8_der()))
+            .unwrap();
+    let certified =
+        rustls::sign::CertifiedKey::new(vec![CertificateDer::from(stolen.der().to_vec())], key);
+    let r = Arc::new(roster.clone());
+    let verifier = stocksync::net::PeerVerifier::new(
+        pm.id,
+        f.hq.fleet(),
+        Arc::new(move || Some(r.clone())),
+        Some(pa.id),
+        ta.local_addr(),
+        Arc::new(RefusalLog::default()),
+    );
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(verifier))
+    .with_client_cert_resolver(Arc::new(Impostor(Arc::new(certified))));
+    tls.alpn_protocols = vec![stocksync::net::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let attempt = endpoint
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(crypto)),
+            ta.local_addr(),
+            "stocksync",
+        )
+        .unwrap()
+        .await;
+    if let Ok(conn) = attempt {
+        // The client may finish before the server checks its signature.
+        let _ = tokio::time::timeout(LIMIT, conn.closed()).await;
+    }
+    eventually(
+        "a refuses the impostor's handshake signature",
+        LIMIT,
+        || {
+            ta.refusals()
+                .iter()
+                .any(|r| r.reason == Refusal::BadSignature && r.claimed == Some(pm.id))
+        },
+    )
+    .await;
+    assert!(a.sync_status().peers.is_empty() && ta.peers().is_empty());
+    endpoint.close(quinn::VarInt::from_u32(0), b"");
+    ta.shutdown().await;
+}
