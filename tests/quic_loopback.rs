@@ -418,3 +418,28 @@ async fn a_member_certificate_without_its_key_is_refused() {
     endpoint.close(quinn::VarInt::from_u32(0), b"");
     ta.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_transport_stops_it() {
+    logs();
+    let f = TestFleet::new(1);
+    let (pa, pb) = (f.init("till-a"), f.init("till-b"));
+    let roster = f.roster(&[&pa, &pb]);
+    let (a, b) = (f.open(&pa, &roster), f.open(&pb, &roster));
+    let ta = Transport::start(a.clone(), f.tls(&pa), config(vec![]))
+        .await
+        .unwrap();
+    let tb = Transport::start(b.clone(), f.tls(&pb), config(vec![ta.local_addr()]))
+        .await
+        .unwrap();
+    eventually("linked", LIMIT, || {
+        a.sync_status().peers.len() == 1 && b.sync_status().peers.len() == 1
+    })
+    .await;
+    drop(tb);
+    eventually("both nodes see the link go", LIMIT, || {
+        a.sync_status().peers.is_empty() && b.sync_status().peers.is_empty()
+    })
+    .await;
+    ta.shutdown().await;
+}

@@ -22,6 +22,9 @@ use super::{close, NetError};
 use crate::model::NodeId;
 use crate::node::Node;
 
+/// Most incoming connections in progress (handshaking, not yet accepted) at once.
+const MAX_INCOMING: usize = 256;
+
 /// The transport's settings.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
@@ -170,8 +173,10 @@ impl Transport {
         let refusals = Arc::new(RefusalLog::default());
         // Each incoming connection gets its own server config (see `accept_loop`);
         // this one only makes the endpoint a server.
-        let server =
+        let mut server =
             tls.server_config(roster.source(), local, refusals.clone(), transport.clone())?;
+        // A fleet is tens of devices: bound the handshakes in progress.
+        server.max_incoming(MAX_INCOMING);
         let endpoint = Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
             .map_err(NetError::Bind)?;
         let (stop, _) = watch::channel(false);
