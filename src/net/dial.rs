@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{debug, info_span, Instrument};
@@ -14,6 +14,9 @@ use super::quic::Inner;
 use super::status::PeerInfo;
 use super::tls::NodeTls;
 use crate::model::NodeId;
+
+/// A link up this long resets the redial delay to its minimum.
+const HEALTHY: Duration = Duration::from_secs(1);
 
 /// An address to keep connected.
 pub(crate) struct Target {
@@ -193,6 +196,7 @@ async fn run(inner: Arc<Inner>, addr: SocketAddr, mut cancel: watch::Receiver<bo
                     t.learned = id;
                     t.last_error = None;
                 });
+                let up = Instant::now();
                 match link::run(inner.clone(), conn, true).await {
                     Ended::Duplicate => {}
                     Ended::ToSelf => {
@@ -204,7 +208,11 @@ async fn run(inner: Arc<Inner>, addr: SocketAddr, mut cancel: watch::Receiver<bo
                     }
                     Ended::Closed(why) => set(&inner, addr, |t| t.last_error = Some(why)),
                 }
-                delay = min;
+                // A link that lived is a success; one closed at once (the peer
+                // refused it after the handshake) keeps backing off.
+                if up.elapsed() >= HEALTHY {
+                    delay = min;
+                }
             }
             Err(e) => {
                 debug!(error = %e, "dial failed");
