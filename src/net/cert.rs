@@ -379,6 +379,8 @@ mod tests {
             cert.verify(&other),
             Err(CertError::NotSignedByFleet { .. })
         ));
+        // The authority signs only DER sequences: never a roster's message.
+        assert!(hq.sign_certificate(b"stocksync-roster-v1 body").is_none());
         // A node certificate is not a CA: it is not self-signed.
         assert!(FleetCa::from_der(cert.der().to_vec()).is_err());
         // One flipped bit anywhere in the signed part breaks the signature.

@@ -197,8 +197,14 @@ impl Transport {
         });
         let span = info_span!("net", node = %inner.id, %local);
         inner.track(tokio::spawn(accept_loop(inner.clone()).instrument(span)));
-        let threads = engine::Threads::start(inner.clone(), tokio::runtime::Handle::current())
-            .map_err(NetError::Bind)?;
+        let threads = match engine::Threads::start(inner.clone(), tokio::runtime::Handle::current())
+        {
+            Ok(t) => t,
+            Err(e) => {
+                inner.begin_stop();
+                return Err(NetError::Bind(e));
+            }
+        };
         let t = Transport {
             inner,
             threads: Some(threads),
