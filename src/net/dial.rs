@@ -206,7 +206,10 @@ async fn run(inner: Arc<Inner>, addr: SocketAddr, mut cancel: watch::Receiver<bo
                         });
                         break;
                     }
-                    Ended::Closed(why) => set(&inner, addr, |t| t.last_error = Some(why)),
+                    Ended::Closed(why) => {
+                        debug!(reason = %why, "link ended");
+                        set(&inner, addr, |t| t.last_error = Some(why));
+                    }
                 }
                 // A link that lived is a success; one closed at once (the peer
                 // refused it after the handshake) keeps backing off.

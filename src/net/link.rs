@@ -99,19 +99,12 @@ pub(crate) async fn run(inner: Arc<Inner>, conn: Connection, dialled: bool) -> E
 }
 
 async fn serve(inner: Arc<Inner>, conn: Connection, id: NodeId, dialled: bool) -> Ended {
-    let streams = if dialled {
-        match conn.open_bi().await {
-            Ok((mut send, recv)) => frame::write(&mut send, &[]).await.map(|()| (send, recv)),
-            Err(e) => Err(FrameError::Write(e.to_string())),
-        }
-    } else {
-        conn.accept_bi()
-            .await
-            .map_err(|e| FrameError::Read(e.to_string()))
-    };
-    let (send, recv) = match streams {
+    let (send, recv) = match open(&conn, dialled).await {
         Ok(s) => s,
-        Err(e) => return Ended::Closed(e.to_string()),
+        Err(e) => {
+            conn.close(code(close::PROTOCOL), b"stream");
+            return Ended::Closed(e.to_string());
+        }
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -136,6 +129,29 @@ async fn serve(inner: Arc<Inner>, conn: Connection, id: NodeId, dialled: bool) -
     unregister(&inner, id, seq).await;
     info!(reason = ?ended, rtt = ?conn.rtt(), "disconnected");
     ended
+}
+
+/// Sets up the connection's one stream. Each side writes an empty frame
+/// first; the dialler waits for the acceptor's, which the acceptor can only
+/// send once it has verified the dialler, so neither side tells its node about
+/// a peer that has not accepted it.
+async fn open(conn: &Connection, dialled: bool) -> Result<(SendStream, RecvStream), FrameError> {
+    let (mut send, mut recv) = if dialled {
+        conn.open_bi()
+            .await
+            .map_err(|e| FrameError::Write(e.to_string()))?
+    } else {
+        conn.accept_bi()
+            .await
+            .map_err(|e| FrameError::Read(e.to_string()))?
+    };
+    frame::write(&mut send, &[]).await?;
+    if dialled && !frame::read(&mut recv).await?.is_empty() {
+        return Err(FrameError::Read(
+            "the acceptor's first frame is not empty".into(),
+        ));
+    }
+    Ok((send, recv))
 }
 
 /// Makes `link` the link to `id` (calling `peer_up` if it is the first) or refuses it.
