@@ -287,6 +287,15 @@ fn mutate(rng: &mut XorShiftRng, c: &Corpus, strangers: &[NodeId]) -> Vec<u8> {
             if rng.next_u64().is_multiple_of(2) {
                 heads.reverse();
             }
+            if rng.next_u64().is_multiple_of(5) {
+                // A refusal, with a reason up to 4 KiB (only 256 bytes are kept).
+                let n = (rng.next_u64() % 4096) as usize;
+                return message::encode(&Message::Refused {
+                    writer: heads[0].0,
+                    position: p,
+                    reason: "é".repeat(n / 2),
+                });
+            }
             if rng.next_u64().is_multiple_of(2) {
                 let n = (rng.next_u64() % 20) as usize;
                 let children = (0..n)
