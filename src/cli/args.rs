@@ -47,6 +47,22 @@ pub enum Command {
         /// till, store, hub or channel.
         #[arg(long)]
         role: String,
+        /// Enrol the new node at once in the fleet of the hub whose data
+        /// directory is HUB (on this machine; no daemon may hold it).
+        #[arg(long, value_name = "HUB")]
+        join: Option<PathBuf>,
+    },
+    /// The fleet authority's commands, run on the hub's data directory (--data HUB).
+    Fleet {
+        /// Which.
+        #[command(subcommand)]
+        which: FleetCmd,
+    },
+    /// A node's side of enrolment by files: make a request, accept the hub's bundle.
+    Enrol {
+        /// Which.
+        #[command(subcommand)]
+        which: EnrolCmd,
     },
     /// Show the node's id, name, location and role.
     Info,
@@ -288,6 +304,52 @@ pub enum Command {
         /// Concurrent callers.
         #[arg(long, default_value_t = 1)]
         threads: u64,
+    },
+}
+
+/// `stocksync fleet ...`.
+#[derive(Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Create a fleet: the hub's node in --data (role hub), the fleet key
+    /// (fleet.key, never leaves the directory), roster version 1, the hub's
+    /// certificate and the CA file.
+    Init {
+        /// Human name of the hub, e.g. hub.
+        #[arg(long)]
+        node: String,
+        /// The hub's home location.
+        #[arg(long)]
+        location: String,
+    },
+    /// Enrol the node of a request file (from `enrol request`; - for standard
+    /// input): adds it to the roster and prints its bundle (JSON) on standard output.
+    Enrol {
+        /// The request file.
+        request: PathBuf,
+    },
+    /// Revoke a member (node id or name) after the last change of it the hub holds.
+    Revoke {
+        /// The member: its node id (64 hex digits) or its name.
+        node: String,
+        /// Why (kept in the roster for the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show the fleet roster the node in --data holds.
+    Roster,
+}
+
+/// `stocksync enrol ...`.
+#[derive(Subcommand, Debug)]
+pub enum EnrolCmd {
+    /// Print this node's enrolment request (JSON: id, name, role, location) for the hub.
+    Request,
+    /// Install a bundle from `fleet enrol` (- for standard input): checks the
+    /// certificate is for this node's key and chains to the fleet CA, then
+    /// installs the roster, the certificate, the CA and the fleet id.
+    Accept {
+        /// The bundle file.
+        bundle: PathBuf,
     },
 }
 
