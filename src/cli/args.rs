@@ -262,6 +262,9 @@ pub enum Command {
         /// Do not discover peers by mDNS.
         #[arg(long)]
         no_mdns: bool,
+        /// The hub to connect to, as host:port (replaces the file's).
+        #[arg(long, value_name = "ADDR")]
+        hub: Option<String>,
     },
     /// Whether a daemon runs on --data, and the node's status (through it when it runs).
     Status,

@@ -242,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             peers,
             no_mdns,
+            hub,
         } => {
             let flags = daemon_cmd::NodeFlags {
                 config: config.as_deref(),
@@ -249,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
                 listen: *listen,
                 peers,
                 no_mdns: *no_mdns,
+                hub: hub.as_deref(),
             };
             daemon_cmd::node(&data_dir(&cli)?, &flags)
         }

@@ -298,6 +298,7 @@ pub fn status_json(
     daemon: Option<Value>,
     sync: Option<&SyncStatus>,
     peers: Value,
+    network: Value,
 ) -> Value {
     json!({
         "running": daemon.is_some(),
@@ -310,6 +311,7 @@ pub fn status_json(
         "daemon": daemon,
         "sync": sync,
         "peers": peers,
+        "network": network,
     })
 }
 
@@ -329,6 +331,7 @@ async fn get_status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         Some(daemon),
         Some(&sync),
         peers,
+        s.network.summary(),
     )))
 }
 
