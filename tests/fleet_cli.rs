@@ -219,6 +219,11 @@ fn the_file_flow_enrols_and_a_bundle_for_another_key_is_refused() {
             "till",
         ]);
     }
+    // till-1 is enrolled at the hub first (its bundle is not installed yet),
+    // so till-2's roster lists till-1: only the key check can refuse it there.
+    let req1 = tmp.path().join("till-1.req");
+    std::fs::write(&req1, ok(&["enrol", "request", "--data", p(&t1)])).unwrap();
+    ok(&["fleet", "enrol", "--data", p(&hub), p(&req1)]);
     // till-2: request, enrol at the hub, accept.
     let req = ok(&["enrol", "request", "--data", p(&t2)]);
     let req_json: Value = serde_json::from_str(&req).unwrap();
@@ -267,8 +272,8 @@ fn the_file_flow_enrols_and_a_bundle_for_another_key_is_refused() {
         "--json",
     ]))
     .unwrap();
-    assert_eq!(accepted["roster_version"], 2);
-    assert_eq!(roster(&t2)["version"], 2);
+    assert_eq!(accepted["roster_version"], 3);
+    assert_eq!(roster(&t2)["version"], 3);
     assert_eq!(member(&roster(&t2), "till-2")["locations"][0], "S2");
     // Accepting the same bundle again changes nothing and succeeds.
     ok(&["enrol", "accept", "--data", p(&t2), p(&bundle_file)]);
@@ -285,7 +290,7 @@ fn the_file_flow_enrols_and_a_bundle_for_another_key_is_refused() {
     );
     assert_eq!(
         roster(&hub)["version"],
-        2,
+        3,
         "a repeated request changes no roster"
     );
 }
