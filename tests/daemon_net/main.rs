@@ -178,6 +178,13 @@ fn a_node_of_another_fleet_is_refused_and_nothing_of_it_is_applied() {
     let other = Fleet::new("intruder", "X1");
     let intruder_id = node_id(&other.hub);
     let hub_id = node_id(&fleet.hub);
+    // Each fleet's roster lists the other's hub (each hub enrolled the
+    // other's request): only the signer of the certificates keeps them apart.
+    for (at, of) in [(&fleet.hub, &other.hub), (&other.hub, &fleet.hub)] {
+        let req = of.with_extension("req");
+        std::fs::write(&req, ok(&["enrol", "request", "--data", p(of)])).unwrap();
+        ok(&["fleet", "enrol", "--data", p(at), p(&req)]);
+    }
     let (ph, p1, px) = (free_port(), free_port(), free_port());
     // The intruder dials the hub; the hub also dials the intruder's address
     // (as a discovered peer would be), so each side sees the other's certificate.
