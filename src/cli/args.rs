@@ -48,7 +48,7 @@ pub enum Command {
         #[arg(long)]
         role: String,
         /// Enrol the new node at once in the fleet of the hub whose data
-        /// directory is HUB (on this machine; no daemon may hold it).
+        /// directory is HUB (on this machine; through the hub's daemon if one runs).
         #[arg(long, value_name = "HUB")]
         join: Option<PathBuf>,
     },

@@ -9,7 +9,7 @@ mod daemon_client;
 mod daemon_cmd;
 mod demo;
 pub mod events;
-mod fleet;
+pub mod fleet;
 mod import;
 mod output;
 

@@ -185,14 +185,19 @@ impl Daemon {
         Self::answer(req.call())
     }
 
-    /// `POST /v1/events` with `body`; must answer 2xx; the answer.
-    pub fn event(&self, body: Value) -> Value {
+    /// `POST /v1/events` with `body`: the status and the answer.
+    pub fn post(&self, body: Value) -> (u16, Value) {
         let req = self
             .agent
             .post(format!("{}/v1/events", self.base))
             .header("Authorization", format!("Bearer {}", self.token))
             .content_type("application/json");
-        let (status, v) = Self::answer(req.send(body.to_string()));
+        Self::answer(req.send(body.to_string()))
+    }
+
+    /// `POST /v1/events` with `body`; must answer 2xx; the answer.
+    pub fn event(&self, body: Value) -> Value {
+        let (status, v) = self.post(body);
         assert!((200..300).contains(&status), "{status}: {v}");
         v
     }

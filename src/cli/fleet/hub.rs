@@ -47,7 +47,15 @@ pub fn init(dir: &Path, name: &str, location: &str) -> Result<NodeMeta> {
     Ok(meta)
 }
 
-/// The hub's node, opened with its directory lock, and its fleet key.
+/// `dir`'s fleet key, checked against its fleet id.
+fn load_authority(dir: &Path) -> Result<FleetAuthority, FleetError> {
+    let fleet = data_dir::fleet_id(dir)
+        .map_err(|e| FleetError::Invalid(e.to_string()))?
+        .ok_or_else(|| FleetError::NotHub(dir.display().to_string()))?;
+    authority::load(dir, fleet)
+}
+
+/// The hub's node (opened with its directory lock, or a daemon's) and its fleet key.
 pub struct Hub {
     node: Node,
     authority: FleetAuthority,
@@ -57,11 +65,18 @@ pub struct Hub {
 impl Hub {
     /// Opens the hub in `dir`: it must hold a fleet and its key, and no daemon may run on it.
     pub fn open(dir: &Path) -> Result<Self> {
-        let fleet = data_dir::fleet_id(dir)?
-            .ok_or_else(|| FleetError::NotHub(dir.display().to_string()))?;
-        let authority = authority::load(dir, fleet)?;
+        let authority = load_authority(dir)?;
         let node = crate::cli::open_node(dir)
             .with_context(|| format!("cannot open the hub in {}", dir.display()))?;
+        Self::with(node, authority)
+    }
+
+    /// The hub of the running `node`, whose data directory is `dir` (a daemon's).
+    pub fn of_node(node: Node, dir: &Path) -> Result<Self> {
+        Self::with(node, load_authority(dir)?)
+    }
+
+    fn with(node: Node, authority: FleetAuthority) -> Result<Self> {
         let ca = FleetCa::derive(&authority)?;
         Ok(Self {
             node,

@@ -10,11 +10,12 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use stocksync::data_dir::{self, Reader};
 use stocksync::error::NodeError;
 use stocksync::fleet::InstallError;
-use stocksync::model::NodeMeta;
+use stocksync::model::{NodeMeta, Position};
 use stocksync::net::cert::{CA_FILE, CERT_FILE};
 use stocksync::node::NodeOptions;
 use tracing::info;
@@ -57,6 +58,39 @@ impl FleetError {
     }
 }
 
+/// `POST /v1/fleet/revoke`'s body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// The member: node id (hex) or name.
+    pub node: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a revocation did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Revoked {
+    /// The member revoked (hex).
+    pub node_id: String,
+    /// Its last change that stays accepted.
+    pub after: Position,
+    /// The roster version that revokes it.
+    pub roster_version: u64,
+}
+
+/// The bundle for `req` from the hub in `hub_dir`: through its daemon's API
+/// when one runs, else by opening the directory.
+fn enrol_at(hub_dir: &Path, req: &EnrolRequest) -> Result<Bundle> {
+    if let Some(client) = super::daemon_client::find(hub_dir) {
+        return client.post("/v1/fleet/enrol", req);
+    }
+    let hub = Hub::open(hub_dir)?;
+    let bundle = hub.enrol(req);
+    hub.close();
+    bundle
+}
+
 fn print_json(v: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -96,29 +130,37 @@ pub fn init(dir: &Path, name: &str, location: &str, as_json: bool) -> Result<()>
 pub fn enrol(hub_dir: &Path, request: &Path) -> Result<()> {
     let req: EnrolRequest = serde_json::from_str(&read_input(request)?)
         .map_err(|e| FleetError::Invalid(format!("request: {e}")))?;
-    let hub = Hub::open(hub_dir)?;
-    let bundle = hub.enrol(&req);
-    hub.close();
-    println!("{}", serde_json::to_string_pretty(&bundle?)?);
+    let bundle = enrol_at(hub_dir, &req)?;
+    println!("{}", serde_json::to_string_pretty(&bundle)?);
     Ok(())
 }
 
 /// `fleet revoke NODE --reason TEXT`.
 pub fn revoke(hub_dir: &Path, target: &str, reason: &str, as_json: bool) -> Result<()> {
-    let hub = Hub::open(hub_dir)?;
-    let done = hub.revoke(target, reason);
-    hub.close();
-    let (id, after, version) = done?;
+    let body = RevokeBody {
+        node: target.to_string(),
+        reason: reason.to_string(),
+    };
+    let done: Revoked = match super::daemon_client::find(hub_dir) {
+        Some(client) => client.post("/v1/fleet/revoke", &body)?,
+        None => {
+            let hub = Hub::open(hub_dir)?;
+            let done = hub.revoke(target, reason);
+            hub.close();
+            let (id, after, roster_version) = done?;
+            Revoked {
+                node_id: id.to_hex(),
+                after,
+                roster_version,
+            }
+        }
+    };
     if as_json {
-        return print_json(&json!({
-            "node_id": id.to_hex(), "after": after, "roster_version": version,
-        }));
+        return print_json(&serde_json::to_value(&done)?);
     }
     println!(
-        "revoked {} after {}/{}; roster version {version} installed at the hub (it spreads to the fleet as nodes sync)",
-        id.to_hex(),
-        after.epoch,
-        after.seq
+        "revoked {} after {}/{}; roster version {} installed at the hub (it spreads to the fleet as nodes sync)",
+        done.node_id, done.after.epoch, done.after.seq, done.roster_version
     );
     Ok(())
 }
@@ -237,7 +279,7 @@ fn install(dir: &Path, bundle: &Bundle) -> Result<(NodeMeta, u64)> {
 }
 
 /// `init --join HUB`: creates the node in `dir` and enrols it at once with
-/// the hub in `hub_dir` (which no daemon may hold).
+/// the hub in `hub_dir` (through the hub's daemon when one runs).
 pub fn join(
     dir: &Path,
     hub_dir: &Path,
@@ -246,11 +288,19 @@ pub fn join(
     role: &str,
     as_json: bool,
 ) -> Result<()> {
-    // The hub first: if a daemon holds it, nothing is created.
-    let hub = Hub::open(hub_dir)?;
-    let made = crate::cli::init_node(dir, name, location, role)
-        .and_then(|meta| hub.enrol(&EnrolRequest::of(&meta)));
-    hub.close();
+    // Through the hub's daemon if one runs; else the hub's directory is
+    // opened (and locked) before the node is created.
+    let made = match super::daemon_client::find(hub_dir) {
+        Some(client) => crate::cli::init_node(dir, name, location, role)
+            .and_then(|meta| client.post("/v1/fleet/enrol", &EnrolRequest::of(&meta))),
+        None => {
+            let hub = Hub::open(hub_dir)?;
+            let made = crate::cli::init_node(dir, name, location, role)
+                .and_then(|meta| hub.enrol(&EnrolRequest::of(&meta)));
+            hub.close();
+            made
+        }
+    };
     let (meta, version) = install(dir, &made?)?;
     report_member(dir, &meta, version, as_json)
 }
