@@ -136,6 +136,13 @@ fn tills_sales_reach_the_hub_and_a_killed_till_loses_nothing() {
     let st = hub.status();
     assert_eq!(st["sync"]["rejected"], 0, "{st}");
     assert_eq!(st["network"]["refusals"], json!([]), "{st}");
+    // A graceful stop closes the transport before the node is released.
+    for d in [d2, hub] {
+        let log = d.dir.with_extension("log");
+        assert_eq!(d.terminate(), Some(0));
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(log.contains("transport stopped"), "{log}");
+    }
 }
 
 #[test]
