@@ -293,6 +293,33 @@ fn the_file_flow_enrols_and_a_bundle_for_another_key_is_refused() {
         3,
         "a repeated request changes no roster"
     );
+    // A node of another fleet refuses a bundle of this one, even its own.
+    let req_o = tmp.path().join("o.req");
+    let o = tmp.path().join("o");
+    ok(&[
+        "init",
+        "--data",
+        p(&o),
+        "--node",
+        "till-o",
+        "--location",
+        "S5",
+        "--role",
+        "till",
+        "--join",
+        p(&other),
+    ]);
+    std::fs::write(&req_o, ok(&["enrol", "request", "--data", p(&o)])).unwrap();
+    let b_o = tmp.path().join("o.bundle");
+    std::fs::write(&b_o, ok(&["fleet", "enrol", "--data", p(&hub), p(&req_o)])).unwrap();
+    let out = run(&["enrol", "accept", "--data", p(&o), p(&b_o)]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already belongs to fleet"));
 }
 
 #[test]

@@ -266,6 +266,13 @@ fn tills_join_and_are_revoked_through_the_running_hub() {
         || format!("{}\n{}", hub.status(), d1.status()),
     );
 
+    // Only a hub's daemon enrols: till-1's answers 409 not_a_hub (exit code 2).
+    let req = t2.with_extension("req");
+    std::fs::write(&req, ok(&["enrol", "request", "--data", p(&t2)])).unwrap();
+    let out = support::run(&["fleet", "enrol", "--data", p(&t1), p(&req)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a fleet hub"));
+
     // Revoked through the running hub: its link is closed, its redials refused.
     let out: Value = serde_json::from_str(&ok(&[
         "fleet",

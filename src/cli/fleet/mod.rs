@@ -259,6 +259,14 @@ fn report_member(dir: &Path, meta: &NodeMeta, version: u64, as_json: bool) -> Re
 fn install(dir: &Path, bundle: &Bundle) -> Result<(NodeMeta, u64)> {
     let meta = Reader::open(dir)?.meta()?;
     let checked = bundle.check(&meta)?;
+    if let Some(held) = data_dir::fleet_id(dir)?.filter(|f| *f != checked.fleet) {
+        return Err(FleetError::Invalid(format!(
+            "this node already belongs to fleet {}; the bundle is for fleet {}",
+            held.to_hex(),
+            checked.fleet.to_hex()
+        ))
+        .into());
+    }
     let options = NodeOptions {
         fleet: Some(checked.fleet),
         ..NodeOptions::default()
