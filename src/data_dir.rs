@@ -222,3 +222,37 @@ impl Reader {
         crate::verify::verify(&db, &db.meta()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::FleetAuthority;
+    use crate::node::system_clock;
+
+    #[test]
+    fn the_fleet_file_sets_the_fleet_and_is_never_changed_to_another() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("n");
+        init(&dir, &NodeSpec::parse("till-1", "S1", "till").unwrap()).unwrap();
+        assert_eq!(fleet_id(&dir).unwrap(), None, "open mode until enrolled");
+        let a = FleetAuthority::from_seed([7; 32]).fleet();
+        let b = FleetAuthority::from_seed([8; 32]).fleet();
+        write_fleet_id(&dir, a).unwrap();
+        write_fleet_id(&dir, a).unwrap();
+        assert_eq!(fleet_id(&dir).unwrap(), Some(a));
+        assert!(write_fleet_id(&dir, b).is_err());
+        assert_eq!(fleet_id(&dir).unwrap(), Some(a));
+        // The node opens in its fleet (no roster installed yet); not in another.
+        let node = open(&dir, NodeOptions::default(), system_clock()).unwrap();
+        assert_eq!(node.roster_version(), 0);
+        drop(node);
+        let other = NodeOptions {
+            fleet: Some(b),
+            ..NodeOptions::default()
+        };
+        assert!(open(&dir, other, system_clock()).is_err());
+        std::fs::write(dir.join(FLEET_FILE), "not hex\n").unwrap();
+        assert!(fleet_id(&dir).is_err());
+        assert!(Reader::open(&dir).unwrap().roster().unwrap().is_none());
+    }
+}
