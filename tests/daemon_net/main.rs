@@ -213,7 +213,7 @@ fn a_node_of_another_fleet_is_refused_and_nothing_of_it_is_applied() {
                         .contains("not signed by this fleet")
             })
         },
-        || hub.status().to_string(),
+        || format!("hub rows at X1: {:?}\n{}", hub.rows_at("X1"), hub.status()),
     );
     wait_for(
         "the intruder refuses the hub's certificate",
