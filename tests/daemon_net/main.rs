@@ -319,3 +319,35 @@ fn tills_join_and_are_revoked_through_the_running_hub() {
     assert_eq!(d2.on_hand("TSHIRT-M", "S1"), 10, "{}", d2.status());
     assert!(hub.connected().contains(&id2), "till-2 stays linked");
 }
+
+#[test]
+fn a_node_in_no_fleet_runs_alone_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("solo");
+    ok(&[
+        "init",
+        "--data",
+        p(&dir),
+        "--node",
+        "solo",
+        "--location",
+        "S1",
+        "--role",
+        "till",
+    ]);
+    let port = free_port();
+    let d = Daemon::start(&dir, port, &[port]);
+    let st = d.status();
+    assert_eq!(st["network"]["running"], false, "{st}");
+    assert!(
+        st["network"]["alone"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no fleet"),
+        "{st}"
+    );
+    assert_eq!(st["peers"], json!([]));
+    assert!(d.log().contains("runs alone"), "{}", d.log());
+    // Nothing listens on the transport's port: it can be bound again.
+    assert!(std::net::UdpSocket::bind(port).is_ok());
+}
