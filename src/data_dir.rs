@@ -4,11 +4,13 @@
 //! benches use.
 //!
 //! A directory holds `node.key` (the ed25519 secret, mode 0600), the SQLite
-//! database and a lock file.
+//! database and a lock file; once enrolled in a fleet, also [`FLEET_FILE`]
+//! (the fleet id), and the transport's certificate files (see `net::cert`).
 
 use std::path::Path;
 
 use crate::error::{InputError, StoreError};
+use crate::fleet::FleetId;
 use crate::identity::Identity;
 use crate::model::{LocationId, NodeMeta, Role};
 use crate::node::{Clock, Node, NodeOptions};
@@ -100,7 +102,56 @@ pub fn open_with_durability(
 ) -> Result<Node, SetupError> {
     let (store, identity) = open_store(dir, durability)?;
     let meta = store.meta().clone();
+    let mut options = options;
+    if let Some(fleet) = fleet_id(dir)? {
+        match options.fleet {
+            Some(given) if given != fleet => {
+                return Err(StoreError::Corrupt(format!(
+                    "{FLEET_FILE} names fleet {fleet}, the node was opened for fleet {given}"
+                ))
+                .into())
+            }
+            _ => options.fleet = Some(fleet),
+        }
+    }
     Ok(Node::start(identity, meta, store, options, clock)?)
+}
+
+/// The file naming the fleet a node belongs to: its id (the fleet
+/// authority's public key) as 64 hex digits and a newline. Absent: open mode.
+pub const FLEET_FILE: &str = "fleet.id";
+
+/// The fleet `dir`'s node belongs to, if it was enrolled in one.
+pub fn fleet_id(dir: &Path) -> Result<Option<FleetId>, StoreError> {
+    let text = match std::fs::read_to_string(dir.join(FLEET_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    FleetId::from_hex(text.trim())
+        .map(Some)
+        .map_err(|_| StoreError::Corrupt(format!("{FLEET_FILE} does not hold a fleet id")))
+}
+
+/// Records that `dir`'s node belongs to `fleet` (written to a temporary file,
+/// synced, then renamed, so the file is whole or absent). Refuses to change
+/// the fleet of a node already enrolled in another.
+pub fn write_fleet_id(dir: &Path, fleet: FleetId) -> Result<(), StoreError> {
+    match fleet_id(dir)? {
+        Some(held) if held == fleet => return Ok(()),
+        Some(held) => {
+            return Err(StoreError::Corrupt(format!(
+                "this node already belongs to fleet {held}"
+            )))
+        }
+        None => {}
+    }
+    let tmp = dir.join(format!("{FLEET_FILE}.new"));
+    std::fs::write(&tmp, format!("{}\n", fleet.to_hex()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(FLEET_FILE))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// Opens the store of `dir` (taking the directory lock) and its key, checked
@@ -150,9 +201,58 @@ impl Reader {
         self.db().history(sku)
     }
 
+    /// The fleet roster the node installed last, as signed (not verified
+    /// here: verify it under the directory's [`fleet_id`]).
+    pub fn roster(&self) -> Result<Option<crate::fleet::SignedRoster>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT body, signature FROM roster WHERE id = 1", [], |r| {
+                Ok(crate::fleet::SignedRoster {
+                    body: r.get(0)?,
+                    signature: r.get(1)?,
+                })
+            })
+            .optional()
+            .map_err(sqlite::map_err)
+    }
+
     /// Re-derives every count from the stored changes and journal (see [`crate::verify`]).
     pub fn verify(&self) -> Result<Report, StoreError> {
         let db = self.db();
         crate::verify::verify(&db, &db.meta()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::FleetAuthority;
+    use crate::node::system_clock;
+
+    #[test]
+    fn the_fleet_file_sets_the_fleet_and_is_never_changed_to_another() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("n");
+        init(&dir, &NodeSpec::parse("till-1", "S1", "till").unwrap()).unwrap();
+        assert_eq!(fleet_id(&dir).unwrap(), None, "open mode until enrolled");
+        let a = FleetAuthority::from_seed([7; 32]).fleet();
+        let b = FleetAuthority::from_seed([8; 32]).fleet();
+        write_fleet_id(&dir, a).unwrap();
+        write_fleet_id(&dir, a).unwrap();
+        assert_eq!(fleet_id(&dir).unwrap(), Some(a));
+        assert!(write_fleet_id(&dir, b).is_err());
+        assert_eq!(fleet_id(&dir).unwrap(), Some(a));
+        // The node opens in its fleet (no roster installed yet); not in another.
+        let node = open(&dir, NodeOptions::default(), system_clock()).unwrap();
+        assert_eq!(node.roster_version(), 0);
+        drop(node);
+        let other = NodeOptions {
+            fleet: Some(b),
+            ..NodeOptions::default()
+        };
+        assert!(open(&dir, other, system_clock()).is_err());
+        std::fs::write(dir.join(FLEET_FILE), "not hex\n").unwrap();
+        assert!(fleet_id(&dir).is_err());
+        assert!(Reader::open(&dir).unwrap().roster().unwrap().is_none());
     }
 }

@@ -47,6 +47,22 @@ pub enum Command {
         /// till, store, hub or channel.
         #[arg(long)]
         role: String,
+        /// Enrol the new node at once in the fleet of the hub whose data
+        /// directory is HUB (on this machine; through the hub's daemon if one runs).
+        #[arg(long, value_name = "HUB")]
+        join: Option<PathBuf>,
+    },
+    /// The fleet authority's commands, run on the hub's data directory (--data HUB).
+    Fleet {
+        /// Which.
+        #[command(subcommand)]
+        which: FleetCmd,
+    },
+    /// A node's side of enrolment by files: make a request, accept the hub's bundle.
+    Enrol {
+        /// Which.
+        #[command(subcommand)]
+        which: EnrolCmd,
     },
     /// Show the node's id, name, location and role.
     Info,
@@ -246,6 +262,9 @@ pub enum Command {
         /// Do not discover peers by mDNS.
         #[arg(long)]
         no_mdns: bool,
+        /// The hub to connect to, as host:port (replaces the file's).
+        #[arg(long, value_name = "ADDR")]
+        hub: Option<String>,
     },
     /// Whether a daemon runs on --data, and the node's status (through it when it runs).
     Status,
@@ -288,6 +307,52 @@ pub enum Command {
         /// Concurrent callers.
         #[arg(long, default_value_t = 1)]
         threads: u64,
+    },
+}
+
+/// `stocksync fleet ...`.
+#[derive(Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Create a fleet: the hub's node in --data (role hub), the fleet key
+    /// (fleet.key, never leaves the directory), roster version 1, the hub's
+    /// certificate and the CA file.
+    Init {
+        /// Human name of the hub, e.g. hub.
+        #[arg(long)]
+        node: String,
+        /// The hub's home location.
+        #[arg(long)]
+        location: String,
+    },
+    /// Enrol the node of a request file (from `enrol request`; - for standard
+    /// input): adds it to the roster and prints its bundle (JSON) on standard output.
+    Enrol {
+        /// The request file.
+        request: PathBuf,
+    },
+    /// Revoke a member (node id or name) after the last change of it the hub holds.
+    Revoke {
+        /// The member: its node id (64 hex digits) or its name.
+        node: String,
+        /// Why (kept in the roster for the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show the fleet roster the node in --data holds.
+    Roster,
+}
+
+/// `stocksync enrol ...`.
+#[derive(Subcommand, Debug)]
+pub enum EnrolCmd {
+    /// Print this node's enrolment request (JSON: id, name, role, location) for the hub.
+    Request,
+    /// Install a bundle from `fleet enrol` (- for standard input): checks the
+    /// certificate is for this node's key and chains to the fleet CA, then
+    /// installs the roster, the certificate, the CA and the fleet id.
+    Accept {
+        /// The bundle file.
+        bundle: PathBuf,
     },
 }
 

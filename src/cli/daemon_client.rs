@@ -185,4 +185,16 @@ impl Client {
     pub fn status(&self) -> Result<Value> {
         self.get("/v1/status")
     }
+
+    /// `POST path` with the JSON of `body` (the fleet routes).
+    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
+        let json = serde_json::to_string(body)?;
+        let sent = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .content_type("application/json")
+            .send(json);
+        self.answer(sent, path)
+    }
 }

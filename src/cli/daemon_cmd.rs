@@ -39,6 +39,8 @@ pub struct NodeFlags<'a> {
     pub peers: &'a [String],
     /// `--no-mdns`.
     pub no_mdns: bool,
+    /// `--hub ADDR`.
+    pub hub: Option<&'a str>,
 }
 
 /// `stocksync node`: loads the configuration, installs logging as it says,
@@ -49,6 +51,7 @@ pub fn node(dir: &Path, flags: &NodeFlags<'_>) -> Result<()> {
         listen: flags.listen,
         peers: flags.peers.to_vec(),
         no_mdns: flags.no_mdns,
+        hub: flags.hub.map(str::to_string),
     };
     let cfg = Config::load(flags.config, &overrides)?;
     init_logging(&cfg.log.filter);
@@ -95,6 +98,7 @@ pub fn status(dir: &Path, as_json: bool) -> Result<()> {
             None,
             None,
             Value::Array(vec![]),
+            Value::Null,
         ),
     };
     if as_json {
@@ -144,15 +148,40 @@ fn print_status(doc: &Value) {
             println!("OWN HISTORY CONFLICT: {c}");
         }
     }
+    let net = &doc["network"];
+    if let Some(why) = net["alone"].as_str() {
+        println!("network: none ({why})");
+    } else if net["running"].as_bool() == Some(true) {
+        println!(
+            "network: listening on {}, {} refused handshake(s)",
+            s(&net["listen"]),
+            net["refusals"].as_array().map_or(0, Vec::len)
+        );
+    }
     for p in doc["peers"].as_array().into_iter().flatten() {
         println!(
-            "peer {} {}",
+            "peer {} {} {}{}",
             s(&p["address"]),
+            p["node_id"]
+                .as_str()
+                .map_or("(id unknown)", |i| &i[..16.min(i.len())]),
             if p["connected"].as_bool() == Some(true) {
                 "connected"
             } else {
                 "not connected"
-            }
+            },
+            p["last_error"]
+                .as_str()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        );
+    }
+    for r in net["refusals"].as_array().into_iter().flatten() {
+        println!(
+            "refused {} {}: {}",
+            s(&r["address"]),
+            r["claimed"].as_str().unwrap_or("?"),
+            s(&r["reason"])
         );
     }
 }

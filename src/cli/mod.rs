@@ -9,6 +9,7 @@ mod daemon_client;
 mod daemon_cmd;
 mod demo;
 pub mod events;
+pub mod fleet;
 mod import;
 mod output;
 
@@ -18,7 +19,7 @@ use anyhow::{anyhow, Result};
 use clap::Parser;
 
 pub use args::Cli;
-use args::{BenchKind, Command};
+use args::{BenchKind, Command, EnrolCmd, FleetCmd};
 use stocksync::data_dir::{self, NodeSpec, Reader, SetupError};
 use stocksync::error::{EventError, InputError, NodeError, StoreError};
 use stocksync::model::NodeMeta;
@@ -59,6 +60,9 @@ pub fn main() -> i32 {
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     if let Some(r) = e.downcast_ref::<Reported>() {
         return r.code;
+    }
+    if let Some(f) = e.downcast_ref::<fleet::FleetError>() {
+        return f.exit_code();
     }
     if let Some(f) = e.downcast_ref::<daemon_client::ApiFailure>() {
         return f.exit_code();
@@ -142,7 +146,12 @@ pub fn open_store(dir: &Path) -> Result<SqliteStore> {
 /// Holding the lock proves no daemon runs on `dir`: a runtime file left by
 /// one that died is removed.
 pub fn open_node(dir: &Path) -> Result<Node> {
-    let node = match data_dir::open(dir, NodeOptions::default(), system_clock()) {
+    open_node_with(dir, NodeOptions::default())
+}
+
+/// [`open_node`] with chosen options (the fleet of a node being enrolled).
+pub fn open_node_with(dir: &Path, options: NodeOptions) -> Result<Node> {
+    let node = match data_dir::open(dir, options, system_clock()) {
         Ok(n) => n,
         Err(e @ SetupError::Store(StoreError::Locked(_))) => {
             return Err(match crate::daemon::runtime_file::read(dir) {
@@ -174,11 +183,31 @@ fn run(cli: Cli) -> Result<()> {
             node,
             location,
             role,
+            join,
         } => {
             let dir = data_dir(&cli)?;
+            if let Some(hub) = join {
+                return fleet::join(&dir, hub, node, location, role, cli.json);
+            }
             let meta = init_node(&dir, node, location, role)?;
             output::meta(&meta, cli.json);
             Ok(())
+        }
+        Command::Fleet { which } => {
+            let dir = data_dir(&cli)?;
+            match which {
+                FleetCmd::Init { node, location } => fleet::init(&dir, node, location, cli.json),
+                FleetCmd::Enrol { request } => fleet::enrol(&dir, request),
+                FleetCmd::Revoke { node, reason } => fleet::revoke(&dir, node, reason, cli.json),
+                FleetCmd::Roster => fleet::roster(&dir, cli.json),
+            }
+        }
+        Command::Enrol { which } => {
+            let dir = data_dir(&cli)?;
+            match which {
+                EnrolCmd::Request => fleet::request(&dir),
+                EnrolCmd::Accept { bundle } => fleet::accept(&dir, bundle, cli.json),
+            }
         }
         Command::Demo { keep } => demo::run(keep.clone()),
         Command::Sim {
@@ -213,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             peers,
             no_mdns,
+            hub,
         } => {
             let flags = daemon_cmd::NodeFlags {
                 config: config.as_deref(),
@@ -220,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
                 listen: *listen,
                 peers,
                 no_mdns: *no_mdns,
+                hub: hub.as_deref(),
             };
             daemon_cmd::node(&data_dir(&cli)?, &flags)
         }

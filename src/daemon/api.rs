@@ -62,6 +62,16 @@ pub const ROUTES: &[Route] = &[
         auth: true,
     },
     Route {
+        method: "post",
+        path: "/v1/fleet/enrol",
+        auth: true,
+    },
+    Route {
+        method: "post",
+        path: "/v1/fleet/revoke",
+        auth: true,
+    },
+    Route {
         method: "get",
         path: "/v1/health",
         auth: false,
@@ -100,6 +110,18 @@ impl AppState {
             network,
             started: Instant::now(),
         }
+    }
+}
+
+impl AppState {
+    /// The node served.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 }
 
@@ -208,7 +230,7 @@ impl EventBody {
 }
 
 /// Runs a blocking node call on the blocking pool.
-async fn blocking<R: Send + 'static>(
+pub(super) async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -217,7 +239,7 @@ async fn blocking<R: Send + 'static>(
 }
 
 /// The request body, read within the limit.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -298,6 +320,7 @@ pub fn status_json(
     daemon: Option<Value>,
     sync: Option<&SyncStatus>,
     peers: Value,
+    network: Value,
 ) -> Value {
     json!({
         "running": daemon.is_some(),
@@ -310,6 +333,7 @@ pub fn status_json(
         "daemon": daemon,
         "sync": sync,
         "peers": peers,
+        "network": network,
     })
 }
 
@@ -329,6 +353,7 @@ async fn get_status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         Some(daemon),
         Some(&sync),
         peers,
+        s.network.summary(),
     )))
 }
 
@@ -350,6 +375,8 @@ fn handler(r: &Route) -> Option<MethodRouter<AppState>> {
         ("get", "/v1/stock") => get(get_stock),
         ("get", "/v1/stock/{sku}") => get(get_stock_sku),
         ("get", "/v1/status") => get(get_status),
+        ("post", "/v1/fleet/enrol") => post(super::fleet_api::post_enrol),
+        ("post", "/v1/fleet/revoke") => post(super::fleet_api::post_revoke),
         ("get", "/v1/health") => get(get_health),
         ("get", "/openapi.json") => get(get_openapi),
         _ => return None,

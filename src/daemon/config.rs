@@ -102,8 +102,10 @@ impl Default for NetworkSection {
             peers: Vec::new(),
             hub: None,
             mdns: true,
-            keep_alive_ms: 5_000,
-            idle_timeout_ms: 30_000,
+            // The transport's measured choice (docs/network.md, "Timers"): a
+            // dead link is noticed within idle + keep-alive = 2.5 s.
+            keep_alive_ms: 500,
+            idle_timeout_ms: 2_000,
         }
     }
 }
@@ -191,6 +193,8 @@ pub struct Overrides {
     pub peers: Vec<String>,
     /// `--no-mdns`.
     pub no_mdns: bool,
+    /// `--hub ADDR`: replaces the file's hub.
+    pub hub: Option<String>,
 }
 
 impl Config {
@@ -233,6 +237,9 @@ impl Config {
         }
         if flags.no_mdns {
             self.network.mdns = false;
+        }
+        if let Some(h) = &flags.hub {
+            self.network.hub = Some(h.clone());
         }
     }
 

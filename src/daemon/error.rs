@@ -63,6 +63,8 @@ pub const CODES: &[(&str, u16, i32)] = &[
     ("self_grant", 422, EXIT_BAD_INPUT),
     ("overflow", 422, EXIT_BAD_INPUT),
     ("event_refused", 422, EXIT_BAD_INPUT),
+    ("not_a_hub", 409, EXIT_BAD_INPUT),
+    ("fleet_refused", 422, EXIT_BAD_INPUT),
     ("internal", 500, 1),
     ("storage_failure", 500, 1),
     ("not_durable", 500, 1),

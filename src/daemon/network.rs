@@ -1,54 +1,204 @@
 //! The daemon's one integration point with the peer network.
 //!
-//! The QUIC transport (and mDNS discovery) are built on another branch; once
-//! merged, [`start_network`] starts it on the daemon's runtime with the
-//! `[network]` section and [`NetworkHandle`] wraps it: `peers()` fills the
-//! `peers` array of `GET /v1/status` and `shutdown()` closes the connections
-//! before the node is released. Until then the daemon runs the node alone.
+//! [`start_network`] starts the QUIC transport (`stocksync::net`) on the
+//! daemon's runtime when the data directory holds fleet credentials
+//! (`fleet.id`, `node-cert.pem`, `fleet-ca.pem`), listening on
+//! `[network].listen` and dialling the static `peers` and the `hub`. A node
+//! without them runs alone: no open-mode networking, a node on the network
+//! must be enrolled. [`NetworkHandle`] reports the transport's peers and
+//! refusals to `GET /v1/status` and shuts it down before the node is released.
+//! The transport is the only consumer of the node's outgoing messages.
 
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
 use serde::Serialize;
+use serde_json::{json, Value};
+use stocksync::data_dir;
+use stocksync::net::{NetConfig, NodeTls, Transport};
 use stocksync::node::Node;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::config::NetworkSection;
 
-/// A connected or configured peer, as `GET /v1/status` shows it.
+/// A configured or connected peer, as `GET /v1/status` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerView {
-    /// The peer's node id (hex), once authenticated.
+    /// The peer's node id (hex): expected, or read from its certificate; absent until known.
     pub node_id: Option<String>,
-    /// The peer's address.
+    /// The peer's address (the dial target, or where it dialled from).
     pub address: String,
+    /// True for an address this node dials (static peer or hub).
+    pub dialled: bool,
     /// Whether a connection is up.
     pub connected: bool,
+    /// When the current connection came up, Unix milliseconds.
+    pub since_ms: Option<u64>,
+    /// Why the last attempt or connection failed.
+    pub last_error: Option<String>,
+    /// Dial attempts after the first.
+    pub reconnects: u64,
 }
 
-/// The running network layer (none in this build).
-#[derive(Debug, Default)]
+/// A refused handshake, as `GET /v1/status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefusalView {
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// The peer's address.
+    pub address: String,
+    /// The node id its certificate claims, when it parsed.
+    pub claimed: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// The running network layer, or why there is none.
+#[derive(Default)]
 pub struct NetworkHandle {
-    _private: (),
+    transport: Mutex<Option<Transport>>,
+    listen: Option<SocketAddr>,
+    alone: Option<String>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl NetworkHandle {
-    /// The peers the transport knows.
-    pub fn peers(&self) -> Vec<PeerView> {
-        Vec::new()
+    /// A node that runs alone, for `reason`.
+    pub fn alone(reason: impl Into<String>) -> Self {
+        Self {
+            alone: Some(reason.into()),
+            ..Self::default()
+        }
     }
 
-    /// Closes every connection and stops the transport.
-    pub async fn shutdown(&self) {}
+    fn with<R>(&self, f: impl FnOnce(&Transport) -> R) -> Option<R> {
+        let t = self.transport.lock().unwrap_or_else(|e| e.into_inner());
+        t.as_ref().map(f)
+    }
+
+    /// The peers the transport knows: dial targets and connected peers.
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.with(|t| {
+            t.peers()
+                .into_iter()
+                .map(|p| PeerView {
+                    node_id: p.id.map(|i| i.to_hex()),
+                    address: p.addr.to_string(),
+                    dialled: p.dialled,
+                    connected: p.connected,
+                    since_ms: p.since.map(unix_ms),
+                    last_error: p.last_error,
+                    reconnects: p.reconnects,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The handshakes the transport refused, oldest first (the last 64).
+    pub fn refusals(&self) -> Vec<RefusalView> {
+        self.with(|t| {
+            t.refusals()
+                .into_iter()
+                .map(|r| RefusalView {
+                    at_ms: unix_ms(r.at),
+                    address: r.addr.to_string(),
+                    claimed: r.claimed.map(|c| c.to_hex()),
+                    reason: r.reason.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The `network` object of the status: running or alone (and why), the
+    /// address listened on, refusals, and messages dropped for unconnected peers.
+    pub fn summary(&self) -> Value {
+        let running = self.with(|_| ()).is_some();
+        json!({
+            "running": running,
+            "alone": self.alone,
+            "listen": self.listen.map(|a| a.to_string()),
+            "dropped": self.with(Transport::dropped).unwrap_or(0),
+            "refusals": self.refusals(),
+        })
+    }
+
+    /// Closes every connection (the node sees each peer go) and stops the transport.
+    pub async fn shutdown(&self) {
+        let t = self
+            .transport
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = t {
+            t.shutdown().await;
+        }
+    }
 }
 
-/// Starts the peer network for `node` as `cfg` asks. Called once, on the
-/// daemon's runtime, after the node is open and before the API serves.
-pub fn start_network(node: &Node, cfg: &NetworkSection) -> NetworkHandle {
-    warn!(
-        node = %node.id(),
-        listen = %cfg.listen,
-        peers = cfg.peers.len(),
-        hub = cfg.hub.as_deref().unwrap_or("-"),
-        mdns = cfg.mdns,
-        "the network layer is not built in this branch: the node runs alone (no peers, no sync)"
-    );
-    NetworkHandle::default()
+/// Resolves `host:port` entries; one that does not resolve now is skipped
+/// with a warning (a till must start with its network down).
+fn resolve(node: &Node, entries: impl IntoIterator<Item = String>) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for e in entries {
+        match e.to_socket_addrs() {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => out.push(a),
+                None => {
+                    warn!(node = %node.id(), peer = %e, "peer address resolves to nothing: skipped")
+                }
+            },
+            Err(err) => {
+                warn!(node = %node.id(), peer = %e, error = %err, "peer address does not resolve: skipped")
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Starts the peer network for `node` (data directory `dir`) as `cfg` asks.
+/// Called once, on the daemon's runtime, after the node is open and before
+/// the API serves. Fails when the node is enrolled but its certificates do
+/// not load, or the listen address cannot be bound.
+pub async fn start_network(node: &Node, dir: &Path, cfg: &NetworkSection) -> Result<NetworkHandle> {
+    if data_dir::fleet_id(dir)?.is_none() {
+        let reason = "the node belongs to no fleet (no fleet.id): it runs alone; \
+                      enrol it (`stocksync fleet init`, `init --join`, `enrol accept`) to sync";
+        warn!(node = %node.id(), "{reason}");
+        return Ok(NetworkHandle::alone(reason));
+    }
+    let tls = NodeTls::load(dir).context("cannot load the node's fleet certificates")?;
+    if cfg.mdns {
+        info!(node = %node.id(), "mDNS discovery is not in this build: static peers and hub only");
+    }
+    let peers = resolve(node, cfg.peers.iter().cloned().chain(cfg.hub.clone()));
+    let config = NetConfig {
+        listen: cfg.listen,
+        peers,
+        keep_alive: Duration::from_millis(cfg.keep_alive_ms),
+        idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+        ..NetConfig::default()
+    };
+    let dialled = config.peers.len();
+    let transport = Transport::start(node.clone(), tls, config)
+        .await
+        .with_context(|| format!("cannot start the peer transport on {}", cfg.listen))?;
+    let listen = transport.local_addr();
+    info!(node = %node.id(), %listen, peers = dialled, "peer network started");
+    Ok(NetworkHandle {
+        transport: Mutex::new(Some(transport)),
+        listen: Some(listen),
+        alone: None,
+    })
 }

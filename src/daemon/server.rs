@@ -66,7 +66,7 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
         .await
         .with_context(|| format!("cannot bind the API to {}", cfg.api.address))?;
     let api = listener.local_addr()?;
-    let network = Arc::new(network::start_network(&node, &cfg.network));
+    let network = Arc::new(network::start_network(&node, dir, &cfg.network).await?);
     let info = RuntimeInfo {
         api,
         pid: std::process::id(),

@@ -1,0 +1,172 @@
+//! The hub's side: create a fleet, enrol members, revoke them. Every edit
+//! raises the roster's version, is signed with `fleet.key` and installed in
+//! the hub's own store, from where the sync engine's roster exchange spreads
+//! it to the fleet.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use stocksync::data_dir::{self, NodeSpec, FLEET_FILE};
+use stocksync::fleet::{FleetAuthority, Member, Roster};
+use stocksync::model::{NodeId, NodeMeta, Position, Role};
+use stocksync::net::cert::{CA_FILE, CERT_FILE};
+use stocksync::net::{issue, FleetCa};
+use stocksync::node::{system_clock, Node, NodeOptions};
+use tracing::info;
+
+use super::authority::{self, AUTHORITY_FILE};
+use super::bundle::{Bundle, EnrolRequest};
+use super::FleetError;
+
+/// `fleet init`: creates the hub's node in `dir`, the fleet key, roster
+/// version 1 listing the hub, the hub's certificate and the CA file.
+pub fn init(dir: &Path, name: &str, location: &str) -> Result<NodeMeta> {
+    if dir.join(FLEET_FILE).exists() || dir.join(AUTHORITY_FILE).exists() {
+        return Err(FleetError::AlreadyFleet(dir.display().to_string()).into());
+    }
+    let spec = NodeSpec::parse(name, location, Role::Hub.as_str())?;
+    let meta = data_dir::init(dir, &spec)?;
+    let authority = authority::create(dir)?;
+    let roster = authority.roster().with_member(
+        meta.id,
+        Member::new(&spec.name, Role::Hub, [spec.location.clone()]),
+    );
+    let signed = authority.sign(&roster)?;
+    let options = NodeOptions {
+        fleet: Some(authority.fleet()),
+        ..NodeOptions::default()
+    };
+    let node = data_dir::open(dir, options, system_clock())?;
+    node.install_roster(signed)?;
+    node.shutdown();
+    FleetCa::derive(&authority)?.save(&dir.join(CA_FILE))?;
+    issue(&authority, meta.id, &spec.name)?.save(&dir.join(CERT_FILE))?;
+    // Last: the fleet id marks the directory as a member with everything in place.
+    data_dir::write_fleet_id(dir, authority.fleet())?;
+    info!(node = %meta.id, fleet = %authority.fleet(), "fleet created");
+    Ok(meta)
+}
+
+/// `dir`'s fleet key, checked against its fleet id.
+fn load_authority(dir: &Path) -> Result<FleetAuthority, FleetError> {
+    let fleet = data_dir::fleet_id(dir)
+        .map_err(|e| FleetError::Invalid(e.to_string()))?
+        .ok_or_else(|| FleetError::NotHub(dir.display().to_string()))?;
+    authority::load(dir, fleet)
+}
+
+/// The hub's node (opened with its directory lock, or a daemon's) and its fleet key.
+pub struct Hub {
+    node: Node,
+    authority: FleetAuthority,
+    ca: FleetCa,
+}
+
+impl Hub {
+    /// Opens the hub in `dir`: it must hold a fleet and its key, and no daemon may run on it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let authority = load_authority(dir)?;
+        let node = crate::cli::open_node(dir)
+            .with_context(|| format!("cannot open the hub in {}", dir.display()))?;
+        Self::with(node, authority)
+    }
+
+    /// The hub of the running `node`, whose data directory is `dir` (a daemon's).
+    pub fn of_node(node: Node, dir: &Path) -> Result<Self> {
+        Self::with(node, load_authority(dir)?)
+    }
+
+    fn with(node: Node, authority: FleetAuthority) -> Result<Self> {
+        let ca = FleetCa::derive(&authority)?;
+        Ok(Self {
+            node,
+            authority,
+            ca,
+        })
+    }
+
+    fn roster(&self) -> Result<Roster, FleetError> {
+        self.node
+            .roster()
+            .ok_or_else(|| FleetError::Invalid("the hub holds no roster".into()))
+    }
+
+    /// Signs `roster` and installs it at the hub; returns its version.
+    fn publish(&self, roster: &Roster) -> Result<u64> {
+        let signed = self.authority.sign(roster)?;
+        Ok(self.node.install_roster(signed)?)
+    }
+
+    /// Adds the node of `req` to the roster (version + 1) and issues its
+    /// certificate. A request repeating a current member's entry gets a new
+    /// bundle with the roster unchanged.
+    pub fn enrol(&self, req: &EnrolRequest) -> Result<Bundle> {
+        let (id, member) = req.member()?;
+        let roster = self.roster()?;
+        for (other, m) in &roster.members {
+            if *other != id && m.name == member.name && m.revoked.is_none() {
+                return Err(FleetError::Invalid(format!(
+                    "another member is already named {} ({other})",
+                    m.name
+                ))
+                .into());
+            }
+        }
+        let roster = match roster.member(&id) {
+            Some(m) if m.revoked.is_some() => {
+                return Err(FleetError::Invalid(format!(
+                    "node {id} was revoked: enrol a new key (a fresh `init`)"
+                ))
+                .into())
+            }
+            Some(m) if *m == member => roster,
+            Some(_) => {
+                return Err(FleetError::Invalid(format!(
+                    "node {id} is already a member with another name, role or location"
+                ))
+                .into())
+            }
+            None => {
+                let next = roster.with_member(id, member.clone());
+                let version = self.publish(&next)?;
+                info!(node = %id, name = %member.name, version, "member enrolled");
+                next
+            }
+        };
+        let cert = issue(&self.authority, id, &member.name)?;
+        Ok(Bundle::new(&self.ca, &cert, &self.authority.sign(&roster)?))
+    }
+
+    /// Revokes `target` (a node id or a member's name) after the last change
+    /// of it the hub holds; returns its id, that position and the new version.
+    pub fn revoke(&self, target: &str, reason: &str) -> Result<(NodeId, Position, u64)> {
+        let mut roster = self.roster()?;
+        let id = match NodeId::from_hex(target) {
+            Ok(id) => id,
+            Err(_) => *roster
+                .members
+                .iter()
+                .find(|(_, m)| m.name == target)
+                .map(|(id, _)| id)
+                .ok_or_else(|| FleetError::Invalid(format!("no member named {target}")))?,
+        };
+        if id == self.node.id() {
+            return Err(FleetError::Invalid("the hub cannot revoke itself".into()).into());
+        }
+        let after = self
+            .node
+            .query(|r| r.heads().get(&id).map(|h| h.position))?
+            .unwrap_or_default();
+        roster
+            .revoke(&id, after, reason)
+            .map_err(|e| FleetError::Invalid(format!("{target}: {e}")))?;
+        let version = self.publish(&roster)?;
+        info!(node = %id, ?after, version, "member revoked");
+        Ok((id, after, version))
+    }
+
+    /// Releases the hub's directory.
+    pub fn close(self) {
+        self.node.shutdown();
+    }
+}
