@@ -47,6 +47,7 @@
 //! # Features
 //! - `cli` (default): the `stocksync` binary and its dependencies; implies `sim`.
 //! - `sim`: the deterministic fleet simulator ([`sim`]).
+//! - `mdns` (implied by `cli`): mDNS peer discovery (`discovery::mdns`).
 //!
 //! An embedder depends on the library alone with `default-features = false`.
 //!
@@ -59,12 +60,14 @@
 //! - [`store`]: the storage trait, its SQLite and in-memory implementations.
 //! - [`node`]: the node handle: group commit, idempotency, the sync engine, the outbox.
 //! - [`data_dir`]: creating, opening and reading a node's data directory.
+//! - [`discovery`]: candidate peers (mDNS, static, in-memory), hints for the transport.
 //! - [`identity`]: the node's ed25519 key pair.
 //! - [`verify`]: re-derives counts from the journal and the changes and checks the invariant.
 //! - [`error`]: one error enum per kind of operation.
 //! - `sim` (feature `sim`): the deterministic fleet simulator and its checker.
 
 pub mod data_dir;
+pub mod discovery;
 pub mod error;
 pub mod escrow;
 pub mod fleet;
