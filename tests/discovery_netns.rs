@@ -1,0 +1,391 @@
+//! mDNS discovery between network namespaces (gated: `STOCKSYNC_NETNS=1`, root).
+//!
+//! The parent builds a LAN of namespaces (tests/netns) and never starts mDNS
+//! itself: each node is this test binary re-executed inside a host namespace
+//! (`ip netns exec NS <this binary> --exact child_node`), told its part by
+//! environment variables. A child starts the mDNS source on `lan0` only,
+//! announces, prints every event as a JSON line and stops (unregistering)
+//! when the parent writes `stop`. Run with:
+//!
+//! ```sh
+//! sudo STOCKSYNC_NETNS=1 cargo test --test discovery_netns -- --nocapture
+//! ```
+
+mod netns;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use stocksync::discovery::mdns::{in_initial_netns, MdnsConfig, MdnsDiscovery};
+use stocksync::discovery::{Announcement, Discovery, DiscoveryEvent, DiscoveryStats};
+use stocksync::fleet::FleetId;
+use stocksync::{LocationId, NodeId, Role};
+
+use netns::{Host, Lan};
+
+/// Set in a child's environment: the child's part, as `NODEHEX,FLEETHEX,LOC,ROLE`.
+const CHILD_ENV: &str = "STOCKSYNC_DISCOVERY_CHILD";
+/// Prefix of the lines a child reports on.
+const MARK: &str = "SSDISC ";
+/// The port every node announces.
+const PORT: u16 = 7401;
+/// A child stops by itself after this long, whatever the parent does.
+const CHILD_LIFETIME: Duration = Duration::from_secs(120);
+
+const FLEET: FleetId = FleetId([0xf1; 32]);
+const OTHER_FLEET: FleetId = FleetId([0xf2; 32]);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn emit(v: Value) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{MARK}{v}").unwrap();
+    out.flush().unwrap();
+}
+
+fn stats_json(s: DiscoveryStats) -> Value {
+    json!({
+        "found": s.found, "updated": s.updated, "lost": s.lost,
+        "ignored_self": s.ignored_self, "ignored_other_fleet": s.ignored_other_fleet,
+        "malformed": s.malformed, "over_capacity": s.over_capacity,
+    })
+}
+
+fn event_json(e: &DiscoveryEvent) -> Value {
+    let (ev, peer) = match e {
+        DiscoveryEvent::Found(p) => ("found", p),
+        DiscoveryEvent::Updated(p) => ("updated", p),
+        DiscoveryEvent::Lost(key) => {
+            let node = match key {
+                stocksync::discovery::PeerKey::Node(n) => n.to_hex(),
+                stocksync::discovery::PeerKey::Configured(s) => s.clone(),
+            };
+            return json!({"ev": "lost", "t": now_ms(), "node": node});
+        }
+    };
+    let claim = peer.claim.as_ref().expect("mDNS peers carry a claim");
+    json!({
+        "ev": ev, "t": now_ms(), "node": claim.node.to_hex(),
+        "addrs": peer.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "loc": claim.location.as_str(), "role": claim.role.as_str(), "fleet": claim.fleet.to_hex(),
+    })
+}
+
+/// The child: runs only when the parent set [`CHILD_ENV`]; passes as a no-op otherwise.
+#[test]
+fn child_node() {
+    let Ok(part) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    assert!(
+        !in_initial_netns().expect("read /proc/*/ns/net"),
+        "refusing to run mDNS in the initial network namespace"
+    );
+    let f: Vec<&str> = part.split(',').collect();
+    let me = NodeId::from_hex(f[0]).unwrap();
+    let fleet = FleetId::from_hex(f[1]).unwrap();
+    let announcement = Announcement {
+        node: me,
+        location: LocationId::new(f[2]).unwrap(),
+        role: f[3].parse::<Role>().unwrap(),
+        fleet,
+        port: PORT,
+    };
+    emit(json!({"ev": "started", "t": now_ms()}));
+    let cfg = MdnsConfig {
+        interfaces: vec![netns::HOST_IF.into()],
+        ipv6: false,
+        max_peers: 64,
+        require_own_netns: true,
+    };
+    let mut d = MdnsDiscovery::start(me, fleet, &cfg).expect("start mDNS");
+    d.announce(&announcement).expect("announce");
+
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if line.map_or(true, |l| l.trim() == "stop") {
+                break;
+            }
+        }
+        let _ = stop_tx.send(());
+    });
+    let deadline = Instant::now() + CHILD_LIFETIME;
+    while Instant::now() < deadline && matches!(stop_rx.try_recv(), Err(mpsc::TryRecvError::Empty))
+    {
+        if let Some(e) = d.wait_event(Duration::from_millis(50)) {
+            emit(event_json(&e));
+        }
+    }
+    d.shutdown().expect("shutdown");
+    emit(json!({"ev": "stopped", "t": now_ms(), "stats": stats_json(d.stats())}));
+}
+
+/// A child node seen from the parent.
+struct ChildNode {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl ChildNode {
+    fn spawn(
+        lan: &Lan,
+        host: &Host,
+        name: &str,
+        node: NodeId,
+        fleet: FleetId,
+        loc: &str,
+        role: &str,
+    ) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = lan
+            .command(host, &exe)
+            .args(["--exact", "child_node", "--nocapture", "--test-threads=1"])
+            .env(
+                CHILD_ENV,
+                format!("{},{},{loc},{role}", node.to_hex(), fleet.to_hex()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let tag = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(j) = line.strip_prefix(MARK) {
+                    match serde_json::from_str::<Value>(j) {
+                        Ok(v) => {
+                            if tx.send(v).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => eprintln!("{tag}: bad line {line:?}: {e}"),
+                    }
+                }
+            }
+        });
+        ChildNode {
+            name: name.into(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (seen before or arriving within `timeout`) matching `pred`.
+    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut checked = 0;
+        loop {
+            if let Some(v) = self.seen[checked..].iter().find(|v| pred(v)) {
+                return Some(v.clone());
+            }
+            checked = self.seen.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    println!("  {}: {v}", self.name);
+                    self.seen.push(v);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Collects lines for `d`.
+    fn collect(&mut self, d: Duration) {
+        let _ = self.wait_for(d, |_| false);
+    }
+
+    /// Asks the child to stop; its `stopped` line (with stats).
+    fn stop(&mut self) -> Value {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.write_all(b"stop\n");
+        }
+        let stopped = self
+            .wait_for(Duration::from_secs(10), |v| v["ev"] == "stopped")
+            .unwrap_or_else(|| panic!("{} did not stop", self.name));
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{} exited with {status}", self.name);
+        stopped
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn id(b: u8) -> NodeId {
+    NodeId([b; 32])
+}
+
+fn is(ev: &'static str, node: NodeId) -> impl Fn(&Value) -> bool {
+    let hex = node.to_hex();
+    move |v| v["ev"] == ev && v["node"] == hex.as_str()
+}
+
+fn addrs(v: &Value) -> Vec<String> {
+    v["addrs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn mdns_between_namespaces() {
+    if !netns::enabled("mdns_between_namespaces") {
+        return;
+    }
+    let mut lan = Lan::new().expect("switch namespace");
+    let [ha, hb, hc, hd, he] = std::array::from_fn(|_| lan.add_host().expect("host namespace"));
+    let spy = if netns::nft_available() {
+        Some(lan.add_spy(&ha).expect("spy namespace"))
+    } else {
+        println!("nft missing: the allow-list spy check is skipped");
+        None
+    };
+    let spy_before = spy.as_ref().map(|s| lan.spy_counts(s).unwrap());
+
+    // 1. Two nodes of one fleet find each other, with the right fields and addresses.
+    let mut a = ChildNode::spawn(&lan, &ha, "A", id(0xa1), FLEET, "STORE-A", "store");
+    let mut b = ChildNode::spawn(&lan, &hb, "B", id(0xb2), FLEET, "STORE-B", "till");
+    let fa = a
+        .wait_for(Duration::from_secs(10), is("found", id(0xb2)))
+        .expect("A finds B");
+    assert_eq!(addrs(&fa), [format!("{}:{PORT}", hb.ip)]);
+    assert_eq!(
+        (fa["loc"].as_str(), fa["role"].as_str()),
+        (Some("STORE-B"), Some("till"))
+    );
+    assert_eq!(fa["fleet"], FLEET.to_hex().as_str());
+    let fb = b
+        .wait_for(Duration::from_secs(10), is("found", id(0xa1)))
+        .expect("B finds A");
+    // A also has side0 (10.78.0.1), not on its allow-list: only lan0's address is announced.
+    assert_eq!(addrs(&fb), [format!("{}:{PORT}", ha.ip)]);
+    assert_eq!(
+        (fb["loc"].as_str(), fb["role"].as_str()),
+        (Some("STORE-A"), Some("store"))
+    );
+
+    // 2. A node of another fleet is ignored (and itself ignores A and B).
+    let mut c = ChildNode::spawn(&lan, &hc, "C", id(0xc3), OTHER_FLEET, "STORE-C", "till");
+    c.wait_for(Duration::from_secs(5), |v| v["ev"] == "started")
+        .expect("C starts");
+    c.collect(Duration::from_secs(3));
+    a.collect(Duration::from_millis(200));
+    b.collect(Duration::from_millis(200));
+    let c_hex = id(0xc3).to_hex();
+    for n in [&a, &b] {
+        assert!(
+            !n.seen.iter().any(|v| v["node"] == c_hex.as_str()),
+            "{} reported C",
+            n.name
+        );
+    }
+    let cs = c.stop();
+    assert!(
+        !c.seen.iter().any(|v| v["ev"] == "found"),
+        "C found a node of another fleet"
+    );
+    assert!(
+        cs["stats"]["ignored_other_fleet"].as_u64() >= Some(1),
+        "C heard no record at all: {cs}"
+    );
+
+    // 3. Time from a host's start to A finding it, over 10 starts; a clean stop is Lost at A.
+    let mut delays = Vec::new();
+    let mut lost_seen = 0;
+    for run in 0..10u8 {
+        let n = NodeId([0xd0 + run; 32]);
+        let mut d = ChildNode::spawn(&lan, &hd, &format!("D{run}"), n, FLEET, "STORE-D", "till");
+        let started = d
+            .wait_for(Duration::from_secs(5), |v| v["ev"] == "started")
+            .expect("D starts");
+        let found = a
+            .wait_for(Duration::from_secs(10), is("found", n))
+            .expect("A finds D");
+        delays.push(
+            found["t"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(started["t"].as_u64().unwrap_or(0)),
+        );
+        d.stop();
+        if a.wait_for(Duration::from_secs(5), is("lost", n)).is_some() {
+            lost_seen += 1;
+        }
+    }
+    delays.sort_unstable();
+    println!(
+        "MEASURED start-to-found over {} runs: p50 {} ms, min {} ms, max {} ms (all: {delays:?})",
+        delays.len(),
+        delays[delays.len() / 2],
+        delays[0],
+        delays[delays.len() - 1]
+    );
+    println!("Lost seen at A after a clean stop: {lost_seen} of 10");
+    assert_eq!(lost_seen, 10, "a clean stop (goodbye) must be Lost at A");
+
+    // 4. A partitioned host hears nothing new; its silent departure is not seen at once.
+    if lan.partition(&hb).expect("partition") {
+        let mut e = ChildNode::spawn(&lan, &he, "E", id(0xe5), FLEET, "STORE-E", "till");
+        a.wait_for(Duration::from_secs(10), is("found", id(0xe5)))
+            .expect("A finds E");
+        b.collect(Duration::from_secs(3));
+        assert!(
+            b.wait_for(Duration::ZERO, is("found", id(0xe5))).is_none(),
+            "B, cut off, found E"
+        );
+        b.stop(); // its goodbye is dropped by the partition
+        let lost = a.wait_for(Duration::from_secs(3), is("lost", id(0xb2)));
+        println!(
+            "partition: B's goodbye dropped; Lost at A within 3 s: {} (records live until their TTL)",
+            lost.is_some()
+        );
+        lan.heal(&hb).expect("heal");
+        e.stop();
+    } else {
+        println!("nft missing: the partition part is skipped");
+        b.stop();
+    }
+    let sa = a.stop();
+    println!("A's stats: {}", sa["stats"]);
+    assert_eq!(sa["stats"]["malformed"], 0);
+
+    // 5. The allow-list: no mDNS packet ever left A through side0.
+    if let (Some(spy), Some((igmp0, mdns0))) = (spy, spy_before) {
+        let (igmp, mdns) = lan.spy_counts(&spy).unwrap();
+        println!(
+            "allow-list spy on A's side0: {} IGMP packets, {} mDNS packets",
+            igmp - igmp0,
+            mdns - mdns0
+        );
+        assert_eq!(
+            mdns - mdns0,
+            0,
+            "mDNS traffic left A through an interface off its allow-list"
+        );
+    }
+}
