@@ -19,14 +19,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use stocksync::discovery::mdns::{in_initial_netns, MdnsConfig, MdnsDiscovery};
+use stocksync::discovery::mdns::{current_netns, MdnsConfig, MdnsDiscovery};
 use stocksync::discovery::{Announcement, Discovery, DiscoveryEvent, DiscoveryStats};
 use stocksync::fleet::FleetId;
 use stocksync::{LocationId, NodeId, Role};
 
 use netns::{Host, Lan};
 
-/// Set in a child's environment: the child's part, as `NODEHEX,FLEETHEX,LOC,ROLE`.
+/// Set in a child's environment: its part, as `NODEHEX,FLEETHEX,LOC,ROLE,PARENT_NETNS`.
 const CHILD_ENV: &str = "STOCKSYNC_DISCOVERY_CHILD";
 /// Prefix of the lines a child reports on.
 const MARK: &str = "SSDISC ";
@@ -85,11 +85,14 @@ fn child_node() {
     let Ok(part) = std::env::var(CHILD_ENV) else {
         return;
     };
-    assert!(
-        !in_initial_netns().expect("read /proc/*/ns/net"),
-        "refusing to run mDNS in the initial network namespace"
-    );
     let f: Vec<&str> = part.split(',').collect();
+    assert_eq!(f.len(), 5, "bad {CHILD_ENV}: {part}");
+    // f[4]: the namespace the parent runs in (the initial one): never run mDNS there.
+    let here = current_netns().expect("read /proc/self/ns/net");
+    assert_ne!(
+        here, f[4],
+        "refusing to run mDNS in the parent's network namespace"
+    );
     let me = NodeId::from_hex(f[0]).unwrap();
     let fleet = FleetId::from_hex(f[1]).unwrap();
     let announcement = Announcement {
@@ -104,7 +107,7 @@ fn child_node() {
         interfaces: vec![netns::HOST_IF.into()],
         ipv6: false,
         max_peers: 64,
-        require_own_netns: true,
+        refuse_netns: Some(f[4].to_string()),
     };
     let mut d = MdnsDiscovery::start(me, fleet, &cfg).expect("start mDNS");
     d.announce(&announcement).expect("announce");
@@ -154,7 +157,12 @@ impl ChildNode {
             .args(["--exact", "child_node", "--nocapture", "--test-threads=1"])
             .env(
                 CHILD_ENV,
-                format!("{},{},{loc},{role}", node.to_hex(), fleet.to_hex()),
+                format!(
+                    "{},{},{loc},{role},{}",
+                    node.to_hex(),
+                    fleet.to_hex(),
+                    current_netns().unwrap()
+                ),
             )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -165,7 +173,8 @@ impl ChildNode {
         let tag = name.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(j) = line.strip_prefix(MARK) {
+                // libtest may print "test child_node ... " before the first line.
+                if let Some(j) = line.find(MARK).map(|i| &line[i + MARK.len()..]) {
                     match serde_json::from_str::<Value>(j) {
                         Ok(v) => {
                             if tx.send(v).is_err() {

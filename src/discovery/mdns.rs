@@ -42,8 +42,10 @@ pub struct MdnsConfig {
     pub ipv6: bool,
     /// Most peers tracked.
     pub max_peers: usize,
-    /// Refuse to start in the initial network namespace (test harnesses set it).
-    pub require_own_netns: bool,
+    /// Refuse to start when the process is in this network namespace, as
+    /// [`current_netns`] names it (test harnesses pass the namespace they were
+    /// launched from, so mDNS can only run in namespaces they created).
+    pub refuse_netns: Option<String>,
 }
 
 impl Default for MdnsConfig {
@@ -52,16 +54,16 @@ impl Default for MdnsConfig {
             interfaces: Vec::new(),
             ipv6: false,
             max_peers: DEFAULT_MAX_PEERS,
-            require_own_netns: false,
+            refuse_netns: None,
         }
     }
 }
 
-/// Whether this process runs in the initial network namespace (that of PID 1).
-pub fn in_initial_netns() -> std::io::Result<bool> {
-    let mine = std::fs::read_link("/proc/self/ns/net")?;
-    let init = std::fs::read_link("/proc/1/ns/net")?;
-    Ok(mine == init)
+/// The network namespace this process runs in, e.g. `net:[4026531833]` (Linux).
+pub fn current_netns() -> std::io::Result<String> {
+    Ok(std::fs::read_link("/proc/self/ns/net")?
+        .to_string_lossy()
+        .into_owned())
 }
 
 fn check_interfaces(names: &[String]) -> Result<(), DiscoveryError> {
@@ -124,8 +126,11 @@ impl MdnsDiscovery {
         let span = info_span!("discovery", node = %me, source = "mdns");
         let _enter = span.enter();
         check_interfaces(&cfg.interfaces)?;
-        if cfg.require_own_netns && in_initial_netns().map_err(DiscoveryError::NetnsUnknown)? {
-            return Err(DiscoveryError::InitNetns);
+        if let Some(refused) = &cfg.refuse_netns {
+            let here = current_netns().map_err(DiscoveryError::NetnsUnknown)?;
+            if here == *refused {
+                return Err(DiscoveryError::RefusedNetns(here));
+            }
         }
         let daemon = ServiceDaemon::new().map_err(mdns_err)?;
         // Commands run in order: the selection is in force before any register or browse.
@@ -335,6 +340,21 @@ mod tests {
             ));
         }
         check_interfaces(&["eth0".into(), "br-lan".into()]).unwrap();
+    }
+
+    #[test]
+    fn the_namespace_guard_refuses_before_any_daemon() {
+        let here = current_netns().unwrap();
+        assert!(here.starts_with("net:["), "{here}");
+        let cfg = MdnsConfig {
+            interfaces: vec!["lo".into()],
+            refuse_netns: Some(here),
+            ..MdnsConfig::default()
+        };
+        assert!(matches!(
+            MdnsDiscovery::start(NodeId([1; 32]), FleetId([2; 32]), &cfg),
+            Err(DiscoveryError::RefusedNetns(_))
+        ));
     }
 
     #[test]

@@ -144,10 +144,10 @@ pub enum DiscoveryError {
     /// An interface name that cannot be one.
     #[error("interface name {0:?} is not valid (1 to 15 bytes, no '/', ':' or whitespace)")]
     BadInterface(String),
-    /// The process is in the initial network namespace and the configuration forbids it.
-    #[error("refusing to start mDNS in the initial network namespace (require_own_netns is set)")]
-    InitNetns,
-    /// Whether the process is in the initial network namespace could not be told.
+    /// The process is in the network namespace the configuration refuses.
+    #[error("refusing to start mDNS in network namespace {0} (refuse_netns)")]
+    RefusedNetns(String),
+    /// The process's network namespace could not be read.
     #[error("cannot tell the network namespace: {0}")]
     NetnsUnknown(std::io::Error),
     /// A configured peer entry that cannot be parsed.

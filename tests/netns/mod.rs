@@ -267,7 +267,7 @@ impl Lan {
             return Ok(false);
         }
         let script = format!(
-            "table bridge cut_{p} {{\n chain fwd {{\n  type filter hook forward priority 0; policy accept;\n  \
+            "table bridge cut_{p} {{\n chain cut {{\n  type filter hook forward priority 0; policy accept;\n  \
              iifname \"{p}\" drop\n  oifname \"{p}\" drop\n }}\n}}\n",
             p = host.port
         );
