@@ -26,7 +26,7 @@ use stocksync::{LocationId, NodeId, Role};
 
 use netns::{Host, Lan};
 
-/// Set in a child's environment: its part, as `NODEHEX,FLEETHEX,LOC,ROLE,PARENT_NETNS`.
+/// Set in a child's environment: its part, as `NODEHEX,FLEETHEX,LOC,ROLE,PARENT_NETNS,IPV6`.
 const CHILD_ENV: &str = "STOCKSYNC_DISCOVERY_CHILD";
 /// Prefix of the lines a child reports on.
 const MARK: &str = "SSDISC ";
@@ -86,7 +86,7 @@ fn child_node() {
         return;
     };
     let f: Vec<&str> = part.split(',').collect();
-    assert_eq!(f.len(), 5, "bad {CHILD_ENV}: {part}");
+    assert_eq!(f.len(), 6, "bad {CHILD_ENV}: {part}");
     // f[4]: the namespace the parent runs in (the initial one): never run mDNS there.
     let here = current_netns().expect("read /proc/self/ns/net");
     assert_ne!(
@@ -105,7 +105,7 @@ fn child_node() {
     emit(json!({"ev": "started", "t": now_ms()}));
     let cfg = MdnsConfig {
         interfaces: vec![netns::HOST_IF.into()],
-        ipv6: false,
+        ipv6: f[5] == "1",
         max_peers: 64,
         refuse_netns: Some(f[4].to_string()),
     };
@@ -132,6 +132,27 @@ fn child_node() {
     emit(json!({"ev": "stopped", "t": now_ms(), "stats": stats_json(d.stats())}));
 }
 
+/// What a child node is told to be.
+#[derive(Clone, Copy)]
+struct Part {
+    node: NodeId,
+    fleet: FleetId,
+    loc: &'static str,
+    role: &'static str,
+    ipv6: bool,
+}
+
+/// A till of `FLEET` at `loc`, IPv4 only.
+fn till(node: NodeId, loc: &'static str) -> Part {
+    Part {
+        node,
+        fleet: FLEET,
+        loc,
+        role: "till",
+        ipv6: false,
+    }
+}
+
 /// A child node seen from the parent.
 struct ChildNode {
     name: String,
@@ -142,15 +163,7 @@ struct ChildNode {
 }
 
 impl ChildNode {
-    fn spawn(
-        lan: &Lan,
-        host: &Host,
-        name: &str,
-        node: NodeId,
-        fleet: FleetId,
-        loc: &str,
-        role: &str,
-    ) -> Self {
+    fn spawn(lan: &Lan, host: &Host, name: &str, part: Part) -> Self {
         let exe = std::env::current_exe().unwrap();
         let mut child = lan
             .command(host, &exe)
@@ -158,10 +171,13 @@ impl ChildNode {
             .env(
                 CHILD_ENV,
                 format!(
-                    "{},{},{loc},{role},{}",
-                    node.to_hex(),
-                    fleet.to_hex(),
-                    current_netns().unwrap()
+                    "{},{},{},{},{},{}",
+                    part.node.to_hex(),
+                    part.fleet.to_hex(),
+                    part.loc,
+                    part.role,
+                    current_netns().unwrap(),
+                    u8::from(part.ipv6)
                 ),
             )
             .stdin(Stdio::piped())
@@ -197,8 +213,18 @@ impl ChildNode {
 
     /// The first line (seen before or arriving within `timeout`) matching `pred`.
     fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        self.wait_from(0, timeout, pred)
+    }
+
+    /// The first line from the `from`-th on (arriving within `timeout`) matching `pred`.
+    fn wait_from(
+        &mut self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let deadline = Instant::now() + timeout;
-        let mut checked = 0;
+        let mut checked = from.min(self.seen.len());
         loop {
             if let Some(v) = self.seen[checked..].iter().find(|v| pred(v)) {
                 return Some(v.clone());
@@ -277,8 +303,16 @@ fn mdns_between_namespaces() {
     let spy_before = spy.as_ref().map(|s| lan.spy_counts(s).unwrap());
 
     // 1. Two nodes of one fleet find each other, with the right fields and addresses.
-    let mut a = ChildNode::spawn(&lan, &ha, "A", id(0xa1), FLEET, "STORE-A", "store");
-    let mut b = ChildNode::spawn(&lan, &hb, "B", id(0xb2), FLEET, "STORE-B", "till");
+    let mut a = ChildNode::spawn(
+        &lan,
+        &ha,
+        "A",
+        Part {
+            role: "store",
+            ..till(id(0xa1), "STORE-A")
+        },
+    );
+    let mut b = ChildNode::spawn(&lan, &hb, "B", till(id(0xb2), "STORE-B"));
     let fa = a
         .wait_for(Duration::from_secs(10), is("found", id(0xb2)))
         .expect("A finds B");
@@ -298,8 +332,31 @@ fn mdns_between_namespaces() {
         (Some("STORE-A"), Some("store"))
     );
 
+    // A joined the mDNS group on lan0 only (mdns-sd joins every interface at start
+    // and leaves the ones off the allow-list at once: the spy below counts that).
+    let groups = lan.igmp_groups(&ha).expect("read /proc/net/igmp");
+    println!("A's IPv4 multicast memberships: {groups:?}");
+    assert!(groups.contains(&(
+        netns::HOST_IF.to_string(),
+        netns::MDNS_GROUP_HEX.to_string()
+    )));
+    assert!(
+        !groups
+            .iter()
+            .any(|(dev, g)| dev == "side0" && g == netns::MDNS_GROUP_HEX),
+        "A is still in the mDNS group on side0, off its allow-list: {groups:?}"
+    );
+
     // 2. A node of another fleet is ignored (and itself ignores A and B).
-    let mut c = ChildNode::spawn(&lan, &hc, "C", id(0xc3), OTHER_FLEET, "STORE-C", "till");
+    let mut c = ChildNode::spawn(
+        &lan,
+        &hc,
+        "C",
+        Part {
+            fleet: OTHER_FLEET,
+            ..till(id(0xc3), "STORE-C")
+        },
+    );
     c.wait_for(Duration::from_secs(5), |v| v["ev"] == "started")
         .expect("C starts");
     c.collect(Duration::from_secs(3));
@@ -328,7 +385,7 @@ fn mdns_between_namespaces() {
     let mut lost_seen = 0;
     for run in 0..10u8 {
         let n = NodeId([0xd0 + run; 32]);
-        let mut d = ChildNode::spawn(&lan, &hd, &format!("D{run}"), n, FLEET, "STORE-D", "till");
+        let mut d = ChildNode::spawn(&lan, &hd, &format!("D{run}"), till(n, "STORE-D"));
         let started = d
             .wait_for(Duration::from_secs(5), |v| v["ev"] == "started")
             .expect("D starts");
@@ -359,7 +416,7 @@ fn mdns_between_namespaces() {
 
     // 4. A partitioned host hears nothing new; its silent departure is not seen at once.
     if lan.partition(&hb).expect("partition") {
-        let mut e = ChildNode::spawn(&lan, &he, "E", id(0xe5), FLEET, "STORE-E", "till");
+        let mut e = ChildNode::spawn(&lan, &he, "E", till(id(0xe5), "STORE-E"));
         a.wait_for(Duration::from_secs(10), is("found", id(0xe5)))
             .expect("A finds E");
         b.collect(Duration::from_secs(3));
@@ -397,4 +454,124 @@ fn mdns_between_namespaces() {
             "mDNS traffic left A through an interface off its allow-list"
         );
     }
+}
+
+#[test]
+fn mdns_address_changes_and_ipv6() {
+    if !netns::enabled("mdns_address_changes_and_ipv6") {
+        return;
+    }
+    let mut lan = Lan::new().expect("switch namespace");
+    let [ha, hb] = std::array::from_fn(|_| lan.add_host().expect("host namespace"));
+    let mut a = ChildNode::spawn(
+        &lan,
+        &ha,
+        "A6",
+        Part {
+            ipv6: true,
+            ..till(id(0x61), "STORE-A")
+        },
+    );
+    let mut b = ChildNode::spawn(
+        &lan,
+        &hb,
+        "B6",
+        Part {
+            ipv6: true,
+            ..till(id(0x62), "STORE-B")
+        },
+    );
+    let v4 = format!("{}:{PORT}", hb.ip);
+    a.wait_for(Duration::from_secs(10), is("found", id(0x62)))
+        .expect("A finds B");
+    // With IPv6 on, B's link-local address (tentative for a while) arrives in the
+    // first resolution or in a later Updated event.
+    let with_v6 = |v: &Value| {
+        (v["ev"] == "found" || v["ev"] == "updated")
+            && v["node"] == id(0x62).to_hex().as_str()
+            && addrs(v).contains(&v4)
+            && addrs(v).iter().any(|x| x.starts_with("[fe80::"))
+    };
+    let got = a.wait_for(Duration::from_secs(10), with_v6);
+    println!(
+        "IPv6: B's link-local address {} ({})",
+        if got.is_some() {
+            "arrived"
+        } else {
+            "did not arrive within 10 s"
+        },
+        got.as_ref()
+            .map_or("-".into(), |v| format!("{} {:?}", v["ev"], addrs(v)))
+    );
+    let got = got.expect("B's IPv6 link-local address reaches A");
+    assert!(
+        addrs(&got)
+            .iter()
+            .all(|x| !x.starts_with("[fe80::") || x.contains('%')),
+        "link-local without scope: {got}"
+    );
+
+    // A second IPv4 address on B's lan0: re-announced, an Updated event at A.
+    let extra = format!(
+        "{}.{}.{}.111",
+        netns::SUBNET[0],
+        netns::SUBNET[1],
+        netns::SUBNET[2]
+    );
+    netns::run(
+        "ip",
+        &[
+            "-n",
+            &hb.ns,
+            "addr",
+            "add",
+            &format!("{extra}/24"),
+            "dev",
+            netns::HOST_IF,
+        ],
+    )
+    .unwrap();
+    let extra_addr = format!("{extra}:{PORT}");
+    let t0 = Instant::now();
+    let mark = a.seen.len();
+    let up = a.wait_from(mark, Duration::from_secs(15), |v| {
+        v["ev"] == "updated"
+            && v["node"] == id(0x62).to_hex().as_str()
+            && addrs(v).contains(&extra_addr)
+    });
+    println!(
+        "address added on B: Updated at A after {:?}: {}",
+        t0.elapsed(),
+        up.is_some()
+    );
+    assert!(up.is_some(), "a new address of B never reached A");
+    netns::run(
+        "ip",
+        &[
+            "-n",
+            &hb.ns,
+            "addr",
+            "del",
+            &format!("{extra}/24"),
+            "dev",
+            netns::HOST_IF,
+        ],
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let mark = a.seen.len();
+    let down = a.wait_from(mark, Duration::from_secs(10), |v| {
+        v["ev"] == "updated"
+            && v["node"] == id(0x62).to_hex().as_str()
+            && !addrs(v).contains(&extra_addr)
+    });
+    println!(
+        "address removed on B: Updated at A within 10 s: {} ({:?})",
+        down.is_some(),
+        t0.elapsed()
+    );
+    b.stop();
+    a.wait_for(Duration::from_secs(5), is("lost", id(0x62)))
+        .expect("B's goodbye is Lost at A");
+    a.stop();
 }

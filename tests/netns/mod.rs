@@ -23,6 +23,9 @@ const PREFIX: &str = "ssdisc";
 /// The hosts' /24.
 pub const SUBNET: [u8; 3] = [10, 77, 0];
 
+/// The mDNS IPv4 group 224.0.0.251 as /proc/net/igmp writes it.
+pub const MDNS_GROUP_HEX: &str = "FB0000E0";
+
 /// The host-side interface name in every host namespace.
 pub const HOST_IF: &str = "lan0";
 
@@ -251,6 +254,23 @@ impl Lan {
                 .unwrap_or(0)
         };
         Ok((count("igmp"), count("5353")))
+    }
+
+    /// `host`'s IPv4 multicast memberships, as (device, group in /proc/net/igmp hex).
+    pub fn igmp_groups(&self, host: &Host) -> std::io::Result<Vec<(String, String)>> {
+        let text = run("ip", &["netns", "exec", &host.ns, "cat", "/proc/net/igmp"])?;
+        let mut dev = String::new();
+        let mut out = Vec::new();
+        for line in text.lines().skip(1) {
+            if line.starts_with('\t') {
+                if let Some(group) = line.split_whitespace().next() {
+                    out.push((dev.clone(), group.to_string()));
+                }
+            } else if let Some(name) = line.split_whitespace().nth(1) {
+                dev = name.to_string();
+            }
+        }
+        Ok(out)
     }
 
     /// A command that runs `program` inside `host`'s namespace.
