@@ -22,6 +22,9 @@ use crate::model::NodeId;
 /// Most undelivered records queued for one member; older ones are dropped past it.
 pub const MAX_INBOX: usize = 4096;
 
+/// TXT pairs and the addresses they were announced from.
+type Record = (Vec<(String, String)>, Vec<SocketAddr>);
+
 /// A record as it travels on the memory LAN.
 #[derive(Clone, Debug)]
 enum Wire {
@@ -37,7 +40,7 @@ enum Wire {
 
 #[derive(Debug, Default)]
 struct Member {
-    record: Option<(Vec<(String, String)>, Vec<SocketAddr>)>,
+    record: Option<Record>,
     inbox: VecDeque<Wire>,
     partitioned: bool,
     listening: bool,
