@@ -178,7 +178,10 @@ impl MdnsDiscovery {
             {
                 Ok(ev) => self.handle(ev),
                 Err(mdns_sd::RecvTimeoutError::Timeout) => {}
-                Err(mdns_sd::RecvTimeoutError::Disconnected) => return None,
+                Err(mdns_sd::RecvTimeoutError::Disconnected) => {
+                    self.rebrowse();
+                    return None;
+                }
             }
         }
     }
@@ -221,6 +224,25 @@ impl MdnsDiscovery {
                 }
             }
             other => debug!(event = ?other, "mDNS browse event"),
+        }
+    }
+
+    /// mdns-sd ends a subscription whose channel filled up: subscribe again
+    /// (answers to the new query refresh what was missed).
+    fn rebrowse(&mut self) {
+        let _enter = self.span.enter();
+        match self.daemon.browse(SERVICE_TYPE) {
+            Ok(rx) => {
+                warn!(
+                    "mDNS: browse subscription ended (events not read fast enough); browsing again"
+                );
+                self.browse = rx;
+            }
+            Err(e) => {
+                // The daemon is gone: report nothing more rather than retry on every poll.
+                warn!(error = %e, "mDNS: cannot browse again; discovery stops");
+                self.shut = true;
+            }
         }
     }
 
@@ -284,8 +306,14 @@ impl Discovery for MdnsDiscovery {
             if self.shut {
                 return None;
             }
-            let ev = self.browse.try_recv().ok()?;
-            self.handle(ev);
+            match self.browse.try_recv() {
+                Ok(ev) => self.handle(ev),
+                Err(mdns_sd::TryRecvError::Empty) => return None,
+                Err(mdns_sd::TryRecvError::Disconnected) => {
+                    self.rebrowse();
+                    return None;
+                }
+            }
         }
     }
 

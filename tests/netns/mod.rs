@@ -12,6 +12,8 @@
 //! otherwise [`enabled`] prints why and the test passes.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
