@@ -12,6 +12,9 @@
 //!   where routers drop multicast).
 //! - `mdns` (feature `mdns`): mDNS/DNS-SD on an explicit interface allow-list.
 //!
+//! [`dial::DialPlan`] turns the events into transport calls (one dialled
+//! address per peer).
+//!
 //! Every source is poll-based (sans-IO friendly): the caller polls
 //! [`Discovery::poll_event`] and, for sources with timers, calls
 //! [`Discovery::tick`] with the time. Records of another fleet, of this node, or
@@ -23,6 +26,7 @@ use std::net::SocketAddr;
 use crate::fleet::FleetId;
 use crate::model::{LocationId, NodeId, Role};
 
+pub mod dial;
 #[cfg(feature = "mdns")]
 pub mod mdns;
 pub mod memory;

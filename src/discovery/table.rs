@@ -45,12 +45,12 @@ impl PeerTable {
             Ok(c) => c,
             Err(RecordError::UnsupportedVersion(v)) => {
                 self.stats.unsupported_version += 1;
-                debug!(version = %v, "discovery: record of another protocol version ignored");
+                debug!(node = %self.me, version = %v, "discovery: record of another protocol version ignored");
                 return None;
             }
             Err(e) => {
                 self.stats.malformed += 1;
-                debug!(error = %e, "discovery: malformed record ignored");
+                debug!(node = %self.me, error = %e, "discovery: malformed record ignored");
                 return None;
             }
         };
@@ -60,7 +60,7 @@ impl PeerTable {
         }
         if claim.fleet != self.fleet {
             self.stats.ignored_other_fleet += 1;
-            debug!(peer = %claim.node, fleet = %claim.fleet, "discovery: record of another fleet ignored");
+            debug!(node = %self.me, peer = %claim.node, fleet = %claim.fleet, "discovery: record of another fleet ignored");
             return None;
         }
         let addrs = clean_addrs(addrs);
@@ -81,18 +81,18 @@ impl PeerTable {
             Some(old) => {
                 *old = peer.clone();
                 self.stats.updated += 1;
-                debug!(peer = %claim.node, addrs = ?peer.addrs, "discovery: peer updated");
+                debug!(node = %self.me, peer = %claim.node, addrs = ?peer.addrs, "discovery: peer updated");
                 Some(DiscoveryEvent::Updated(peer))
             }
             None if full => {
                 self.stats.over_capacity += 1;
-                debug!(peer = %claim.node, max = self.max_peers, "discovery: table full, peer ignored");
+                debug!(node = %self.me, peer = %claim.node, max = self.max_peers, "discovery: table full, peer ignored");
                 None
             }
             None => {
                 self.peers.insert(claim.node, peer.clone());
                 self.stats.found += 1;
-                debug!(peer = %claim.node, addrs = ?peer.addrs, "discovery: peer found");
+                debug!(node = %self.me, peer = %claim.node, addrs = ?peer.addrs, "discovery: peer found");
                 Some(DiscoveryEvent::Found(peer))
             }
         }
@@ -102,7 +102,7 @@ impl PeerTable {
     pub fn remove(&mut self, node: &NodeId) -> Option<DiscoveryEvent> {
         self.peers.remove(node)?;
         self.stats.lost += 1;
-        debug!(peer = %node, "discovery: peer lost");
+        debug!(node = %self.me, peer = %node, "discovery: peer lost");
         Some(DiscoveryEvent::Lost(PeerKey::Node(*node)))
     }
 
