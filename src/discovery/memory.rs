@@ -164,8 +164,7 @@ impl MemoryLan {
     /// Withdraws an injected record (a goodbye from it).
     pub fn withdraw(&self, handle: u64) {
         let mut lan = self.lock();
-        if lan.members.remove(&handle).is_some() {
-            lan.members.insert(handle, Member::default());
+        if lan.members.contains_key(&handle) {
             lan.broadcast(handle, &Wire::Goodbye { from: handle });
             lan.members.remove(&handle);
         }
