@@ -22,6 +22,7 @@ use super::{Host, Lan, HOST_IF};
 /// The fleet of most test nodes.
 pub const FLEET: FleetId = FleetId([0xf1; 32]);
 
+/// Set in a child's environment: its part, as `NODEHEX,FLEETHEX,LOC,ROLE,PARENT_NETNS,IPV6`.
 const CHILD_ENV: &str = "STOCKSYNC_DISCOVERY_CHILD";
 /// Prefix of the lines a child reports on.
 pub const MARK: &str = "SSDISC ";
