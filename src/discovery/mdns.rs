@@ -134,14 +134,25 @@ impl MdnsDiscovery {
         }
         let daemon = ServiceDaemon::new().map_err(mdns_err)?;
         // Commands run in order: the selection is in force before any register or browse.
-        daemon.disable_interface(IfKind::All).map_err(mdns_err)?;
-        let names: Vec<IfKind> = cfg.interfaces.iter().map(IfKind::from).collect();
-        daemon.enable_interface(names).map_err(mdns_err)?;
-        if !cfg.ipv6 {
-            daemon.disable_interface(IfKind::IPv6).map_err(mdns_err)?;
-        }
-        let monitor = daemon.monitor().map_err(mdns_err)?;
-        let browse = daemon.browse(SERVICE_TYPE).map_err(mdns_err)?;
+        let setup = || -> Result<_, mdns_sd::Error> {
+            daemon.disable_interface(IfKind::All)?;
+            let names: Vec<IfKind> = cfg.interfaces.iter().map(IfKind::from).collect();
+            daemon.enable_interface(names)?;
+            if !cfg.ipv6 {
+                daemon.disable_interface(IfKind::IPv6)?;
+            }
+            Ok((daemon.monitor()?, daemon.browse(SERVICE_TYPE)?))
+        };
+        let (monitor, browse) = match setup() {
+            Ok(r) => r,
+            Err(e) => {
+                // The daemon thread holds its own command sender: stop it explicitly.
+                if let Err(e) = daemon.shutdown() {
+                    debug!(error = %e, "mDNS: shutdown after a failed start failed");
+                }
+                return Err(mdns_err(e));
+            }
+        };
         info!(interfaces = ?cfg.interfaces, ipv6 = cfg.ipv6, "mDNS discovery started");
         drop(_enter);
         Ok(Self {
