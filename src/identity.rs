@@ -44,6 +44,19 @@ impl Identity {
         self.key.sign(msg).to_bytes()
     }
 
+    /// The secret as a PKCS#8 v1 document (RFC 8410), for TLS; the caller holds a secret.
+    pub fn to_pkcs8_der(&self) -> Vec<u8> {
+        // SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } }
+        const PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut der = Vec::with_capacity(PREFIX.len() + 32);
+        der.extend_from_slice(&PREFIX);
+        der.extend_from_slice(&self.key.to_bytes());
+        der
+    }
+
     /// Writes the secret to `dir/node.key` with mode 0600; refuses to overwrite.
     pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
         let path = dir.join(KEY_FILE);
@@ -121,5 +134,7 @@ mod tests {
         let sig = id.sign(b"hello");
         assert!(verify(&id.node_id(), b"hello", &sig));
         assert!(!verify(&id.node_id(), b"hellO", &sig));
+        let der = id.to_pkcs8_der();
+        assert_eq!((der.len(), &der[16..]), (48, &id.key.to_bytes()[..]));
     }
 }

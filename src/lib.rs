@@ -47,7 +47,8 @@
 //! # Features
 //! - `cli` (default): the `stocksync` binary and its dependencies; implies `sim`.
 //! - `sim`: the deterministic fleet simulator ([`sim`]).
-//! - `mdns` (implied by `cli`): mDNS peer discovery (`discovery::mdns`).
+//! - `net` (in `cli`): the QUIC transport with mutual TLS bound to the fleet roster (`net`).
+//! - `mdns` (in `cli`): mDNS peer discovery (`discovery::mdns`).
 //!
 //! An embedder depends on the library alone with `default-features = false`.
 //!
@@ -65,6 +66,7 @@
 //! - [`verify`]: re-derives counts from the journal and the changes and checks the invariant.
 //! - [`error`]: one error enum per kind of operation.
 //! - `sim` (feature `sim`): the deterministic fleet simulator and its checker.
+//! - `net` (feature `net`): the QUIC transport (docs/network.md).
 
 pub mod data_dir;
 pub mod discovery;
@@ -73,6 +75,8 @@ pub mod escrow;
 pub mod fleet;
 pub mod identity;
 pub mod model;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod node;
 pub mod replica;
 #[cfg(feature = "sim")]

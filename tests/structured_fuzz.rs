@@ -23,6 +23,7 @@ use stocksync::node::{Node, NodeOptions};
 use stocksync::replica::{RangeSummary, WriterRange};
 use stocksync::store::memory::MemoryStore;
 use stocksync::sync::message::{self, Bundle, ChangeBytes, HeadSignature, Message};
+use stocksync::sync::ForkProof;
 use stocksync::{Identity, NodeId, SyncConfig};
 
 fn node(seed: u8, options: NodeOptions) -> Node {
@@ -195,7 +196,22 @@ fn mutate(rng: &mut XorShiftRng, c: &Corpus, strangers: &[NodeId]) -> Vec<u8> {
     let Ok(Message::Changes(mut b)) = message::decode(base) else {
         return base.clone();
     };
-    match rng.next_u64() % 15 {
+    match rng.next_u64() % 16 {
+        15 => {
+            // A fork proof of two real bundles of the one history (they agree,
+            // so it proves nothing), one of them possibly mutated.
+            let other = &c.bundles[pick(rng, c.bundles.len())];
+            let Ok(Message::Changes(o)) = message::decode(other) else {
+                return base.clone();
+            };
+            if rng.next_u64().is_multiple_of(2) {
+                let i = pick(rng, b.changes.len());
+                flip(rng, &mut b.changes[i].0);
+            } else if rng.next_u64().is_multiple_of(2) {
+                flip(rng, &mut b.signature.0);
+            }
+            return message::encode(&Message::Fork(ForkProof { a: b, b: o }));
+        }
         14 => {
             // A forged continuation of a real head, under a real signature.
             let heads: Vec<_> = c.heads.iter().copied().collect();
@@ -270,6 +286,15 @@ fn mutate(rng: &mut XorShiftRng, c: &Corpus, strangers: &[NodeId]) -> Vec<u8> {
             let mut heads = vec![(c.writer, p, hash), (strangers[0], p, hash)];
             if rng.next_u64().is_multiple_of(2) {
                 heads.reverse();
+            }
+            if rng.next_u64().is_multiple_of(5) {
+                // A refusal, with a reason up to 4 KiB (only 256 bytes are kept).
+                let n = (rng.next_u64() % 4096) as usize;
+                return message::encode(&Message::Refused {
+                    writer: heads[0].0,
+                    position: p,
+                    reason: "é".repeat(n / 2),
+                });
             }
             if rng.next_u64().is_multiple_of(2) {
                 let n = (rng.next_u64() % 20) as usize;
@@ -351,6 +376,10 @@ fn mutated_messages_never_panic_never_apply_and_stay_bounded() {
             "input {i} (seed {seed}): a stranger's change applied"
         );
         let s = victim.sync_status();
+        assert!(
+            s.forks.is_empty(),
+            "input {i} (seed {seed}): a fork believed of one history: {s:?}"
+        );
         assert!(
             s.parked_bundles <= 64 && s.parked_bytes <= 256 * 1024,
             "{s:?}"

@@ -198,6 +198,13 @@ impl FleetAuthority {
         Roster::new(self.fleet())
     }
 
+    /// Signs a DER `TBSCertificate` (see `net::cert`): `None` unless `tbs_der`
+    /// starts as a DER SEQUENCE (0x30), so it can never pass for a roster
+    /// signature, whose message starts with the domain `b"stocksync-roster-v1"`.
+    pub fn sign_certificate(&self, tbs_der: &[u8]) -> Option<[u8; 64]> {
+        (tbs_der.first() == Some(&0x30)).then(|| self.key.sign(tbs_der))
+    }
+
     /// Signs `roster` as it is (its version included). Refused if it names
     /// another fleet or encodes to more than [`MAX_ROSTER_BYTES`].
     pub fn sign(&self, roster: &Roster) -> Result<SignedRoster, SignedRosterError> {

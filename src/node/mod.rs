@@ -158,6 +158,14 @@ impl Shared {
                         } => {
                             error!(node = %self.meta.id, peer = %from, %writer, ?position, "fork: a writer signed two histories; frozen from there")
                         }
+                        SyncEvent::RefusedByPeer {
+                            peer,
+                            writer,
+                            position,
+                            reason,
+                        } => {
+                            warn!(node = %self.meta.id, %peer, %writer, ?position, %reason, "a peer refused these changes; not offered to it again")
+                        }
                         SyncEvent::OwnHistoryConflict { from, held, seen } => {
                             error!(node = %self.meta.id, peer = %from, ?held, ?seen, "own history seen ahead: refusing events (restored backup or cloned key)")
                         }

@@ -43,6 +43,8 @@ pub struct SyncStatus {
     pub parked_bytes: usize,
     /// The version of the fleet roster the node holds (0: none, or open mode).
     pub roster_version: u64,
+    /// The last refusal of this node's changes a peer answered, as text.
+    pub last_refused_by_peer: Option<String>,
     /// Writers seen signing two histories (cloned devices, restored backups),
     /// as reported since the node started and as stored before.
     pub forks: Vec<ForkStatus>,
@@ -67,6 +69,7 @@ pub(crate) struct StatusLog {
     persist_failures: u64,
     last_rejection: Option<String>,
     own_conflict: Option<String>,
+    last_refused_by_peer: Option<String>,
 }
 
 impl StatusLog {
@@ -86,6 +89,17 @@ impl StatusLog {
             }
             SyncEvent::PersistFailed { .. } => self.persist_failures += 1,
             SyncEvent::Fork { .. } => {}
+            SyncEvent::RefusedByPeer {
+                peer,
+                writer,
+                position,
+                reason,
+            } => {
+                self.last_refused_by_peer = Some(format!(
+                    "peer {peer} refused changes of {writer} up to {}/{}: {reason}",
+                    position.epoch, position.seq
+                ));
+            }
             SyncEvent::OwnHistoryConflict { from, held, seen } => {
                 self.own_conflict = Some(format!(
                     "peer {from} holds own change {}/{} signed with this node's key; this node holds {}/{}",
@@ -122,6 +136,7 @@ impl StatusLog {
             parked_bundles: stats.parked_bundles,
             parked_bytes: stats.parked_bytes,
             roster_version: 0,
+            last_refused_by_peer: self.last_refused_by_peer.clone(),
             forks: Vec::new(),
         }
     }

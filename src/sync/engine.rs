@@ -32,6 +32,8 @@ pub(super) struct Peer {
     pub(super) roster_sent: Option<(u64, u64)>,
     /// When the fork proofs were last sent to the peer.
     pub(super) forks_sent_ms: Option<u64>,
+    /// Per writer, the last position of changes the peer refused for good.
+    pub(super) refused: BTreeMap<NodeId, Position>,
 }
 
 /// A bundle whose chain and signature were checked, restored to plain changes.
@@ -200,7 +202,10 @@ impl SyncEngine {
                 }
             }
             Input::Tick => self.tick(replica, now_ms, &mut out),
-            Input::RosterInstalled => self.spread_roster(replica, None, &mut out),
+            Input::RosterInstalled => {
+                self.forget_refusals();
+                self.spread_roster(replica, None, &mut out)
+            }
         }
         out
     }
@@ -304,9 +309,19 @@ impl SyncEngine {
                 let ack = Message::Ack {
                     bytes: bytes.len() as u32,
                 };
+                let (writer, last) = (bundle.writer, super::bundle::last_position(&bundle));
+                let rejected_before = self.stats.rejected;
                 self.ingest(replica, from, bundle, out);
                 self.send(from, &ack, out);
+                if let Some(last) = last {
+                    self.answer_refusal(from, writer, last, rejected_before, out);
+                }
             }
+            Message::Refused {
+                writer,
+                position,
+                reason,
+            } => self.receive_refused(from, writer, position, reason, out),
             Message::Roster(signed) => self.receive_roster(replica, from, signed, out),
             Message::Fork(proof) => self.receive_fork(replica, from, proof, out),
         }

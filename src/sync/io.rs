@@ -134,6 +134,19 @@ pub enum SyncEvent {
         /// The first position where the two histories differ.
         position: Position,
     },
+    /// A peer refused this node's offer of `writer`'s changes up to `position`
+    /// for a reason resending cannot cure; they are not offered to it again
+    /// until it reconnects or a newer roster is installed.
+    RefusedByPeer {
+        /// The peer that refused.
+        peer: NodeId,
+        /// Whose changes.
+        writer: NodeId,
+        /// The last position it refused.
+        position: Position,
+        /// Its reason, as it stated it.
+        reason: String,
+    },
     /// Remote changes were applied in memory but could not be made durable: they
     /// were dropped again (no ack, no relay); anti-entropy brings them back.
     PersistFailed {

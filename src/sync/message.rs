@@ -115,6 +115,16 @@ pub enum Message {
     },
     /// Evidence that a writer signed two histories (see [`super::fork`]).
     Fork(super::fork::ForkProof),
+    /// The sender refused `writer`'s changes up to `position` for a reason
+    /// resending cannot cure: stop offering them (see `sync::refusal`).
+    Refused {
+        /// Whose changes.
+        writer: NodeId,
+        /// The last position of the refused bundle.
+        position: Position,
+        /// Why, as text (at most 256 bytes).
+        reason: String,
+    },
 }
 
 /// Encodes `msg` (compressed when large).

@@ -11,6 +11,7 @@ pub mod message;
 mod outbound;
 mod parked;
 mod reconcile;
+mod refusal;
 mod roster;
 pub mod signing;
 

@@ -84,7 +84,10 @@ impl SyncEngine {
             epoch: head.epoch,
             seq: after + 1,
         };
-        if replica.admits_writer(&writer, next).is_err() {
+        if replica.admits_writer(&writer, next).is_err() || self.refused_by(&peer, &writer, next) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.pending.remove(&writer);
+            }
             return;
         }
         let mut max_changes = self.config.bundle_changes;

@@ -88,6 +88,7 @@ impl SyncEngine {
             return;
         }
         out.push(Effect::PersistRoster(verified));
+        self.forget_refusals();
         if let Some(p) = self.peers.get_mut(&from) {
             p.roster_sent = Some((version, self.now_ms));
         }

@@ -359,3 +359,43 @@ fn own_events_the_roster_forbids_are_refused_locally_and_the_node_stays_usable()
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_lasting_refusal_is_answered_and_the_sender_stops_offering_and_reports_it() {
+    let mut f = fleet(&[]);
+    f.line();
+    // A node in open mode (its software checks nothing) holding an outsider's
+    // changes keeps meeting a member that refuses them.
+    let m = &mut f.mesh;
+    let meta = |id| NodeMeta {
+        id,
+        name: "open".into(),
+        location: loc("S1"),
+        role: Role::Store,
+    };
+    let o = m
+        .add_with([OUTSIDER; 32], MemoryStore::new(), options(None), meta)
+        .unwrap();
+    let outsider = m.nodes[o].id;
+    m.event(o, at("S1", "o-r", 5, EventKind::Receipt)).unwrap();
+    m.connect(o, STORE);
+    let mut offers = 0;
+    for t in 1..=10u64 {
+        m.tick(t * 1_000);
+        while let Some((from, to, bytes)) = m.queue.pop_front() {
+            let sender = m.nodes[from].id;
+            if let Ok(Message::Changes(b)) = message::decode(&bytes) {
+                if from == o && b.writer == outsider && t > 1 {
+                    offers += 1;
+                }
+            }
+            m.receive(to, sender, bytes);
+        }
+    }
+    // The first round crosses the answer (a few offers); after it, none.
+    assert_eq!(offers, 0, "offered again after the refusal was answered");
+    let status = m.nodes[o].node.sync_status();
+    let said = status.last_refused_by_peer.expect("the sender reports it");
+    assert!(said.contains("not a member"), "{said}");
+    assert_eq!(m.head(STORE, o), None);
+}
