@@ -48,6 +48,7 @@
 //! - `cli` (default): the `stocksync` binary and its dependencies; implies `sim`.
 //! - `sim`: the deterministic fleet simulator ([`sim`]).
 //! - `net` (in `cli`): the QUIC transport with mutual TLS bound to the fleet roster (`net`).
+//! - `mdns` (in `cli`): mDNS peer discovery (`discovery::mdns`).
 //!
 //! An embedder depends on the library alone with `default-features = false`.
 //!
@@ -60,6 +61,7 @@
 //! - [`store`]: the storage trait, its SQLite and in-memory implementations.
 //! - [`node`]: the node handle: group commit, idempotency, the sync engine, the outbox.
 //! - [`data_dir`]: creating, opening and reading a node's data directory.
+//! - [`discovery`]: candidate peers (mDNS, static, in-memory), hints for the transport.
 //! - [`identity`]: the node's ed25519 key pair.
 //! - [`verify`]: re-derives counts from the journal and the changes and checks the invariant.
 //! - [`error`]: one error enum per kind of operation.
@@ -67,6 +69,7 @@
 //! - `net` (feature `net`): the QUIC transport (docs/network.md).
 
 pub mod data_dir;
+pub mod discovery;
 pub mod error;
 pub mod escrow;
 pub mod fleet;
