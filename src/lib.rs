@@ -78,6 +78,7 @@ pub mod model;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod node;
+pub mod rebalance;
 pub mod replica;
 #[cfg(feature = "sim")]
 pub mod sim;
