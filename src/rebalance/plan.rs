@@ -240,6 +240,30 @@ mod tests {
     }
 
     #[test]
+    fn the_worked_example_of_docs_rebalancing() {
+        let mut store = holder(0, 34, 0.0);
+        store.floor = 4;
+        let mut t1 = holder(1, 5, 10.0);
+        t1.floor = 2;
+        let mut t2 = holder(2, -1, 30.0);
+        t2.floor = 2;
+        let mut web = holder(3, 2, 20.0);
+        web.safety_stock = Some(8);
+        let p = plan(&[store, t1, t2, web], Strategy::Velocity);
+        assert_eq!(
+            p.targets.iter().map(|t| t.1).collect::<Vec<_>>(),
+            [4, 7, 18, 11]
+        );
+        let moves: Vec<(u8, u8, i64)> = p
+            .moves
+            .iter()
+            .map(|m| (m.from.0[0], m.to.0[0], m.qty))
+            .collect();
+        assert_eq!(moves, [(0, 1, 2), (0, 2, 19), (0, 3, 9)]);
+        assert_eq!(p.imbalance_left, 0);
+    }
+
+    #[test]
     fn an_unreachable_holder_neither_gives_nor_receives() {
         let mut away = holder(2, 50, 1.0);
         away.reachable = false;
