@@ -199,3 +199,34 @@ fn a_failed_persist_sends_no_ack_nor_relay_and_the_timers_repair_it() {
     assert_eq!(head(&restarted, id_a), pos(1));
     assert_eq!(counters(&restarted, id_a), want);
 }
+
+#[test]
+fn a_peer_that_stops_acknowledging_shows_its_lag() {
+    let mut f = Fleet::new();
+    let a = f.start(1, MemoryStore::new(), NodeOptions::default());
+    let b = f.start(2, MemoryStore::new(), NodeOptions::default());
+    f.connect(a, b);
+    f.settle();
+    let b_id = f.nodes[b].id();
+    let lag = |f: &Fleet| {
+        f.nodes[a]
+            .peer_lags()
+            .into_iter()
+            .find(|l| l.peer == b_id)
+            .unwrap()
+    };
+    assert_eq!(lag(&f).writers_behind, 0);
+    // A sale is pushed; the push is lost, so it is neither held nor acknowledged.
+    f.event(a, req("s1", 5, EventKind::Receipt));
+    f.lose_all();
+    f.tick(400);
+    let l = lag(&f);
+    assert_eq!(l.writers_behind, 1, "{l:?}");
+    assert!(l.unacknowledged_bytes > 0, "{l:?}");
+    assert_eq!(l.since_progress_ms, 400, "{l:?}");
+    // Repaired by the probe: nothing behind any more.
+    for t in [1_000, 2_000, 3_000, 4_000] {
+        f.advance(t);
+    }
+    assert_eq!(lag(&f).writers_behind, 0, "{:?}", lag(&f));
+}

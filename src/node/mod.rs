@@ -380,6 +380,12 @@ impl Node {
             .unwrap_or(0)
     }
 
+    /// How far behind each connected peer is, as far as this node knows.
+    pub fn peer_lags(&self) -> Vec<crate::sync::PeerLag> {
+        let now = self.shared.now();
+        self.shared.core().engine.peer_lags(now)
+    }
+
     /// Every fork this node knows of (found, received, or stored before a restart).
     pub fn forks(&self) -> Vec<crate::sync::Fork> {
         self.shared.core().engine.forks().copied().collect()
