@@ -106,3 +106,81 @@ proptest! {
         prop_assert_eq!(plan(&h, strategy), p);
     }
 }
+
+#[derive(Debug, Clone)]
+enum DonorOp {
+    Ask(Vec<(u8, i64)>),
+    Receive(u8, i64),
+    Commit,
+    Wait(i64),
+}
+
+fn donor_ops() -> impl Strategy<Value = Vec<DonorOp>> {
+    let op = prop_oneof![
+        prop::collection::vec((0u8..4, -2i64..12), 1..5).prop_map(DonorOp::Ask),
+        (0u8..4, 1i64..10).prop_map(|(f, q)| DonorOp::Receive(f, q)),
+        Just(DonorOp::Commit),
+        (0i64..40_000).prop_map(DonorOp::Wait),
+    ];
+    prop::collection::vec(op, 1..40)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn a_donor_never_promises_below_its_floor_nor_back_to_a_recent_giver(
+        start in 0i64..40,
+        ops in donor_ops(),
+    ) {
+        use stocksync::rebalance::{Donor, PullLevels, PullRequest, Shortfall};
+        let levels = PullLevels { low_water: 3, refill_to: 10, floor: 5, cool_down_ms: 30_000 };
+        let mut d = Donor { rights: start, ..Donor::default() };
+        let mut now = 0i64;
+        let mut last_from: BTreeMap<u8, i64> = BTreeMap::new();
+        let mut last_any: Option<i64> = None;
+        for op in ops {
+            match op {
+                DonorOp::Ask(asks) => {
+                    let reqs: Vec<PullRequest> = asks
+                        .iter()
+                        .map(|(f, q)| PullRequest { from: NodeId([*f; 32]), qty: *q })
+                        .collect();
+                    let before = d.rights - d.promised;
+                    let answers = d.answer(&reqs, &levels, now);
+                    let given: i64 = answers.iter().map(|a| a.granted).sum();
+                    prop_assert_eq!(answers.len(), reqs.len());
+                    for (a, (f, q)) in answers.iter().zip(&asks) {
+                        prop_assert!(a.granted >= 0 && a.granted <= (*q).max(0));
+                        if a.granted < (*q).max(0) || *q <= 0 {
+                            prop_assert!(a.shortfall.is_some(), "{a:?}");
+                        }
+                        let recent = |at: &i64| now < at + levels.cool_down_ms;
+                        if *q > 0 && last_from.get(f).is_some_and(recent) {
+                            prop_assert_eq!(a.shortfall, Some(Shortfall::WouldBounce));
+                        }
+                        if a.granted > 0 {
+                            prop_assert!(!last_from.get(f).is_some_and(recent), "gave back to a recent giver");
+                            prop_assert!(!last_any.as_ref().is_some_and(recent), "gave while cooling down");
+                        }
+                    }
+                    if given > 0 {
+                        prop_assert!(d.rights - d.promised >= levels.floor, "{d:?}");
+                        prop_assert!(given <= (before - levels.floor).max(0));
+                    }
+                }
+                DonorOp::Receive(f, q) => {
+                    d.received(NodeId([f; 32]), q, now);
+                    last_from.insert(f, now);
+                    last_any = Some(now);
+                }
+                DonorOp::Commit => {
+                    let p = d.promised;
+                    d.granted(p);
+                    prop_assert_eq!(d.promised, 0);
+                }
+                DonorOp::Wait(ms) => now += ms,
+            }
+        }
+    }
+}

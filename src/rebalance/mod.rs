@@ -3,7 +3,9 @@
 //! rebalancing"; the protocol that carries requests and grants builds on it).
 
 mod plan;
+mod pull;
 mod velocity;
 
 pub use plan::{plan, Holder, Move, Plan, Strategy};
+pub use pull::{should_pull, Donor, PullAnswer, PullLevels, PullRequest, Shortfall};
 pub use velocity::Velocity;
