@@ -100,6 +100,7 @@ impl StatusLog {
                     position.epoch, position.seq
                 ));
             }
+            SyncEvent::OwnHistoryRecovered { .. } => {}
             SyncEvent::OwnHistoryConflict { from, held, seen } => {
                 self.own_conflict = Some(format!(
                     "peer {from} holds own change {}/{} signed with this node's key; this node holds {}/{}",
