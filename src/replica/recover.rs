@@ -284,3 +284,90 @@ fn request_of(l: &AuditRecord) -> Result<EventRequest, String> {
         reference: l.r#ref.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::{CounterWrite, OwnDoc, Snapshot};
+
+    fn key() -> CounterKey {
+        CounterKey::Consumed(PoolKey::new(
+            LocationId::new("S").unwrap(),
+            Sku::new("A").unwrap(),
+        ))
+    }
+
+    /// `n` changes of `me`'s own document, each consuming one more unit, with
+    /// `events` as the audit lines of each (`{i}` is replaced by its number).
+    fn history(me: &crate::model::NodeId, n: i64, events: &str) -> Vec<CommittedChange> {
+        let mut doc = OwnDoc::new(me, 1);
+        (1..=n)
+            .map(|v| {
+                let w = CounterWrite {
+                    key: key(),
+                    old: v - 1,
+                    new: v,
+                };
+                doc.commit(&[w], &events.replace("{i}", &v.to_string()), 0)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn replica_at(me: crate::model::NodeId, held: &[CommittedChange]) -> Replica {
+        let mut r = Replica::open(me, Snapshot::default(), 100).unwrap();
+        if !held.is_empty() {
+            let bytes: Vec<Vec<u8>> = held.iter().map(|c| c.bytes.clone()).collect();
+            r.recover_own(1, 1, &bytes).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn lines_without_answers_are_recovered_and_marked() {
+        let me = crate::model::NodeId([3; 32]);
+        let old = r#"[{"id":"s{i}","kind":"sale","loc":"S","sku":"A","qty":1}]"#;
+        let h = history(&me, 3, old);
+        let mut r = replica_at(me, &h[..1]);
+        let bytes: Vec<Vec<u8>> = h.iter().map(|c| c.bytes.clone()).collect();
+        // Overlapping the head with the same hash: only what is beyond it.
+        let b = r.recover_own(1, 1, &bytes).unwrap().unwrap();
+        assert_eq!(b.changes.len(), 2);
+        assert_eq!(b.events.len(), 2);
+        assert!(b.events.iter().all(|e| !e.answered));
+        assert_eq!(b.events[0].request.id.as_str(), "s2");
+        assert_eq!(b.events[1].outcome.position, Position { epoch: 1, seq: 3 });
+        assert_eq!(r.own_position(), Position { epoch: 1, seq: 3 });
+        assert_eq!(r.book().counter(&me, &key()), 3);
+        // Nothing beyond the head now.
+        assert!(r.recover_own(1, 2, &bytes[1..]).unwrap().is_none());
+    }
+
+    #[test]
+    fn another_history_is_not_recovered_and_changes_nothing() {
+        let me = crate::model::NodeId([4; 32]);
+        let line =
+            r#"[{"id":"a{i}","kind":"sale","loc":"S","sku":"A","qty":1,"rights":0,"on_hand":0}]"#;
+        let ours = history(&me, 2, line);
+        let theirs = history(&me, 4, &line.replace("a{i}", "b{i}"));
+        let mut r = replica_at(me, &ours);
+        let bytes: Vec<Vec<u8>> = theirs.iter().map(|c| c.bytes.clone()).collect();
+        // Overlapping at the head with another hash.
+        let e = r.recover_own(1, 1, &bytes).unwrap_err();
+        assert!(matches!(e, RecoverError::NotChained { .. }), "{e}");
+        // Starting right after the head, naming another dependency.
+        let e = r.recover_own(1, 3, &bytes[2..]).unwrap_err();
+        assert!(matches!(e, RecoverError::NotChained { .. }), "{e}");
+        // Ahead of a gap; of a later epoch.
+        assert!(matches!(
+            r.recover_own(1, 4, &bytes[3..]),
+            Err(RecoverError::Gap { .. })
+        ));
+        assert!(matches!(
+            r.recover_own(2, 1, &bytes[..1]),
+            Err(RecoverError::Epoch { .. })
+        ));
+        assert_eq!(r.own_position(), Position { epoch: 1, seq: 2 });
+        assert_eq!(r.book().counter(&me, &key()), 2);
+    }
+}
