@@ -11,7 +11,7 @@ use std::path::Path;
 
 use fleet::{counters, req, Fleet};
 use stocksync::data_dir::{self, Reader};
-use stocksync::model::{EventKind, EventOutcome, Position};
+use stocksync::model::{EventKind, EventOutcome, Position, ReservationId};
 use stocksync::node::{Node, NodeOptions};
 use stocksync::sim::faults::{CommitKind, Fault, FaultKind, FaultyStore};
 use stocksync::store::memory::MemoryStore;
@@ -47,8 +47,8 @@ fn fleet(
 }
 
 /// What happened before the restore: Monday (receipt and one sale, then the
-/// copy is taken), Tuesday (`tuesday` sales synced to the hub, with their
-/// answers). Returns the till's directory, the copy, and Tuesday's answers.
+/// copy is taken), Tuesday (`tuesday` sales, with their answers, and a
+/// reservation of two, synced to the hub). Returns the till's directory, the copy, and Tuesday's answers.
 struct Week {
     _tmp: tempfile::TempDir,
     dir: std::path::PathBuf,
@@ -79,6 +79,8 @@ fn week(options: &NodeOptions, tuesday: usize) -> Week {
     let answers = (0..tuesday)
         .map(|i| f.event(till, req(&format!("tue-{i}"), 1, EventKind::Sale)))
         .collect();
+    // And a reservation of two units, still open.
+    f.event(till, req("tue-r", 2, reserve()));
     f.settle();
     let tuesday_head = f.head(hub, f.nodes[till].id()).unwrap();
     drop(f);
@@ -92,6 +94,12 @@ fn week(options: &NodeOptions, tuesday: usize) -> Week {
         tuesday: answers,
         tuesday_head,
         hub_store,
+    }
+}
+
+fn reserve() -> EventKind {
+    EventKind::Reserve {
+        reservation: ReservationId::new("R1").unwrap(),
     }
 }
 
@@ -151,6 +159,9 @@ fn a_restored_till_recovers_its_history_from_the_hub_and_sells_on() {
         );
     }
     assert_eq!(counters(&f.nodes[till], me), before);
+    // Its hold is back: the reservation can be fulfilled.
+    let holds = f.nodes[till].query(|r| r.holds().len()).unwrap();
+    assert_eq!(holds, 1);
 
     // A new sale takes the next position; the hub accepts it.
     let wed = f.event(till, req("wed-1", 1, EventKind::Sale));
@@ -170,18 +181,26 @@ fn a_restored_till_recovers_its_history_from_the_hub_and_sells_on() {
         f.events[hub]
     );
     assert_eq!(on_hand(&f.nodes[hub]), 10 - 1 - 3 - 1);
+    let fulfil = EventKind::Fulfil {
+        reservation: ReservationId::new("R1").unwrap(),
+    };
+    let fulfilled = f.event(till, req("wed-f", 2, fulfil));
+    f.settle();
+    assert_eq!(f.head(hub, me), Some(fulfilled.position));
+    assert_eq!(f.nodes[till].query(|r| r.holds().len()).unwrap(), 0);
 
     // The directory verifies: journal, changes and stock rows agree.
     let report = Reader::open(&w.dir).unwrap().verify().unwrap();
     assert!(report.ok, "{report:?}");
     let journal = Reader::open(&w.dir).unwrap().history("A").unwrap();
-    assert_eq!(journal.len(), 1 + 1 + 3 + 1, "{journal:?}");
+    assert_eq!(journal.len(), 1 + 1 + 3 + 1 + 1 + 1, "{journal:?}");
 
     // A restart keeps everything.
     drop(f);
     let (mut f, hub, till) = fleet(&w.hub_store, Some(&w.dir), &options);
     let till = till.unwrap();
-    assert_eq!(f.head(till, me), Some(next));
+    assert_eq!(f.head(till, me), Some(fulfilled.position));
+    assert_eq!(f.nodes[till].query(|r| r.holds().len()).unwrap(), 0);
     let again = f.nodes[till]
         .execute(req("tue-1", 1, EventKind::Sale))
         .unwrap();
@@ -189,7 +208,7 @@ fn a_restored_till_recovers_its_history_from_the_hub_and_sells_on() {
     f.connect(till, hub);
     f.settle();
     let thu = f.event(till, req("thu-1", 1, EventKind::Sale));
-    assert_eq!(thu.position.seq, next.seq + 1);
+    assert_eq!(thu.position.seq, next.seq + 2);
     f.settle();
     assert_eq!(f.head(hub, me), Some(thu.position));
     assert!(!reported_conflict_or_fork(&f, till));
@@ -202,7 +221,7 @@ fn a_restored_till_that_sold_offline_first_is_a_fork_and_stops() {
     let (mut f, hub, till) = fleet(&w.hub_store, Some(&w.dir), &options);
     let till = till.unwrap();
     // Offline, it sells: the customer walked out with the item.
-    f.event(till, req("wed-offline", 1, EventKind::Sale));
+    let offline = f.event(till, req("wed-offline", 1, EventKind::Sale));
     // It meets the hub, which holds Tuesday's changes signed with its key.
     f.connect(till, hub);
     f.settle();
@@ -215,6 +234,9 @@ fn a_restored_till_that_sold_offline_first_is_a_fork_and_stops() {
     assert!(!f.events[till]
         .iter()
         .any(|e| matches!(e, SyncEvent::OwnHistoryRecovered { .. })));
+    // Nothing of the other history was taken in.
+    let me = f.nodes[till].id();
+    assert_eq!(f.head(till, me), Some(offline.position));
     // From now on every event is refused, and the status says why.
     let refused = f.nodes[till].execute(req("wed-2", 1, EventKind::Sale));
     assert!(
@@ -329,7 +351,7 @@ fn a_till_that_crashes_mid_recovery_completes_it_after_a_restart() {
     assert_eq!(f.head(till, me), Some(w.tuesday_head));
     assert_eq!(counters(&f.nodes[till], me), counters(&f.nodes[hub], me));
     let journal = Reader::open(&w.dir).unwrap().history("A").unwrap();
-    assert_eq!(journal.len(), 1 + 1 + 3, "{journal:?}");
+    assert_eq!(journal.len(), 1 + 1 + 3 + 1, "{journal:?}");
     let report = Reader::open(&w.dir).unwrap().verify().unwrap();
     assert!(report.ok, "{report:?}");
     let wed = f.event(till, req("wed-1", 1, EventKind::Sale));
