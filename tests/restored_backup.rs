@@ -162,6 +162,9 @@ fn a_restored_till_recovers_its_history_from_the_hub_and_sells_on() {
     // Its hold is back: the reservation can be fulfilled.
     let holds = f.nodes[till].query(|r| r.holds().len()).unwrap();
     assert_eq!(holds, 1);
+    // What it recovered is on disk, and the directory verifies.
+    let report = Reader::open(&w.dir).unwrap().verify().unwrap();
+    assert!(report.ok, "{report:?}");
 
     // A new sale takes the next position; the hub accepts it.
     let wed = f.event(till, req("wed-1", 1, EventKind::Sale));
