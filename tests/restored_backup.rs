@@ -348,10 +348,13 @@ fn a_till_that_crashes_mid_recovery_completes_it_after_a_restart() {
         matches!(refused, Err(NodeError::Recovering { seen, .. }) if seen == w.tuesday_head),
         "{refused:?}"
     );
+    let status = f.nodes[till].sync_status();
+    assert!(status.own_history_recovering.is_some(), "{status:?}");
     // It meets the hub again: recovery completes, nothing twice.
     f.connect(till, hub);
     f.settle();
     assert_eq!(f.head(till, me), Some(w.tuesday_head));
+    assert_eq!(f.nodes[till].sync_status().own_history_recovering, None);
     assert_eq!(counters(&f.nodes[till], me), counters(&f.nodes[hub], me));
     let journal = Reader::open(&w.dir).unwrap().history("A").unwrap();
     assert_eq!(journal.len(), 1 + 1 + 3 + 1, "{journal:?}");

@@ -400,6 +400,12 @@ impl Node {
                 position: format!("{}/{}", f.position.epoch, f.position.seq),
             })
             .collect();
+        s.own_history_recovering = match core.history_refusal() {
+            Some(r @ (HistoryRefusal::Recovering { .. } | HistoryRefusal::LaterEpoch { .. })) => {
+                Some(r.error().to_string())
+            }
+            _ => None,
+        };
         s.outbox_bytes = self.shared.outbox.queued_bytes();
         s.outbox_dropped = self.shared.outbox.dropped();
         s
