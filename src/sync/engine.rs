@@ -293,7 +293,7 @@ impl SyncEngine {
                 heads: theirs,
                 reply,
             } => {
-                self.own_heads_seen(replica, &theirs, out);
+                self.own_heads_seen(replica, range, &theirs, out);
                 self.receive_heads(replica, from, range, theirs, reply, out)
             }
             Message::Summaries { range, children } => {

@@ -9,7 +9,7 @@ use super::io::{Effect, SyncEvent};
 use super::message::Bundle;
 use super::parked::ParkLimits;
 use crate::model::{NodeId, Position};
-use crate::replica::{CommittedChange, RecoverError, Replica, WriterHead};
+use crate::replica::{CommittedChange, RecoverError, Replica, WriterHead, WriterRange};
 use crate::store::{RemoteChange, StockRow, StoredChange};
 
 impl SyncEngine {
@@ -171,9 +171,19 @@ impl SyncEngine {
     pub(super) fn own_heads_seen(
         &mut self,
         replica: &Replica,
+        range: WriterRange,
         theirs: &[(NodeId, Position, [u8; 32])],
         out: &mut Vec<Effect>,
     ) {
+        // A malformed message is refused whole (`receive_heads`): nothing of it is noted.
+        let ordered = theirs.windows(2).all(|p| p[0].0 < p[1].0);
+        if !range.is_valid()
+            || !range.contains(&self.me)
+            || !ordered
+            || theirs.iter().any(|(w, ..)| !range.contains(w))
+        {
+            return;
+        }
         let held = replica.own_position();
         if let Some((_, at, _)) = theirs.iter().find(|(w, ..)| *w == self.me) {
             if newer(*at, held) {
