@@ -15,7 +15,7 @@ use stocksync::model::{EventKind, EventOutcome, Position, ReservationId};
 use stocksync::node::{Node, NodeOptions};
 use stocksync::sim::faults::{CommitKind, Fault, FaultKind, FaultyStore};
 use stocksync::store::memory::MemoryStore;
-use stocksync::store::sqlite::Durability;
+use stocksync::store::sqlite::{Durability, DB_FILE};
 use stocksync::sync::SyncConfig;
 use stocksync::sync::SyncEvent;
 use stocksync::{NodeError, NodeSpec};
@@ -165,6 +165,28 @@ fn a_restored_till_recovers_its_history_from_the_hub_and_sells_on() {
     // What it recovered is on disk, and the directory verifies.
     let report = Reader::open(&w.dir).unwrap().verify().unwrap();
     assert!(report.ok, "{report:?}");
+    // Its journal rows say they were recovered with their first answers.
+    let db = rusqlite::Connection::open(w.dir.join(DB_FILE)).unwrap();
+    let origins: Vec<(String, i64)> = db
+        .prepare("SELECT event_id, origin FROM events ORDER BY epoch, seq, idx")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let expected: Vec<(String, i64)> = [
+        ("rcv", 0),
+        ("mon-1", 0),
+        ("tue-0", 1),
+        ("tue-1", 1),
+        ("tue-2", 1),
+        ("tue-r", 1),
+    ]
+    .into_iter()
+    .map(|(id, o)| (id.to_string(), o))
+    .collect();
+    assert_eq!(origins, expected);
+    drop(db);
 
     // A new sale takes the next position; the hub accepts it.
     let wed = f.event(till, req("wed-1", 1, EventKind::Sale));
