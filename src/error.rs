@@ -257,6 +257,29 @@ pub enum NodeError {
         /// The newest own change seen at a peer.
         seen: crate::model::Position,
     },
+    /// Peers showed this node its own history beyond the head it holds (its
+    /// data directory was restored from an older copy) on the same chain: it
+    /// is recovering those changes and takes no events until it holds them
+    /// (its next change would otherwise reuse their positions).
+    #[error("recovering own history: peers showed this node's changes up to {seen:?}, it holds {held:?}; it takes events again once it holds them")]
+    Recovering {
+        /// The own head this node holds.
+        held: crate::model::Position,
+        /// The furthest own change a peer showed.
+        seen: crate::model::Position,
+    },
+    /// Peers showed this node its own history in a later epoch than the head
+    /// it holds (its directory was restored from a copy taken before an epoch
+    /// roll-over). Peers send only a writer's newest epoch, whose snapshot does
+    /// not commit to the change before it, so the node cannot check it
+    /// continues its own chain: recovery across an epoch roll is not built.
+    #[error("own history seen in a later epoch: peers hold this node's changes up to {seen:?}, it holds {held:?}; recovery across an epoch roll-over is not built: it takes no events; re-enrol it under a new identity")]
+    OwnHistoryInLaterEpoch {
+        /// The own head this node holds.
+        held: crate::model::Position,
+        /// The furthest own change a peer showed.
+        seen: crate::model::Position,
+    },
     /// Sync was asked of a node whose store may lose acknowledged commits on
     /// power loss: it could then send changes it later forgets and reuse their
     /// positions (a fork). Open the store with full durability to sync.

@@ -117,10 +117,8 @@ impl Shared {
             // the poisoned core lock makes the next user reload from storage.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut core = self.core();
-                if let Some((held, seen)) = core.history_conflict() {
-                    return (0..count)
-                        .map(|_| Err(NodeError::OwnHistoryConflict { held, seen }))
-                        .collect();
+                if let Some(refusal) = core.history_refusal() {
+                    return (0..count).map(|_| Err(refusal.error())).collect();
                 }
                 let answers = core.writer.commit_group(requests);
                 // The committed change goes to the sync engine before any caller

@@ -89,16 +89,56 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// `(own head held, own change seen at a peer)` while the node's own
-    /// history conflicts: every event is then refused.
-    fn history_conflict(&self) -> Option<(crate::model::Position, crate::model::Position)> {
-        let seen = self.engine.own_conflict()?;
+    /// Why every event is refused now, if it is: the node's own history
+    /// conflicts (a fork of its key), or peers showed it own history beyond
+    /// its head that it is still recovering.
+    fn history_refusal(&self) -> Option<HistoryRefusal> {
         let held = self
             .writer
             .replica()
             .map(|r| r.own_position())
             .unwrap_or_default();
-        Some((held, seen))
+        if let Some(seen) = self.engine.own_conflict() {
+            return Some(HistoryRefusal::Conflict { held, seen });
+        }
+        let seen = self.engine.own_seen()?;
+        if seen.epoch > held.epoch {
+            return Some(HistoryRefusal::LaterEpoch { held, seen });
+        }
+        (seen > held).then_some(HistoryRefusal::Recovering { held, seen })
+    }
+}
+
+/// Why the node refuses every event now (see [`Core::history_refusal`]).
+#[derive(Clone, Copy)]
+enum HistoryRefusal {
+    /// Another history of the own key: [`NodeError::OwnHistoryConflict`].
+    Conflict {
+        held: crate::model::Position,
+        seen: crate::model::Position,
+    },
+    /// Own history seen in a later epoch: [`NodeError::OwnHistoryInLaterEpoch`].
+    LaterEpoch {
+        held: crate::model::Position,
+        seen: crate::model::Position,
+    },
+    /// Own history seen ahead, being recovered: [`NodeError::Recovering`].
+    Recovering {
+        held: crate::model::Position,
+        seen: crate::model::Position,
+    },
+}
+
+impl HistoryRefusal {
+    /// The error every event gets.
+    fn error(self) -> NodeError {
+        match self {
+            HistoryRefusal::Conflict { held, seen } => NodeError::OwnHistoryConflict { held, seen },
+            HistoryRefusal::Recovering { held, seen } => NodeError::Recovering { held, seen },
+            HistoryRefusal::LaterEpoch { held, seen } => {
+                NodeError::OwnHistoryInLaterEpoch { held, seen }
+            }
+        }
     }
 }
 
@@ -169,6 +209,9 @@ impl Shared {
                         SyncEvent::OwnHistoryConflict { from, held, seen } => {
                             error!(node = %self.meta.id, peer = %from, ?held, ?seen, "own history seen ahead: refusing events (restored backup or cloned key)")
                         }
+                        SyncEvent::OwnHistoryRecovered { from, held, seen } => {
+                            warn!(node = %self.meta.id, peer = %from, ?held, ?seen, "own history recovered from a peer (restored backup)")
+                        }
                         SyncEvent::Applied {
                             from,
                             writer,
@@ -183,7 +226,9 @@ impl Shared {
                 Effect::Load { .. }
                 | Effect::Persist(_)
                 | Effect::PersistRoster(_)
-                | Effect::PersistFork(_) => {}
+                | Effect::PersistFork(_)
+                | Effect::RecoverOwn { .. }
+                | Effect::PersistOwnSeen(_) => {}
             }
         }
     }
@@ -219,6 +264,7 @@ impl Node {
         let mut writer = Writer::new(meta.clone(), Box::new(store), &options, clock.clone())?;
         let mut engine = SyncEngine::new(identity, options.sync.clone());
         engine.restore_forks(writer.stored_forks()?);
+        engine.restore_own_seen(writer.stored_own_seen()?);
         Ok(Self {
             shared: Arc::new(Shared {
                 meta,
@@ -354,6 +400,12 @@ impl Node {
                 position: format!("{}/{}", f.position.epoch, f.position.seq),
             })
             .collect();
+        s.own_history_recovering = match core.history_refusal() {
+            Some(r @ (HistoryRefusal::Recovering { .. } | HistoryRefusal::LaterEpoch { .. })) => {
+                Some(r.error().to_string())
+            }
+            _ => None,
+        };
         s.outbox_bytes = self.shared.outbox.queued_bytes();
         s.outbox_dropped = self.shared.outbox.dropped();
         s

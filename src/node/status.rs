@@ -37,6 +37,9 @@ pub struct SyncStatus {
     /// Set when a peer showed own changes this node does not hold (a restored
     /// backup or a cloned key): the node refuses events until resolved.
     pub own_history_conflict: Option<String>,
+    /// Set while the node refuses events because peers showed it its own
+    /// history beyond its head (being recovered, or in a later epoch): why.
+    pub own_history_recovering: Option<String>,
     /// Out-of-order bundles held until their gap is filled.
     pub parked_bundles: usize,
     /// Bytes of those bundles.
@@ -100,6 +103,7 @@ impl StatusLog {
                     position.epoch, position.seq
                 ));
             }
+            SyncEvent::OwnHistoryRecovered { .. } => {}
             SyncEvent::OwnHistoryConflict { from, held, seen } => {
                 self.own_conflict = Some(format!(
                     "peer {from} holds own change {}/{} signed with this node's key; this node holds {}/{}",
@@ -133,6 +137,7 @@ impl StatusLog {
             outbox_dropped: 0,
             events_dropped: self.events_dropped,
             own_history_conflict: self.own_conflict.clone(),
+            own_history_recovering: None,
             parked_bundles: stats.parked_bundles,
             parked_bytes: stats.parked_bytes,
             roster_version: 0,

@@ -114,6 +114,11 @@ impl Writer {
         Ok(out)
     }
 
+    /// The furthest own position a peer showed, as the store kept it.
+    pub(crate) fn stored_own_seen(&mut self) -> Result<Option<crate::model::Position>, StoreError> {
+        self.store.own_seen()
+    }
+
     /// True when the store's commits survive power loss.
     pub(crate) fn durable(&self) -> bool {
         self.store.durable()
@@ -167,6 +172,7 @@ impl Writer {
             let mut sends = Vec::new();
             let mut reports = Vec::new();
             let mut rosters = Vec::new();
+            let mut recovered = Vec::new();
             for effect in engine.handle(replica, now_ms, input) {
                 match effect {
                     Effect::Load { peer, range } => {
@@ -182,6 +188,19 @@ impl Writer {
                     }
                     Effect::Persist(p) => persist.push(p),
                     Effect::PersistRoster(r) => rosters.push(r),
+                    Effect::RecoverOwn { batch, stock } => recovered.push((batch, stock)),
+                    Effect::PersistOwnSeen(at) => {
+                        // Kept in memory even if this fails: the node refuses
+                        // events until it holds `at` (a restart before then
+                        // relearns it from the peer).
+                        if let Err(e) = self.store.record_own_seen(at) {
+                            error!(error = %e, ?at, "storing the own position seen failed");
+                            reports.push(Effect::Report(SyncEvent::PersistFailed {
+                                changes: 0,
+                                error: format!("own position seen: {e}"),
+                            }));
+                        }
+                    }
                     Effect::PersistFork(proof) => {
                         let writer = proof.a.writer;
                         let body = crate::sync::fork::encode(&proof);
@@ -207,6 +226,33 @@ impl Writer {
                         error: format!("fleet roster: {e}"),
                     }));
                 }
+            }
+            // Own history recovered: one transaction per bundle, before any send
+            // of this input (its ack, the announce of the new own head) leaves.
+            let mut failed = None;
+            for (batch, stock) in &recovered {
+                if let Err(e) = self.store.commit_recovered(&self.meta.id, batch, stock) {
+                    error!(error = %e, changes = batch.changes.len(), "persisting recovered own history failed; reloading");
+                    failed = Some((batch.changes.len(), e));
+                    break;
+                }
+            }
+            if let Some((changes, e)) = failed {
+                reports.retain(|e| {
+                    !matches!(
+                        e,
+                        Effect::Report(SyncEvent::Applied { .. })
+                            | Effect::Report(SyncEvent::OwnHistoryRecovered { .. })
+                    )
+                });
+                out.extend(reports);
+                engine.forget_recent(persist.iter().map(|p| p.writer));
+                out.push(Effect::Report(SyncEvent::PersistFailed {
+                    changes,
+                    error: e.to_string(),
+                }));
+                self.reload();
+                continue;
             }
             if !persist.is_empty() {
                 if let Err(e) = self.store.commit_remote(&persist) {

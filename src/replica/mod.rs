@@ -5,19 +5,20 @@
 //! stages events into a [`Batch`], seals it into one change, makes it durable, and
 //! only then acknowledges.
 
+mod audit;
 mod fleet;
 mod head_index;
 mod own_doc;
 pub mod raw_change;
+mod recover;
 mod remote;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
-
 pub use head_index::{HeadIndex, RangeSummary, WriterRange, MAX_DEPTH};
 pub use own_doc::CommittedChange;
 pub(crate) use own_doc::{CounterWrite, OwnDoc};
+pub use recover::{RecoverError, RecoveredBatch, RecoveredEvent};
 pub use remote::{validate, ValidChange, Verdict, WriterHead, MAX_CHANGE_BYTES};
 
 use crate::error::{ChangeError, EventError};
@@ -53,25 +54,6 @@ pub struct SealedBatch {
     pub holds: Vec<(ReservationId, Hold)>,
     /// Pools whose sums changed.
     pub pools: BTreeSet<PoolKey>,
-}
-
-/// One line of the message an own change carries: the audit record of an event.
-#[derive(Serialize)]
-struct AuditLine<'a> {
-    id: &'a str,
-    #[serde(flatten)]
-    kind: &'a crate::model::EventKind,
-    loc: &'a str,
-    sku: &'a str,
-    qty: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    r#ref: Option<&'a str>,
-    #[serde(skip_serializing_if = "is_zero")]
-    deficit: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// Everything a node needs to resume: every writer's counters, its own holds and heads.
@@ -215,10 +197,10 @@ impl Replica {
                 new: *new,
             })
             .collect();
-        let lines: Vec<AuditLine> = batch
+        let lines: Vec<audit::AuditLine> = batch
             .events
             .iter()
-            .map(|(r, o)| AuditLine {
+            .map(|(r, o)| audit::AuditLine {
                 id: r.id.as_str(),
                 kind: &r.kind,
                 loc: r.pool.location.as_str(),
@@ -226,6 +208,9 @@ impl Replica {
                 qty: r.qty.get(),
                 r#ref: r.reference.as_deref(),
                 deficit: o.deficit_created,
+                policy: r.policy,
+                rights: o.rights_after,
+                on_hand: o.on_hand_after,
             })
             .collect();
         // Serializing plain structs of strings and integers cannot fail.

@@ -49,6 +49,16 @@ pub struct MessageHeader {
     pub epoch: u32,
 }
 
+/// One change appended to an own document by [`OwnDoc::append`].
+pub struct Appended {
+    /// The counter values it puts `(key text, value)`, in op order.
+    pub puts: Vec<(String, i64)>,
+    /// Its message (the epoch and the audit lines).
+    pub message: Option<String>,
+    /// Its Automerge hash.
+    pub hash: [u8; 32],
+}
+
 /// A counter write: the key, its value before and after.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CounterWrite {
@@ -61,6 +71,7 @@ pub struct CounterWrite {
 }
 
 /// The writer's own document for one epoch: what its next change must name.
+#[derive(Clone)]
 pub struct OwnDoc {
     actor: ActorId,
     epoch: u32,
@@ -94,34 +105,56 @@ impl OwnDoc {
         let mut doc = Self::new(me, epoch);
         let mut values: HashMap<String, i64> = HashMap::new();
         for bytes in changes {
-            let change = Change::try_from(&bytes[..]).map_err(|e| e.to_string())?;
-            if change.actor_id() != &doc.actor || !change.other_actor_ids().is_empty() {
-                return Err("own document holds a change of another actor".into());
+            for (name, v) in doc.append(bytes)?.puts {
+                values.insert(name, v);
             }
-            let follows = change.seq() == doc.seq + 1
-                && change.deps() == doc.last_hash.as_slice()
-                && change.start_op().get() == doc.max_op + 1;
-            if !follows {
-                return Err("own document's changes do not form one chain".into());
-            }
-            for (i, op) in change.decode().operations.iter().enumerate() {
-                let (Key::Map(name), OpType::Put(ScalarValue::Counter(c))) = (&op.key, &op.action)
-                else {
-                    return Err("own document holds something other than counter puts".into());
-                };
-                values.insert(name.to_string(), i64::from(c));
-                doc.last_put
-                    .insert(name.to_string(), change.start_op().get() + i as u64);
-            }
-            doc.seq += 1;
-            doc.max_op = change.max_op();
-            doc.last_hash = Some(change.hash());
         }
         let mut out = Vec::with_capacity(values.len());
         for (k, v) in values {
             out.push((CounterKey::parse(&k).map_err(|e| e.to_string())?, v));
         }
         Ok((doc, out))
+    }
+
+    /// Appends one stored change of this document's actor, checking that it
+    /// follows the last one (sequence number, dependency, op counter), and
+    /// returns what it holds. On error the document is unchanged.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<Appended, String> {
+        let change = Change::try_from(bytes).map_err(|e| e.to_string())?;
+        if change.actor_id() != &self.actor || !change.other_actor_ids().is_empty() {
+            return Err("own document holds a change of another actor".into());
+        }
+        let follows = change.seq() == self.seq + 1
+            && change.deps() == self.last_hash.as_slice()
+            && change.start_op().get() == self.max_op + 1;
+        if !follows {
+            return Err("own document's changes do not form one chain".into());
+        }
+        let mut puts = Vec::new();
+        for op in change.decode().operations.iter() {
+            let (Key::Map(name), OpType::Put(ScalarValue::Counter(c))) = (&op.key, &op.action)
+            else {
+                return Err("own document holds something other than counter puts".into());
+            };
+            puts.push((name.to_string(), i64::from(c)));
+        }
+        for (i, (name, _)) in puts.iter().enumerate() {
+            self.last_put
+                .insert(name.clone(), change.start_op().get() + i as u64);
+        }
+        self.seq += 1;
+        self.max_op = change.max_op();
+        self.last_hash = Some(change.hash());
+        Ok(Appended {
+            puts,
+            message: change.message().map(str::to_owned),
+            hash: change.hash().0,
+        })
+    }
+
+    /// The hash of the last change (`None` before the first).
+    pub fn last_hash(&self) -> Option<[u8; 32]> {
+        self.last_hash.map(|h| h.0)
     }
 
     /// The epoch this document belongs to.

@@ -113,6 +113,23 @@ impl Store for SimStore {
     fn set_roster(&mut self, roster: &crate::fleet::VerifiedRoster) -> Result<(), StoreError> {
         self.get().set_roster(roster)
     }
+
+    fn commit_recovered(
+        &mut self,
+        me: &NodeId,
+        batch: &crate::store::RecoveredBatch,
+        stock: &[StockRow],
+    ) -> Result<(), StoreError> {
+        self.get().commit_recovered(me, batch, stock)
+    }
+
+    fn own_seen(&mut self) -> Result<Option<crate::model::Position>, StoreError> {
+        self.get().own_seen()
+    }
+
+    fn record_own_seen(&mut self, seen: crate::model::Position) -> Result<(), StoreError> {
+        self.get().record_own_seen(seen)
+    }
 }
 
 /// A run's temporary directory for SQLite nodes, removed when dropped.

@@ -234,6 +234,24 @@ impl<S: Store> Store for FaultyStore<S> {
     fn set_roster(&mut self, roster: &crate::fleet::VerifiedRoster) -> Result<(), StoreError> {
         self.commit(CommitKind::Local, |s| s.set_roster(roster))
     }
+
+    fn commit_recovered(
+        &mut self,
+        me: &NodeId,
+        batch: &crate::store::RecoveredBatch,
+        stock: &[StockRow],
+    ) -> Result<(), StoreError> {
+        // Recovered own history comes in over sync, like remote changes.
+        self.commit(CommitKind::Remote, |s| s.commit_recovered(me, batch, stock))
+    }
+
+    fn own_seen(&mut self) -> Result<Option<crate::model::Position>, StoreError> {
+        self.read(|s| s.own_seen())
+    }
+
+    fn record_own_seen(&mut self, seen: crate::model::Position) -> Result<(), StoreError> {
+        self.commit(CommitKind::Remote, |s| s.record_own_seen(seen))
+    }
 }
 
 #[cfg(test)]

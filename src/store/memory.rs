@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{ChangeRange, RemoteChange, Snapshot, StockRow, Store, StoredChange};
+use super::{ChangeRange, RecoveredBatch, RemoteChange, Snapshot, StockRow, Store, StoredChange};
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, Hold, StockBook};
 use crate::fleet::{SignedRoster, VerifiedRoster};
@@ -24,6 +24,9 @@ struct Data {
     stock: BTreeMap<(String, String), StockRow>,
     roster: Option<SignedRoster>,
     forks: BTreeMap<NodeId, Vec<u8>>,
+    /// Journal rows recovered from peers: true when their first answer is known.
+    recovered: HashMap<EventId, bool>,
+    own_seen: Option<Position>,
     fail_commits: u32,
     commits: u64,
 }
@@ -59,6 +62,12 @@ impl MemoryStore {
     /// Number of committed own events.
     pub fn event_count(&self) -> usize {
         self.data().events.len()
+    }
+
+    /// Journal rows recovered from peers, by event id: true when the first
+    /// answer was recovered too.
+    pub fn recovered_events(&self) -> HashMap<EventId, bool> {
+        self.data().recovered.clone()
     }
 
     /// Number of transactions that succeeded, local and remote (a group commit
@@ -204,6 +213,49 @@ impl Store for MemoryStore {
         let mut d = self.data();
         check_fail(&mut d)?;
         d.forks.entry(*writer).or_insert_with(|| proof.to_vec());
+        Ok(())
+    }
+
+    fn commit_recovered(
+        &mut self,
+        me: &NodeId,
+        batch: &RecoveredBatch,
+        stock: &[StockRow],
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        check_fail(&mut d)?;
+        for c in &batch.changes {
+            put_change(&mut d, me, c, None);
+        }
+        put_rows(&mut d, me, &[], stock);
+        for e in &batch.events {
+            let id = e.request.id.clone();
+            if !d.events.contains_key(&id) {
+                d.events
+                    .insert(id.clone(), (e.request.clone(), e.outcome.clone()));
+                d.recovered.insert(id, e.answered);
+            }
+        }
+        for (id, h) in &batch.holds {
+            if h.outstanding == 0 {
+                d.holds.remove(id);
+            } else {
+                d.holds.insert(id.clone(), h.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn own_seen(&mut self) -> Result<Option<Position>, StoreError> {
+        Ok(self.data().own_seen)
+    }
+
+    fn record_own_seen(&mut self, seen: Position) -> Result<(), StoreError> {
+        let mut d = self.data();
+        check_fail(&mut d)?;
+        if d.own_seen.is_none_or(|s| seen > s) {
+            d.own_seen = Some(seen);
+        }
         Ok(())
     }
 

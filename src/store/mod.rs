@@ -12,6 +12,7 @@ use crate::fleet::{SignedRoster, VerifiedRoster};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeId, Position};
 pub use crate::replica::Snapshot;
 use crate::replica::{CommittedChange, SealedBatch};
+pub use crate::replica::{RecoveredBatch, RecoveredEvent};
 
 /// One row of the materialized `stock` table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -99,6 +100,35 @@ pub trait Store: Send {
     fn record_fork(&mut self, writer: &NodeId, proof: &[u8]) -> Result<(), StoreError> {
         let _ = (writer, proof);
         Err(StoreError::Failed("this store keeps no fork proofs".into()))
+    }
+    /// Commits own changes recovered from a peer (the node's own history beyond
+    /// the head it held: see docs/escrow.md), their journal rows, holds and
+    /// the stock rows they changed, all in one transaction. The default
+    /// refuses: such a store cannot recover a node's history.
+    fn commit_recovered(
+        &mut self,
+        me: &NodeId,
+        batch: &RecoveredBatch,
+        stock: &[StockRow],
+    ) -> Result<(), StoreError> {
+        let _ = (me, batch, stock);
+        Err(StoreError::Failed(
+            "this store cannot recover own history".into(),
+        ))
+    }
+    /// The furthest own position a peer showed (`None`: none beyond what was
+    /// held when it was recorded). The default keeps none.
+    fn own_seen(&mut self) -> Result<Option<Position>, StoreError> {
+        Ok(None)
+    }
+    /// Records `seen` as the furthest own position a peer showed (kept: a node
+    /// restarted before it recovered that far must not write at its stale
+    /// head). Keeps the furthest of what is recorded. The default refuses.
+    fn record_own_seen(&mut self, seen: Position) -> Result<(), StoreError> {
+        let _ = seen;
+        Err(StoreError::Failed(
+            "this store cannot remember own history seen ahead".into(),
+        ))
     }
     /// Replaces the stored roster. The default refuses: a store that keeps no
     /// roster cannot serve a node in a fleet.

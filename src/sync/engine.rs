@@ -63,6 +63,9 @@ pub struct SyncEngine {
     pub(super) now_ms: u64,
     /// The newest own change a peer showed that this replica does not hold.
     pub(super) own_conflict: Option<Position>,
+    /// The furthest own position a peer showed (heads or bundles); while it
+    /// is beyond the own head, the node is recovering and takes no events.
+    pub(super) own_seen: Option<Position>,
     /// Writers with changes not yet pushed (when coalescing).
     pub(super) dirty: BTreeSet<NodeId>,
     pub(super) flush_at: Option<u64>,
@@ -88,6 +91,7 @@ impl SyncEngine {
             stats: SyncStats::default(),
             now_ms: 0,
             own_conflict: None,
+            own_seen: None,
             dirty: BTreeSet::new(),
             flush_at: None,
             forks: Forks::default(),
@@ -288,7 +292,10 @@ impl SyncEngine {
                 range,
                 heads: theirs,
                 reply,
-            } => self.receive_heads(replica, from, range, theirs, reply, out),
+            } => {
+                self.own_heads_seen(replica, range, &theirs, out);
+                self.receive_heads(replica, from, range, theirs, reply, out)
+            }
             Message::Summaries { range, children } => {
                 self.receive_summaries(replica, from, range, children, out)
             }

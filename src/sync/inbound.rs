@@ -9,7 +9,7 @@ use super::io::{Effect, SyncEvent};
 use super::message::Bundle;
 use super::parked::ParkLimits;
 use crate::model::{NodeId, Position};
-use crate::replica::{CommittedChange, Replica, WriterHead};
+use crate::replica::{CommittedChange, RecoverError, Replica, WriterHead, WriterRange};
 use crate::store::{RemoteChange, StockRow, StoredChange};
 
 impl SyncEngine {
@@ -89,11 +89,11 @@ impl SyncEngine {
     }
 
     /// A bundle of this node's own writer came back: an echo of what it holds,
-    /// or signed evidence that its history goes further (or elsewhere) than
-    /// what it holds.
+    /// its own history beyond its head (recovered: see docs/escrow.md, "Own
+    /// history seen ahead"), or another history (a fork: proven, never merged).
     fn check_own(
         &mut self,
-        replica: &Replica,
+        replica: &mut Replica,
         from: NodeId,
         bundle: &Bundle,
         out: &mut Vec<Effect>,
@@ -114,23 +114,125 @@ impl SyncEngine {
             Err(e) => return self.reject(from, Some(self.me), e.into(), out),
         };
         // A different change at the own head's position: a fork of this
-        // node's own key, provable to the whole fleet.
-        self.check_against_head(replica, from, bundle, &changes, out);
+        // node's own key, provable to the whole fleet. Nothing is recovered.
+        if self.check_against_head(replica, from, bundle, &changes, out) {
+            return self.own_conflict_seen(from, mine.position, span.last, out);
+        }
         let last_hash = changes
             .last()
             .and_then(|c| crate::replica::raw_change::inspect(c).ok())
             .map(|c| c.hash);
-        if span.last == mine.position && last_hash == Some(mine.hash) {
+        if span.last == mine.position {
+            if last_hash != Some(mine.hash) {
+                self.own_conflict_seen(from, mine.position, span.last, out);
+            }
             return;
         }
-        if self.own_conflict.is_none_or(|seen| newer(span.last, seen)) {
-            self.own_conflict = Some(span.last);
+        self.note_own_seen(span.last, out);
+        let _span = tracing::debug_span!("recover", node = %self.me, peer = %from).entered();
+        match replica.recover_own(span.first.epoch, span.first.seq, &changes) {
+            Ok(Some(batch)) => {
+                let stock = batch
+                    .pools
+                    .iter()
+                    .map(|p| StockRow::of(replica.book(), &self.me, p))
+                    .collect();
+                let held = replica.own_position();
+                tracing::info!(
+                    ?held,
+                    changes = batch.changes.len(),
+                    events = batch.events.len(),
+                    "own history recovered from a peer"
+                );
+                out.push(Effect::RecoverOwn { batch, stock });
+                out.push(Effect::Report(SyncEvent::OwnHistoryRecovered {
+                    from,
+                    held,
+                    seen: self.own_seen.unwrap_or(held),
+                }));
+                let me = self.me;
+                self.announce(replica, me, out);
+            }
+            Ok(None) => {}
+            // The changes between may still come (the next offer asks for them).
+            Err(e @ RecoverError::Gap { .. }) => {
+                tracing::debug!(error = %e, "own changes ahead of a gap")
+            }
+            Err(e @ RecoverError::NotChained { .. }) => {
+                tracing::warn!(error = %e, "own changes of another history: not recovered");
+                self.own_conflict_seen(from, mine.position, span.last, out);
+            }
+            Err(e) => tracing::warn!(error = %e, "own changes not recovered; still recovering"),
+        }
+    }
+
+    /// A peer's heads name this node's own writer beyond the own head: the
+    /// node is behind its own history until it recovers that far.
+    pub(super) fn own_heads_seen(
+        &mut self,
+        replica: &Replica,
+        range: WriterRange,
+        theirs: &[(NodeId, Position, [u8; 32])],
+        out: &mut Vec<Effect>,
+    ) {
+        // A malformed message is refused whole (`receive_heads`): nothing of it is noted.
+        let ordered = theirs.windows(2).all(|p| p[0].0 < p[1].0);
+        if !range.is_valid()
+            || !range.contains(&self.me)
+            || !ordered
+            || theirs.iter().any(|(w, ..)| !range.contains(w))
+        {
+            return;
+        }
+        let held = replica.own_position();
+        if let Some((_, at, _)) = theirs.iter().find(|(w, ..)| *w == self.me) {
+            if newer(*at, held) {
+                self.note_own_seen(*at, out);
+            }
+        }
+    }
+
+    /// Raises the furthest own position seen to `at` (stored, so a restart
+    /// keeps recovering instead of writing at the stale head).
+    fn note_own_seen(&mut self, at: Position, out: &mut Vec<Effect>) {
+        if self.own_seen.is_none_or(|s| newer(at, s)) {
+            self.own_seen = Some(at);
+            out.push(Effect::PersistOwnSeen(at));
+        }
+    }
+
+    /// Another history of this node's own key: it stops taking events.
+    fn own_conflict_seen(
+        &mut self,
+        from: NodeId,
+        held: Position,
+        seen: Position,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.own_conflict.is_none_or(|s| newer(seen, s)) {
+            self.own_conflict = Some(seen);
         }
         out.push(Effect::Report(SyncEvent::OwnHistoryConflict {
             from,
-            held: mine.position,
-            seen: span.last,
+            held,
+            seen,
         }));
+    }
+
+    /// The furthest own position a peer showed, if any (see
+    /// [`SyncEngine::restore_own_seen`]); beyond the own head, the node is
+    /// recovering its own history and takes no events.
+    pub fn own_seen(&self) -> Option<Position> {
+        self.own_seen
+    }
+
+    /// Takes back the furthest own position seen that a store kept (at start).
+    pub fn restore_own_seen(&mut self, seen: Option<Position>) {
+        if let Some(at) = seen {
+            if self.own_seen.is_none_or(|s| newer(at, s)) {
+                self.own_seen = Some(at);
+            }
+        }
     }
 
     pub(super) fn apply(

@@ -4,7 +4,7 @@
 use crate::fleet::VerifiedRoster;
 use crate::model::{NodeId, Position};
 use crate::replica::CommittedChange;
-use crate::store::{ChangeRange, RemoteChange, StoredChange};
+use crate::store::{ChangeRange, RecoveredBatch, RemoteChange, StockRow, StoredChange};
 
 /// Tunables of the protocol.
 #[derive(Clone, Debug)]
@@ -120,6 +120,16 @@ pub enum SyncEvent {
         /// This node's own head.
         held: Position,
         /// The own change seen, signed with this node's key.
+        seen: Position,
+    },
+    /// Own changes a peer held (signed with this node's key, on its own chain
+    /// beyond its head) were recovered as this node's own history.
+    OwnHistoryRecovered {
+        /// The peer they came from.
+        from: NodeId,
+        /// The own head now held.
+        held: Position,
+        /// The furthest own change any peer showed.
         seen: Position,
     },
     /// A writer signed two histories that disagree at `position` (a cloned
@@ -271,6 +281,19 @@ pub enum Effect {
     PersistRoster(VerifiedRoster),
     /// Store this checked fork proof (store's `record_fork`).
     PersistFork(super::fork::ForkProof),
+    /// Make own changes recovered from a peer durable, with their journal rows
+    /// and the stock rows they changed (store's `commit_recovered`, one
+    /// transaction per bundle). The replica holds them already: if this fails,
+    /// rebuild it from the store.
+    RecoverOwn {
+        /// The recovered changes, events and holds.
+        batch: RecoveredBatch,
+        /// Stock rows of the pools they touched, as they stand after them.
+        stock: Vec<StockRow>,
+    },
+    /// Remember that a peer showed own history up to this position (store's
+    /// `record_own_seen`): until the node holds it, it takes no events.
+    PersistOwnSeen(Position),
     /// Report an event (log it, count it).
     Report(SyncEvent),
 }

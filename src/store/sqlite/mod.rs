@@ -2,6 +2,7 @@
 //! group commit. The data directory is locked for the life of the store.
 
 mod read;
+mod recover;
 mod roster;
 mod schema;
 
@@ -15,7 +16,7 @@ pub use read::HistoryRow;
 pub(crate) use read::{open_read_only, ReadOnly};
 pub use schema::SCHEMA_VERSION;
 
-use super::{ChangeRange, RemoteChange, Snapshot, StockRow, Store, StoredChange};
+use super::{ChangeRange, RecoveredBatch, RemoteChange, Snapshot, StockRow, Store, StoredChange};
 use crate::error::StoreError;
 use crate::escrow::{CounterKey, Hold, StockBook};
 use crate::fleet::{SignedRoster, VerifiedRoster};
@@ -471,5 +472,22 @@ impl Store for SqliteStore {
 
     fn set_roster(&mut self, roster: &VerifiedRoster) -> Result<(), StoreError> {
         roster::save(&self.conn, roster)
+    }
+
+    fn commit_recovered(
+        &mut self,
+        me: &NodeId,
+        batch: &RecoveredBatch,
+        stock: &[StockRow],
+    ) -> Result<(), StoreError> {
+        recover::commit(&mut self.conn, me, batch, stock)
+    }
+
+    fn own_seen(&mut self) -> Result<Option<Position>, StoreError> {
+        recover::seen(&self.conn)
+    }
+
+    fn record_own_seen(&mut self, seen: Position) -> Result<(), StoreError> {
+        recover::record_seen(&self.conn, seen)
     }
 }

@@ -16,6 +16,10 @@
 //!   node installed last, as the fleet authority signed it; at most one row.
 //! - `forks(writer, proof)` (version 3): one checked fork proof per writer seen
 //!   signing two histories (see docs/escrow.md).
+//! - version 4: `events.origin` (0 answered here, 1 recovered from a peer with
+//!   its first answer, 2 recovered without it) and `own_seen(id = 1, epoch,
+//!   seq)`: the furthest own position a peer showed (see docs/escrow.md, "Own
+//!   history seen ahead").
 
 use rusqlite::Connection;
 
@@ -57,6 +61,12 @@ CREATE TABLE roster(
 "#,
     r#"
 CREATE TABLE forks(writer BLOB PRIMARY KEY, proof BLOB NOT NULL) WITHOUT ROWID;
+"#,
+    r#"
+ALTER TABLE events ADD COLUMN origin INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE own_seen(
+    id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL) WITHOUT ROWID;
 "#,
 ];
 
