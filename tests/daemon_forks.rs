@@ -121,17 +121,27 @@ fn a_copied_directory_run_twice_is_a_fork_everywhere() {
     wait_fork(&hub, &id, "the hub reports the fork of the copied till");
     let st = cli_status(&fleet.hub);
     assert!(forks(&st).contains(&id), "status --json lists it: {st}");
+    // While both copies are up they hold one node id: the hub's transport
+    // keeps one link per node id, so each copy's connection replaces the
+    // other's ("replaced"), no `peer_up` follows a replacement, and the proof
+    // does not reliably get through (docs/daemon.md, "Forks"). One copy at a
+    // time, each learns it: the hub sends every proof it holds on connect.
+    let fork_seen_by_hub = started.elapsed();
+    assert_eq!(b.terminate(), Some(0));
     wait_fork(&a, &id, "the original learns its key forked");
+    assert!(forks(&cli_status(&till)).contains(&id));
+    assert_refused(&a, "after-a");
+    assert_eq!(a.terminate(), Some(0));
+    let b = Daemon::start(&copy, pb, &[ph]);
     wait_fork(&b, &id, "the copy learns its key forked");
+    assert!(forks(&cli_status(&copy)).contains(&id));
+    assert_refused(&b, "after-b");
     println!(
         "{}",
-        json!({"copied_dir_fork_reported_everywhere_ms": started.elapsed().as_millis() as u64,
-               "note": "from the hub's start (both copies sold offline) to all three statuses listing the fork"})
+        json!({"copied_dir_fork_at_hub_ms": fork_seen_by_hub.as_millis() as u64,
+               "copied_dir_fork_at_both_copies_ms": started.elapsed().as_millis() as u64,
+               "note": "from the hub's start (both copies sold offline) to the hub's status, then to both copies' (one at a time)"})
     );
-    for (d, dir) in [(&a, &till), (&b, &copy)] {
-        assert!(forks(&cli_status(dir)).contains(&id));
-        assert_refused(d, &format!("after-{}", d.child.id()));
-    }
     // Both sales were accepted locally; the hub counts one branch only (the
     // first to arrive): 10 received, one of the two sales.
     assert_eq!(hub.on_hand("TSHIRT-M", "S1"), 9, "{}", hub.status());
