@@ -18,9 +18,7 @@ use serde_json::{json, Value};
 use stocksync::discovery::dial::{DialAction, DialPlan};
 use stocksync::discovery::mdns::{MdnsConfig, MdnsDiscovery};
 use stocksync::discovery::static_peers::{StaticConfig, StaticPeers};
-use stocksync::discovery::{
-    Announcement, Discovery, DiscoveryError, DiscoveryEvent, DiscoveryStats, PeerKey,
-};
+use stocksync::discovery::{Announcement, Discovery, DiscoveryEvent, DiscoveryStats, PeerKey};
 use stocksync::net::Transport;
 use tracing::{debug, info, info_span, warn};
 
@@ -119,12 +117,13 @@ fn mdns_off(cfg: &NetworkSection) -> Option<String> {
 impl DiscoveryRunner {
     /// Builds the sources for `cfg`, announces `me` on them, and starts the
     /// thread feeding `transport`. A static entry that does not parse, or mDNS
-    /// that cannot start on the listed interfaces, is an error.
+    /// that cannot start on the listed interfaces, is an error. Must be called
+    /// inside the daemon's runtime (the thread enters it to call the transport).
     pub fn start(
         cfg: &NetworkSection,
         me: &Announcement,
         transport: SharedTransport,
-    ) -> Result<Self, DiscoveryError> {
+    ) -> anyhow::Result<Self> {
         let span = info_span!("discovery", node = %me.node);
         let _enter = span.enter();
         let mut sources = Vec::new();
@@ -156,7 +155,7 @@ impl DiscoveryRunner {
                     if let Err(e2) = m.shutdown() {
                         debug!(error = %e2, "mDNS shutdown after a failed announce");
                     }
-                    return Err(e);
+                    return Err(e.into());
                 }
                 sources.push(Source {
                     name: "mdns",
@@ -167,7 +166,7 @@ impl DiscoveryRunner {
         let view = Arc::new(Mutex::new(View::default()));
         let (stop, stopped) = mpsc::channel();
         let rt = tokio::runtime::Handle::try_current()
-            .map_err(|e| DiscoveryError::Mdns(format!("no async runtime: {e}")))?;
+            .map_err(|e| anyhow::anyhow!("discovery needs the daemon's runtime: {e}"))?;
         let v = view.clone();
         let node = me.node;
         drop(_enter);
@@ -178,7 +177,7 @@ impl DiscoveryRunner {
                 let _s = info_span!("discovery", node = %node).entered();
                 run(sources, transport, v, stopped);
             })
-            .map_err(|e| DiscoveryError::Mdns(format!("cannot start the discovery thread: {e}")))?;
+            .map_err(|e| anyhow::anyhow!("cannot start the discovery thread: {e}"))?;
         Ok(Self {
             view,
             mdns_note,
@@ -295,4 +294,21 @@ fn run(
         .map(|s| SourceView::new(s.name, &s.src.stats(), false))
         .collect();
     info!("discovery stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mdns_needs_both_the_switch_and_interfaces() {
+        let mut cfg = NetworkSection::default();
+        assert!(cfg.mdns, "on by default");
+        let off = mdns_off(&cfg).unwrap();
+        assert!(off.contains("mdns_interfaces"), "{off}");
+        cfg.mdns_interfaces = vec!["eth0".into()];
+        assert_eq!(mdns_off(&cfg), None);
+        cfg.mdns = false;
+        assert!(mdns_off(&cfg).unwrap().contains("--no-mdns"));
+    }
 }
