@@ -8,6 +8,7 @@
 //! The hub's stock shows the branch that reached it first only: counting both
 //! branches of a fork is not built (docs/daemon.md, "Forks").
 
+#[allow(dead_code)]
 #[path = "daemon_net/support.rs"]
 mod support;
 
