@@ -198,3 +198,26 @@ fn a_till_restored_from_an_older_copy_that_sold_offline_is_a_fork() {
     // The hub keeps Tuesday's branch (it arrived first).
     assert_eq!(hub.on_hand("TSHIRT-M", "S1"), 7, "{}", hub.status());
 }
+
+/// Known gap, for the transport (docs/daemon.md, "Forks"): with both copies of
+/// a forked till running against the hub, their connections replace each
+/// other at the hub and the proof does not reliably reach them. Run with
+/// `--ignored` to see it; it passes once a replaced link resends the proofs.
+#[test]
+#[ignore = "known gap: two live copies of one node id flap the hub's link (src/net/link.rs)"]
+fn two_live_copies_both_learn_the_fork() {
+    let fleet = Fleet::new("hub", "HQ");
+    let (ph, pa, pb) = (free_port(), free_port(), free_port());
+    let (hub, till) = synced_till(&fleet, ph, pa);
+    let id = node_id(&till);
+    let copy = fleet.tmp.path().join("till-1-copy");
+    copy_dir(&till, &copy);
+    assert_eq!(hub.terminate(), Some(0));
+    let a = Daemon::start(&till, pa, &[ph]);
+    let b = Daemon::start(&copy, pb, &[ph]);
+    assert_eq!((sell(&a, "sale-a").0, sell(&b, "sale-b").0), (201, 201));
+    let hub = Daemon::start(&fleet.hub, ph, &[]);
+    wait_fork(&hub, &id, "the hub reports the fork");
+    wait_fork(&a, &id, "the original learns it, the copy still running");
+    wait_fork(&b, &id, "the copy learns it, the original still running");
+}
