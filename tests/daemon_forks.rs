@@ -156,6 +156,11 @@ fn a_copied_directory_run_twice_is_a_fork_everywhere() {
         hub.status()
     );
     assert!(forks(&cli_status(&fleet.hub)).contains(&id));
+    let text = ok(&["--data", p(&fleet.hub), "status"]);
+    assert!(
+        text.contains(&format!("FORK: writer {id}")),
+        "the text status names it: {text}"
+    );
 }
 
 #[test]
