@@ -147,6 +147,13 @@ fn print_status(doc: &Value) {
         if let Some(c) = y["own_history_conflict"].as_str() {
             println!("OWN HISTORY CONFLICT: {c}");
         }
+        for f in y["forks"].as_array().into_iter().flatten() {
+            println!(
+                "FORK: writer {} signed two histories from {}",
+                s(&f["writer"]),
+                s(&f["position"])
+            );
+        }
     }
     let net = &doc["network"];
     if let Some(why) = net["alone"].as_str() {
@@ -157,6 +164,20 @@ fn print_status(doc: &Value) {
             s(&net["listen"]),
             net["refusals"].as_array().map_or(0, Vec::len)
         );
+    }
+    let disc = &net["discovery"];
+    for src in disc["sources"].as_array().into_iter().flatten() {
+        println!(
+            "discovery {}: {} found, {} lost, ignored {} of another fleet, {} malformed",
+            s(&src["source"]),
+            src["found"],
+            src["lost"],
+            src["ignored_other_fleet"],
+            src["malformed"]
+        );
+    }
+    if let Some(off) = disc["mdns_off"].as_str() {
+        println!("discovery: {off}");
     }
     for p in doc["peers"].as_array().into_iter().flatten() {
         println!(

@@ -87,8 +87,12 @@ pub struct NetworkSection {
     pub peers: Vec<String>,
     /// The hub to connect to, as `host:port`, if any.
     pub hub: Option<String>,
-    /// Discover peers on the local network by mDNS.
+    /// Discover peers on the local network by mDNS (only on `mdns_interfaces`).
     pub mdns: bool,
+    /// Interfaces mDNS may use, by name; empty keeps mDNS off (no multicast sent).
+    pub mdns_interfaces: Vec<String>,
+    /// Also use IPv6 for mDNS on those interfaces.
+    pub mdns_ipv6: bool,
     /// Keep-alive interval of peer connections, in milliseconds.
     pub keep_alive_ms: u64,
     /// A peer connection silent this long is closed, in milliseconds.
@@ -102,6 +106,8 @@ impl Default for NetworkSection {
             peers: Vec::new(),
             hub: None,
             mdns: true,
+            mdns_interfaces: Vec::new(),
+            mdns_ipv6: false,
             // The transport's measured choice (docs/network.md, "Timers"): a
             // dead link is noticed within idle + keep-alive = 2.5 s.
             keep_alive_ms: 500,

@@ -9,11 +9,13 @@
 //! - [`auth`]: the bearer token; [`error`]: error answers and their exit codes.
 //! - [`runtime_file`]: `daemon.json`, how the command line finds the daemon.
 //! - [`network`]: the one integration point with the peer transport.
+//! - [`discovery`]: static peers, the hub and mDNS feeding the transport's dial targets.
 //! - [`fleet_api`]: a hub's enrolment and revocation routes.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod fleet_api;
 pub mod network;

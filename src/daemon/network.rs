@@ -3,26 +3,31 @@
 //! [`start_network`] starts the QUIC transport (`stocksync::net`) on the
 //! daemon's runtime when the data directory holds fleet credentials
 //! (`fleet.id`, `node-cert.pem`, `fleet-ca.pem`), listening on
-//! `[network].listen` and dialling the static `peers` and the `hub`. A node
-//! without them runs alone: no open-mode networking, a node on the network
-//! must be enrolled. [`NetworkHandle`] reports the transport's peers and
-//! refusals to `GET /v1/status` and shuts it down before the node is released.
-//! The transport is the only consumer of the node's outgoing messages.
+//! `[network].listen`, and starts discovery ([`super::discovery`]): the static
+//! `peers` and the `hub`, and mDNS on `mdns_interfaces` when `mdns` is set,
+//! feed the transport's dial targets. A node without credentials runs alone:
+//! no open-mode networking, a node on the network must be enrolled.
+//! [`NetworkHandle`] reports the transport's peers, refusals and discovery to
+//! `GET /v1/status`, and shuts discovery down, then the transport, before the
+//! node is released. The transport is the only consumer of the node's
+//! outgoing messages.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 use stocksync::data_dir;
+use stocksync::discovery::Announcement;
 use stocksync::net::{NetConfig, NodeTls, Transport};
 use stocksync::node::Node;
 use tracing::{info, warn};
 
 use super::config::NetworkSection;
+use super::discovery::{DiscoveryRunner, SharedTransport};
 
 /// A configured or connected peer, as `GET /v1/status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -59,7 +64,8 @@ pub struct RefusalView {
 /// The running network layer, or why there is none.
 #[derive(Default)]
 pub struct NetworkHandle {
-    transport: Mutex<Option<Transport>>,
+    transport: SharedTransport,
+    discovery: Mutex<Option<DiscoveryRunner>>,
     listen: Option<SocketAddr>,
     alone: Option<String>,
 }
@@ -120,20 +126,37 @@ impl NetworkHandle {
     }
 
     /// The `network` object of the status: running or alone (and why), the
-    /// address listened on, refusals, and messages dropped for unconnected peers.
+    /// address listened on, refusals, messages dropped for unconnected peers,
+    /// and discovery (its sources, the peers it found, records it ignored).
     pub fn summary(&self) -> Value {
         let running = self.with(|_| ()).is_some();
+        let discovery = self
+            .discovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(DiscoveryRunner::summary);
         json!({
             "running": running,
             "alone": self.alone,
             "listen": self.listen.map(|a| a.to_string()),
             "dropped": self.with(Transport::dropped).unwrap_or(0),
             "refusals": self.refusals(),
+            "discovery": discovery,
         })
     }
 
-    /// Closes every connection (the node sees each peer go) and stops the transport.
+    /// Stops discovery (unregistering: mDNS goodbyes), then closes every
+    /// connection (the node sees each peer go) and stops the transport.
     pub async fn shutdown(&self) {
+        let discovery = self
+            .discovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut d) = discovery {
+            d.stop().await;
+        }
         let t = self
             .transport
             .lock()
@@ -145,59 +168,54 @@ impl NetworkHandle {
     }
 }
 
-/// Resolves `host:port` entries; one that does not resolve now is skipped
-/// with a warning (a till must start with its network down).
-fn resolve(node: &Node, entries: impl IntoIterator<Item = String>) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for e in entries {
-        match e.to_socket_addrs() {
-            Ok(mut addrs) => match addrs.next() {
-                Some(a) => out.push(a),
-                None => {
-                    warn!(node = %node.id(), peer = %e, "peer address resolves to nothing: skipped")
-                }
-            },
-            Err(err) => {
-                warn!(node = %node.id(), peer = %e, error = %err, "peer address does not resolve: skipped")
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
 /// Starts the peer network for `node` (data directory `dir`) as `cfg` asks.
 /// Called once, on the daemon's runtime, after the node is open and before
 /// the API serves. Fails when the node is enrolled but its certificates do
 /// not load, or the listen address cannot be bound.
 pub async fn start_network(node: &Node, dir: &Path, cfg: &NetworkSection) -> Result<NetworkHandle> {
-    if data_dir::fleet_id(dir)?.is_none() {
+    let Some(fleet) = data_dir::fleet_id(dir)? else {
         let reason = "the node belongs to no fleet (no fleet.id): it runs alone; \
                       enrol it (`stocksync fleet init`, `init --join`, `enrol accept`) to sync";
         warn!(node = %node.id(), "{reason}");
         return Ok(NetworkHandle::alone(reason));
-    }
+    };
     let tls = NodeTls::load(dir).context("cannot load the node's fleet certificates")?;
-    if cfg.mdns {
-        info!(node = %node.id(), "mDNS discovery is not in this build: static peers and hub only");
-    }
-    let peers = resolve(node, cfg.peers.iter().cloned().chain(cfg.hub.clone()));
     let config = NetConfig {
         listen: cfg.listen,
-        peers,
+        // Discovery adds the dial targets, static ones included.
+        peers: Vec::new(),
         keep_alive: Duration::from_millis(cfg.keep_alive_ms),
         idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
         ..NetConfig::default()
     };
-    let dialled = config.peers.len();
     let transport = Transport::start(node.clone(), tls, config)
         .await
         .with_context(|| format!("cannot start the peer transport on {}", cfg.listen))?;
     let listen = transport.local_addr();
-    info!(node = %node.id(), %listen, peers = dialled, "peer network started");
+    let meta = node.meta();
+    let me = Announcement {
+        node: meta.id,
+        location: meta.location.clone(),
+        role: meta.role,
+        fleet,
+        port: listen.port(),
+    };
+    let shared: SharedTransport = Arc::new(Mutex::new(Some(transport)));
+    let discovery = match DiscoveryRunner::start(cfg, &me, shared.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            let t = shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(t) = t {
+                t.shutdown().await;
+            }
+            return Err(e).context("cannot start peer discovery");
+        }
+    };
+    info!(node = %node.id(), %listen, static_peers = cfg.peers.len() + usize::from(cfg.hub.is_some()),
+          mdns = ?cfg.mdns_interfaces, "peer network started");
     Ok(NetworkHandle {
-        transport: Mutex::new(Some(transport)),
+        transport: shared,
+        discovery: Mutex::new(Some(discovery)),
         listen: Some(listen),
         alone: None,
     })

@@ -56,6 +56,19 @@ fn tills_sales_reach_the_hub_and_a_killed_till_loses_nothing() {
     assert_eq!(st["running"], true);
     assert_eq!(st["network"]["running"], true);
     assert_eq!(st["network"]["listen"], ph.to_string());
+    // Discovery: the hub dials nobody; a till's static source found the hub.
+    let disc = &st["network"]["discovery"];
+    assert_eq!(disc["sources"][0]["source"], "static", "{disc}");
+    assert_eq!(disc["sources"][0]["running"], true, "{disc}");
+    assert!(
+        disc["mdns_off"]
+            .as_str()
+            .is_some_and(|m| m.contains("--no-mdns")),
+        "{disc}"
+    );
+    let d1_disc = d1.status()["network"]["discovery"].clone();
+    assert_eq!(d1_disc["sources"][0]["found"], 1, "{d1_disc}");
+    assert_eq!(d1_disc["found"][0]["address"], ph.to_string(), "{d1_disc}");
     let peers = st["peers"].as_array().expect("peers");
     for id in [&id1, &id2] {
         let peer = peers
