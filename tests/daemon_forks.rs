@@ -204,12 +204,11 @@ fn a_till_restored_from_an_older_copy_that_sold_offline_is_a_fork() {
     assert_eq!(hub.on_hand("TSHIRT-M", "S1"), 7, "{}", hub.status());
 }
 
-/// Known gap, for the transport (docs/daemon.md, "Forks"): with both copies of
-/// a forked till running against the hub, their connections replace each
-/// other at the hub and the proof does not reliably reach them. Run with
-/// `--ignored` to see it; it passes once a replaced link resends the proofs.
+/// Both copies of a forked till running against the hub at once: their
+/// connections replace each other at the hub, and each replacement is a new
+/// session, so the proofs reach both (red when a replaced link kept the old
+/// session: neither copy had the proof 30 s after the hub did).
 #[test]
-#[ignore = "known gap: two live copies of one node id flap the hub's link (src/net/link.rs)"]
 fn two_live_copies_both_learn_the_fork() {
     let fleet = Fleet::new("hub", "HQ");
     let (ph, pa, pb) = (free_port(), free_port(), free_port());

@@ -154,7 +154,8 @@ async fn open(conn: &Connection, dialled: bool) -> Result<(SendStream, RecvStrea
     Ok((send, recv))
 }
 
-/// Makes `link` the link to `id` (calling `peer_up` if it is the first) or refuses it.
+/// Makes `link` the link to `id` (calling `peer_up`: a first link or a new
+/// session replacing the old one) or refuses it.
 async fn register(inner: &Arc<Inner>, id: NodeId, mut link: Link) -> Result<u64, Ended> {
     let _order = inner.updown.lock().await;
     let (seq, conn) = {
@@ -178,7 +179,11 @@ async fn register(inner: &Arc<Inner>, id: NodeId, mut link: Link) -> Result<u64,
         let conn = link.conn.clone();
         st.links.insert(id, link);
         if !first {
-            return Ok(seq);
+            // A replaced link is a new session: the other end (a restarted
+            // device, or a second device with the same key) holds nothing of
+            // the old one. `peer_up` again starts the engine's session over
+            // (heads, roster and fork proofs offered again).
+            debug!("a new session with this peer");
         }
         (seq, conn)
     };
