@@ -346,8 +346,23 @@ async fn get_status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         "version": s.runtime.version,
         "uptime_ms": s.started.elapsed().as_millis() as u64,
     });
-    let peers =
+    let node = s.node.clone();
+    let lags = blocking(move || node.peer_lags()).await?;
+    let mut peers =
         serde_json::to_value(s.network.peers()).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(list) = peers.as_array_mut() {
+        for p in list {
+            let id = p["node_id"].as_str().map(str::to_string);
+            let lag = lags.iter().find(|l| Some(l.peer.to_hex()) == id);
+            p["lag"] = lag.map_or(Value::Null, |l| {
+                json!({
+                    "writers_behind": l.writers_behind,
+                    "unacknowledged_bytes": l.unacknowledged_bytes,
+                    "since_progress_ms": l.since_progress_ms,
+                })
+            });
+        }
+    }
     Ok(Json(status_json(
         s.node.meta(),
         Some(daemon),

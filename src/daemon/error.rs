@@ -49,6 +49,8 @@ pub const CODES: &[(&str, u16, i32)] = &[
     ("duplicate_event_id", 409, EXIT_BAD_INPUT),
     ("reservation_exists", 409, EXIT_BAD_INPUT),
     ("own_history_conflict", 409, 1),
+    ("recovering_own_history", 409, 1),
+    ("own_history_in_later_epoch", 409, 1),
     ("payload_too_large", 413, EXIT_BAD_INPUT),
     ("invalid_input", 422, EXIT_BAD_INPUT),
     ("missing_field", 422, EXIT_BAD_INPUT),
@@ -144,6 +146,10 @@ impl ApiError {
             NodeError::Stopped => Self::new("node_stopped", e.to_string()),
             NodeError::OwnHistoryConflict { .. } => {
                 Self::new("own_history_conflict", e.to_string())
+            }
+            NodeError::Recovering { .. } => Self::new("recovering_own_history", e.to_string()),
+            NodeError::OwnHistoryInLaterEpoch { .. } => {
+                Self::new("own_history_in_later_epoch", e.to_string())
             }
             NodeError::NotDurable => Self::new("not_durable", e.to_string()),
             _ => Self::internal(e.to_string()),

@@ -77,6 +77,9 @@ fn tills_sales_reach_the_hub_and_a_killed_till_loses_nothing() {
             .expect("peer listed");
         assert_eq!(peer["connected"], true, "{peer}");
         assert!(peer["address"].as_str().is_some() && peer["since_ms"].as_u64().is_some());
+        // A connected peer shows its lag (nothing written yet: nothing behind).
+        assert_eq!(peer["lag"]["writers_behind"], 0, "{peer}");
+        assert!(peer["lag"]["since_progress_ms"].is_u64(), "{peer}");
     }
     assert!(st["sync"]["outbox_bytes"].is_u64(), "{st}");
     assert_eq!(st["sync"]["forks"], json!([]));
