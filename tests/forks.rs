@@ -9,7 +9,7 @@ mod fleet;
 
 use std::path::Path;
 
-use fleet::{req, Fleet};
+use fleet::{copy_dir, req, Fleet};
 use stocksync::data_dir;
 use stocksync::model::{EventKind, NodeId, Position};
 use stocksync::node::{Node, NodeOptions};
@@ -17,16 +17,6 @@ use stocksync::store::memory::MemoryStore;
 use stocksync::sync::message::{self, Message};
 use stocksync::sync::{ForkProof, RejectReason, SyncEvent};
 use stocksync::{NodeError, NodeSpec};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != "lock" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 fn open(f: &Fleet, dir: &Path) -> Node {
     data_dir::open(dir, NodeOptions::default(), f.clock()).unwrap()

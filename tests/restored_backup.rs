@@ -9,7 +9,7 @@ mod fleet;
 
 use std::path::Path;
 
-use fleet::{counters, req, Fleet};
+use fleet::{copy_dir, counters, req, Fleet};
 use stocksync::data_dir::{self, Reader};
 use stocksync::model::{EventKind, EventOutcome, Position, ReservationId};
 use stocksync::node::{Node, NodeOptions};
@@ -19,16 +19,6 @@ use stocksync::store::sqlite::{Durability, DB_FILE};
 use stocksync::sync::SyncConfig;
 use stocksync::sync::SyncEvent;
 use stocksync::{NodeError, NodeSpec};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != "lock" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 /// A fleet of the hub (over `hub_store`) and, if `till` is given, the till in
 /// that directory.

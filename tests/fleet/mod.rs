@@ -15,6 +15,17 @@ use stocksync::node::{Clock, Node, NodeOptions, Outgoing};
 use stocksync::sync::message::{self, Message};
 use stocksync::sync::SyncEvent;
 
+/// Copies a data directory, the lock file left out (a backup, or a clone).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "lock" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// An event on SKU `A` at location `S1`.
 pub fn req(id: &str, qty: u64, kind: EventKind) -> EventRequest {
     EventRequest::new(
