@@ -235,13 +235,13 @@ fn mdns_address_changes_and_ipv6() {
             && addrs(v).contains(&v4)
             && addrs(v).iter().any(|x| x.starts_with("[fe80::"))
     };
-    let got = a.wait_for(Duration::from_secs(10), with_v6);
+    let got = a.wait_for(Duration::from_secs(20), with_v6);
     println!(
         "IPv6: B's link-local address {} ({})",
         if got.is_some() {
             "arrived"
         } else {
-            "did not arrive within 10 s"
+            "did not arrive within 20 s"
         },
         got.as_ref()
             .map_or("-".into(), |v| format!("{} {:?}", v["ev"], addrs(v)))

@@ -180,6 +180,19 @@ impl Lan {
                 HOST_IF,
             ],
         )?;
+        // No duplicate address detection: the IPv6 link-local address is usable
+        // (and announced) at once instead of tentative for a second or more.
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{HOST_IF}.accept_dad=0"),
+            ],
+        )?;
         run("ip", &["-n", &ns, "link", "set", HOST_IF, "up"])?;
         Ok(Host { ns, ip, port })
     }
