@@ -129,6 +129,11 @@ pub enum EventError {
     /// The fleet roster forbids this node the event's counter writes; nothing changed.
     #[error("not permitted by the fleet roster: {0}")]
     NotPermitted(crate::fleet::RosterError),
+    /// A strict consumption short of rights borrowed from connected peers
+    /// until its deadline and is still short; the report says what it had,
+    /// what it asked and who answered what.
+    #[error("{0}")]
+    InsufficientAfterBorrow(Box<crate::rebalance::BorrowReport>),
     /// A malformed value.
     #[error(transparent)]
     Input(#[from] InputError),
@@ -295,7 +300,9 @@ impl NodeError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            NodeError::Event(EventError::InsufficientRights { .. })
+            NodeError::Event(
+                EventError::InsufficientRights { .. } | EventError::InsufficientAfterBorrow(_)
+            )
         )
     }
 }

@@ -80,7 +80,10 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         };
     }
     if let Some(ev) = e.downcast_ref::<EventError>() {
-        return if matches!(ev, EventError::InsufficientRights { .. }) {
+        return if matches!(
+            ev,
+            EventError::InsufficientRights { .. } | EventError::InsufficientAfterBorrow(_)
+        ) {
             EXIT_REFUSED
         } else {
             EXIT_BAD_INPUT

@@ -119,7 +119,9 @@ impl ApiError {
     /// The answer for an event the rule or the model refused.
     pub fn event(e: &EventError) -> Self {
         let code = match e {
-            EventError::InsufficientRights { .. } => "insufficient_rights",
+            EventError::InsufficientRights { .. } | EventError::InsufficientAfterBorrow(_) => {
+                "insufficient_rights"
+            }
             EventError::RecordNotAllowed { .. } => "record_not_allowed",
             EventError::UnknownSku(_) => "unknown_sku",
             EventError::DuplicateEvent { .. } => "duplicate_event_id",

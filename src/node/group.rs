@@ -120,12 +120,15 @@ impl Shared {
                 if let Some(refusal) = core.history_refusal() {
                     return (0..count).map(|_| Err(refusal.error())).collect();
                 }
+                let kinds: Vec<crate::model::EventKind> =
+                    requests.iter().map(|r| r.kind.clone()).collect();
                 let answers = core.writer.commit_group(requests);
                 // The committed change goes to the sync engine before any caller
                 // hears back: an acknowledged sale is already on its way out.
                 for change in core.writer.take_committed() {
                     self.run(&mut core, crate::sync::Input::LocalCommitted(change));
                 }
+                self.after_commit(&mut core, &kinds, &answers);
                 answers
             }))
             .unwrap_or_else(|_| (0..count).map(|_| Err(NodeError::Stopped)).collect())

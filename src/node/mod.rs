@@ -11,16 +11,18 @@
 
 mod group;
 mod outbox;
+mod rights;
 mod status;
 mod writer;
 
 pub use group::Ticket;
 pub use outbox::Outgoing;
+pub use rights::RightsStats;
 pub use status::{ForkStatus, SyncStatus};
 pub(crate) use writer::Writer;
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, error, warn};
 
@@ -28,13 +30,16 @@ use group::Queue;
 use outbox::Outbox;
 use status::StatusLog;
 
-use crate::error::{NodeError, StoreError};
+use crate::error::{EventError, NodeError, StoreError};
 use crate::fleet::{FleetId, Roster, SignedRoster};
 use crate::identity::Identity;
-use crate::model::{EventOutcome, EventRequest, NodeId, NodeMeta};
+use crate::model::{EventOutcome, EventRequest, NodeId, NodeMeta, Policy};
+use crate::rebalance::{RebalanceSettings, RightsAnswer, RightsRequest};
 use crate::replica::Replica;
 use crate::store::Store;
-use crate::sync::{Effect, Input, SyncConfig, SyncEngine, SyncEvent};
+use crate::sync::message::{self, Message};
+use crate::sync::{Effect, Input, RightsMessage, SyncConfig, SyncEngine, SyncEvent};
+use rights::RightsDesk;
 
 /// Milliseconds since the Unix epoch, supplied by the caller (a fixed clock in tests).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -67,6 +72,9 @@ pub struct NodeOptions {
     /// `None` is open mode: no membership check at all, for a node on its own
     /// and for tests; such a node must not sync with untrusted peers.
     pub fleet: Option<FleetId>,
+    /// Automatic pull and borrowing of rights from connected peers (off by
+    /// default; [`RebalanceSettings::lan`] is what the daemon runs).
+    pub rebalance: RebalanceSettings,
 }
 
 impl Default for NodeOptions {
@@ -77,6 +85,7 @@ impl Default for NodeOptions {
             sync: SyncConfig::default(),
             outbox_bytes_per_peer: 8 << 20,
             fleet: None,
+            rebalance: RebalanceSettings::default(),
         }
     }
 }
@@ -86,6 +95,7 @@ pub(crate) struct Core {
     pub(crate) writer: Writer,
     engine: SyncEngine,
     status: StatusLog,
+    rights: RightsDesk,
 }
 
 impl Core {
@@ -147,6 +157,8 @@ pub(crate) struct Shared {
     queue: Mutex<Queue>,
     core: Mutex<Core>,
     outbox: Outbox,
+    /// Signalled when rights may have arrived (changes applied, answers in).
+    rights_changed: Condvar,
     max_batch: usize,
     clock: Clock,
 }
@@ -177,10 +189,29 @@ impl Shared {
             writer,
             engine,
             status,
+            rights,
         } = core;
+        let mut woke = false;
         for effect in writer.sync(engine, now, input) {
             match effect {
                 Effect::Send { to, message } => self.outbox.push(to, message),
+                Effect::Rights { from, message } => {
+                    let Some(replica) = writer.replica() else {
+                        continue;
+                    };
+                    match message {
+                        RightsMessage::Request(req) => {
+                            if let Some(a) = rights.on_request(from, req, replica, now) {
+                                self.send_answer(from, a);
+                            }
+                        }
+                        RightsMessage::Answer(a) => {
+                            let more = rights.on_answer(from, &a, now);
+                            self.send_requests(more);
+                            woke = true;
+                        }
+                    }
+                }
                 Effect::Report(event) => {
                     match &event {
                         SyncEvent::Rejected {
@@ -217,6 +248,7 @@ impl Shared {
                             writer,
                             position,
                         } => {
+                            woke = true;
                             debug!(node = %self.meta.id, peer = %from, %writer, ?position, "applied")
                         }
                     }
@@ -231,11 +263,49 @@ impl Shared {
                 | Effect::PersistOwnSeen(_) => {}
             }
         }
+        if woke {
+            self.rights_changed.notify_all();
+        }
     }
 
-    fn input(&self, input: Input) {
-        let mut core = self.core();
-        self.run(&mut core, input);
+    /// Queues rights requests for their peers.
+    fn send_requests(&self, sends: Vec<(NodeId, RightsRequest)>) {
+        for (to, req) in sends {
+            self.outbox
+                .push(to, message::encode(&Message::RightsRequest(req)));
+        }
+    }
+
+    /// Queues an answer to a peer's rights request.
+    fn send_answer(&self, to: NodeId, answer: RightsAnswer) {
+        self.outbox
+            .push(to, message::encode(&Message::RightsAnswer(answer)));
+    }
+
+    /// Sales velocity and automatic pull after a group's commit.
+    fn after_commit(
+        &self,
+        core: &mut Core,
+        kinds: &[crate::model::EventKind],
+        answers: &[writer::Answer],
+    ) {
+        let now = self.now();
+        let peers = Self::peers(core);
+        let Core { writer, rights, .. } = core;
+        let Some(replica) = writer.replica() else {
+            return;
+        };
+        for (kind, answer) in kinds.iter().zip(answers) {
+            if let Ok(outcome) = answer {
+                let asks = rights.on_local(kind, outcome, replica, &peers, now);
+                self.send_requests(asks);
+            }
+        }
+    }
+
+    /// The connected peers, as the engine knows them.
+    fn peers(core: &Core) -> Vec<NodeId> {
+        core.engine.peers().copied().collect()
     }
 }
 
@@ -273,8 +343,10 @@ impl Node {
                     writer,
                     engine,
                     status: StatusLog::default(),
+                    rights: RightsDesk::new(options.rebalance.clone()),
                 }),
                 outbox: Outbox::new(options.outbox_bytes_per_peer),
+                rights_changed: Condvar::new(),
                 max_batch: options.max_batch.max(1),
                 clock,
             }),
@@ -308,8 +380,25 @@ impl Node {
     }
 
     /// Submits an event and waits until it is durable (or refused).
+    ///
+    /// With [`RebalanceSettings::borrow_deadline_ms`] set and peers connected,
+    /// a `strict` consumption short of rights first borrows from them, waiting
+    /// up to that deadline; if it is still short, the error
+    /// ([`EventError::InsufficientAfterBorrow`]) says what it had, what it
+    /// asked and who answered what.
     pub fn execute(&self, req: EventRequest) -> Result<EventOutcome, NodeError> {
-        self.submit(req).wait()
+        let first = self.submit(req.clone()).wait();
+        match &first {
+            Err(NodeError::Event(EventError::InsufficientRights {
+                available,
+                requested,
+                ..
+            })) if req.effective_policy() == Policy::Strict => {
+                let need = requested.saturating_sub((*available).max(0) as u64);
+                self.borrow(req, need).unwrap_or(first)
+            }
+            _ => first,
+        }
     }
 
     /// Runs `f` on the replica between group commits (it never sees staged state).
@@ -329,6 +418,13 @@ impl Node {
         }
         core.status.peers.insert(peer);
         self.shared.run(&mut core, Input::PeerUp(peer));
+        let now = self.shared.now();
+        let peers = Shared::peers(&core);
+        let Core { writer, rights, .. } = &mut *core;
+        if let Some(replica) = writer.replica() {
+            let asks = rights.pull_all(replica, &peers, now);
+            self.shared.send_requests(asks);
+        }
         Ok(())
     }
 
@@ -338,28 +434,116 @@ impl Node {
         core.status.peers.remove(&peer);
         self.shared.run(&mut core, Input::PeerDown(peer));
         self.shared.outbox.purge(&peer);
+        let more = core.rights.peer_down(peer, self.shared.now());
+        self.shared.send_requests(more);
+        self.shared.rights_changed.notify_all();
     }
 
     /// A message arrived from the authenticated peer `from`.
+    ///
+    /// A rights request the node grants is committed here, as a `grant` event,
+    /// before its answer is queued (the caller's thread waits for that commit).
     pub fn receive(&self, from: NodeId, message: Vec<u8>) {
-        self.shared.input(Input::Received { from, message });
+        let grants = {
+            let mut core = self.shared.core();
+            self.shared
+                .run(&mut core, Input::Received { from, message });
+            core.rights.take_pending()
+        };
+        for g in grants {
+            let result = match g.event() {
+                Some(req) => self.submit(req).wait(),
+                None => Err(NodeError::Stopped),
+            };
+            let answer = self.shared.core().rights.grant_done(&g, &result);
+            self.shared.send_answer(g.to, answer);
+        }
     }
 
     /// Runs the engine's timers (probes, coalesced pushes, ack timeouts) if due.
     pub fn tick(&self) {
         let mut core = self.shared.core();
-        if core
-            .engine
-            .poll_timeout()
-            .is_some_and(|t| t <= self.shared.now())
-        {
+        let now = self.shared.now();
+        if core.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.shared.run(&mut core, Input::Tick);
+        }
+        if core.rights.next_due().is_some_and(|t| t <= now) {
+            let more = core.rights.tick(now);
+            self.shared.send_requests(more);
+            self.shared.rights_changed.notify_all();
         }
     }
 
     /// When [`Node::tick`] is next due, in the node clock's milliseconds.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.shared.core().engine.poll_timeout()
+        let core = self.shared.core();
+        match (core.engine.poll_timeout(), core.rights.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Counters of the rights exchange (requests, grants, rights moved).
+    pub fn rights_stats(&self) -> RightsStats {
+        self.shared.core().rights.stats()
+    }
+
+    /// Borrows `need` rights for `req` from connected peers, waiting up to the
+    /// borrow deadline, then retries it; `None` when borrowing is off or no
+    /// peer is connected (the first answer stands).
+    fn borrow(&self, req: EventRequest, need: u64) -> Option<Result<EventOutcome, NodeError>> {
+        let started = Instant::now();
+        let deadline_ms = {
+            let core = self.shared.core();
+            core.rights.settings.borrow_deadline_ms
+        };
+        if deadline_ms == 0 {
+            return None;
+        }
+        let deadline = started + Duration::from_millis(deadline_ms);
+        let pool = req.pool.clone();
+        let requested = req.qty.get();
+        let mut core = self.shared.core();
+        let peers = Shared::peers(&core);
+        if peers.is_empty() {
+            return None;
+        }
+        {
+            let now = self.shared.now();
+            let Core { writer, rights, .. } = &mut *core;
+            let replica = writer.replica()?;
+            let asks = rights.pull(&pool, need, replica, &peers, now);
+            self.shared.send_requests(asks);
+        }
+        loop {
+            let replica = core.writer.replica()?;
+            let enough = replica.book().rights(&pool, replica.me()) >= requested as i64;
+            let settled = core
+                .rights
+                .round(&pool)
+                .is_none_or(|r| !r.is_open() && rights::grants_arrived(r, replica));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if enough || settled || left.is_zero() {
+                break;
+            }
+            core = match self.shared.rights_changed.wait_timeout(core, left) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        drop(core);
+        let second = self.submit(req).wait();
+        if let Err(NodeError::Event(EventError::InsufficientRights { .. })) = &second {
+            let core = self.shared.core();
+            let replica = core.writer.replica()?;
+            let waited = started.elapsed().as_millis() as u64;
+            let report =
+                rights::borrow_report(&pool, core.rights.round(&pool), replica, requested, waited);
+            return Some(Err(
+                EventError::InsufficientAfterBorrow(Box::new(report)).into()
+            ));
+        }
+        Some(second)
     }
 
     /// How long until [`Node::tick`] is due, by the node's clock.

@@ -1,11 +1,19 @@
-//! Quota rebalancing, the pure part: sales velocity per node and SKU, and the
-//! plan that splits a pool's rights among its holders (see issue "Quota
-//! rebalancing"; the protocol that carries requests and grants builds on it).
+//! Quota rebalancing, the pure part: sales velocity per node and SKU, the
+//! levels that decide when a holder pulls, how a donor answers, the
+//! requester's rounds of asks, the messages that carry them, and the plan
+//! that splits a pool's rights among its holders. The node's rights desk
+//! (`node::rights`) drives them; see docs/rebalancing.md.
 
+mod levels;
 mod plan;
 mod pull;
+mod rounds;
 mod velocity;
+mod wire;
 
+pub use levels::RebalanceSettings;
 pub use plan::{plan, Holder, Move, Plan, Strategy};
 pub use pull::{should_pull, Donor, PullAnswer, PullLevels, PullRequest, Shortfall};
+pub use rounds::{Ask, AskOutcome, Round, Rounds, RoundsConfig};
 pub use velocity::Velocity;
+pub use wire::{BorrowAnswer, BorrowReport, RightsAnswer, RightsRequest};

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::NodeId;
 
@@ -49,7 +49,7 @@ pub struct PullRequest {
 }
 
 /// Why a request got less than it asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Shortfall {
     /// The donor's surplus above its floor ran out.
@@ -60,6 +60,27 @@ pub enum Shortfall {
     WouldBounce,
     /// The request asked for nothing.
     Empty,
+    /// The fleet roster forbids a grant to the requester in that pool.
+    NotPermitted,
+    /// The donor has too many of the requester's requests open.
+    Busy,
+    /// The donor could not commit the grant (storage, or its own history).
+    Failed,
+}
+
+impl Shortfall {
+    /// A short snake_case name for logs, errors and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            Shortfall::NoSurplus => "no_surplus",
+            Shortfall::CoolingDown => "cooling_down",
+            Shortfall::WouldBounce => "would_bounce",
+            Shortfall::Empty => "empty",
+            Shortfall::NotPermitted => "not_permitted",
+            Shortfall::Busy => "busy",
+            Shortfall::Failed => "failed",
+        }
+    }
 }
 
 /// What a donor answers one request.

@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::bundle::Span;
 use super::equivocation::Forks;
-pub use super::io::{Effect, Input, RejectReason, SyncConfig, SyncEvent, SyncStats};
+pub use super::io::{Effect, Input, RejectReason, RightsMessage, SyncConfig, SyncEvent, SyncStats};
 use super::message::{self, Message};
 use super::parked::Parked;
 use super::reconcile::digest;
@@ -331,6 +331,14 @@ impl SyncEngine {
             } => self.receive_refused(from, writer, position, reason, out),
             Message::Roster(signed) => self.receive_roster(replica, from, signed, out),
             Message::Fork(proof) => self.receive_fork(replica, from, proof, out),
+            Message::RightsRequest(r) => out.push(Effect::Rights {
+                from,
+                message: RightsMessage::Request(r),
+            }),
+            Message::RightsAnswer(a) => out.push(Effect::Rights {
+                from,
+                message: RightsMessage::Answer(a),
+            }),
         }
     }
 

@@ -296,6 +296,23 @@ pub enum Effect {
     PersistOwnSeen(Position),
     /// Report an event (log it, count it).
     Report(SyncEvent),
+    /// A rights-exchange message from a connected peer, for the node's
+    /// rebalancing desk (the engine only decodes and routes it).
+    Rights {
+        /// The peer it came from.
+        from: NodeId,
+        /// A request or an answer.
+        message: RightsMessage,
+    },
+}
+
+/// A rights-exchange message (see [`crate::rebalance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RightsMessage {
+    /// A peer asks for rights.
+    Request(crate::rebalance::RightsRequest),
+    /// A peer answers an earlier request.
+    Answer(crate::rebalance::RightsAnswer),
 }
 
 /// Counters of the protocol's work, for benches and the hub.

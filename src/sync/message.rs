@@ -125,6 +125,11 @@ pub enum Message {
         /// Why, as text (at most 256 bytes).
         reason: String,
     },
+    /// The sender asks the receiver for some of its rights (see
+    /// [`crate::rebalance`]; a build without it refuses this as malformed).
+    RightsRequest(crate::rebalance::RightsRequest),
+    /// The receiver of a [`Message::RightsRequest`] answers it.
+    RightsAnswer(crate::rebalance::RightsAnswer),
 }
 
 /// Encodes `msg` (compressed when large).

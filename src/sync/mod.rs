@@ -16,7 +16,9 @@ mod refusal;
 mod roster;
 pub mod signing;
 
-pub use engine::{Effect, Input, RejectReason, SyncConfig, SyncEngine, SyncEvent, SyncStats};
+pub use engine::{
+    Effect, Input, RejectReason, RightsMessage, SyncConfig, SyncEngine, SyncEvent, SyncStats,
+};
 pub use equivocation::MAX_FORKS;
 pub use fork::{Fork, ForkProof, ForkProofError};
 pub use lag::PeerLag;

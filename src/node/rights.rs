@@ -1,0 +1,438 @@
+//! The node's rights desk: the adapter that runs the pure rebalancing parts
+//! (`rebalance::{Donor, Rounds, RebalanceSettings}`) against the replica.
+//!
+//! As a donor it answers a peer's request from its surplus above its floor,
+//! commits the grant as an ordinary escrow `grant` event of its own rights,
+//! and only then answers. As a requester it pulls when a consumption leaves
+//! it below its low-water mark (and when a peer connects), and a strict
+//! consumption short of rights may borrow, waiting up to a deadline.
+
+use std::collections::{HashMap, VecDeque};
+
+use tracing::{debug, info};
+
+use crate::error::{EventError, NodeError};
+use crate::model::{EventId, EventKind, EventOutcome, EventRequest, NodeId, PoolKey, Quantity};
+use crate::rebalance::{
+    should_pull, AskOutcome, BorrowAnswer, BorrowReport, Donor, PullRequest, RebalanceSettings,
+    RightsAnswer, RightsRequest, Round, Rounds, RoundsConfig, Shortfall, Velocity,
+};
+use crate::replica::Replica;
+
+/// Most grants a donor commits at once for one requester; more requests from
+/// it are answered `busy` (bounds the work one peer can cause).
+const MAX_OPEN_PER_PEER: usize = 8;
+/// Answers remembered per peer, so that a repeated request gets the same answer.
+const ANSWERS_KEPT_PER_PEER: usize = 64;
+
+/// A grant decided for a peer, to be committed outside the node's lock.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingGrant {
+    pub(crate) to: NodeId,
+    pub(crate) request: RightsRequest,
+    pub(crate) qty: u64,
+}
+
+impl PendingGrant {
+    /// The grant event: its id is fixed by the requester and its request id,
+    /// so a repeated request can never grant twice.
+    pub(crate) fn event(&self) -> Option<EventRequest> {
+        let id = EventId::new(format!("pull-{}-{:016x}", self.to, self.request.id)).ok()?;
+        let qty = Quantity::new(self.qty).ok()?;
+        let mut req = EventRequest::new(
+            id,
+            self.request.pool.location.clone(),
+            self.request.pool.sku.clone(),
+            qty,
+            EventKind::Grant { to: self.to },
+        );
+        req.reference = Some(format!("rights request {:016x}", self.request.id));
+        Some(req)
+    }
+}
+
+/// Counters of the rights exchange.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RightsStats {
+    /// Requests received from peers.
+    pub requests_received: u64,
+    /// Grants committed for peers.
+    pub grants_made: u64,
+    /// Rights granted to peers in all.
+    pub rights_given: u64,
+    /// Requests sent to peers.
+    pub asks_sent: u64,
+    /// Rights peers granted this node in all (as answered).
+    pub rights_received: u64,
+    /// Answers that matched no open ask.
+    pub stray_answers: u64,
+}
+
+/// The desk's state, kept under the node's core lock.
+pub(crate) struct RightsDesk {
+    pub(crate) settings: RebalanceSettings,
+    rounds: Rounds,
+    donors: HashMap<PoolKey, Donor>,
+    velocity: HashMap<PoolKey, Velocity>,
+    open: HashMap<NodeId, usize>,
+    answered: HashMap<NodeId, VecDeque<RightsAnswer>>,
+    pending: Vec<PendingGrant>,
+    next_id: u64,
+    stats: RightsStats,
+}
+
+impl RightsDesk {
+    pub(crate) fn new(settings: RebalanceSettings) -> Self {
+        let mut seed = [0u8; 8];
+        // Request ids only need to differ across restarts; a failing random
+        // source falls back to the clock-free counter from 1.
+        let _ = getrandom::fill(&mut seed);
+        Self {
+            rounds: Rounds::new(RoundsConfig {
+                answer_timeout_ms: settings.answer_timeout_ms,
+                ..RoundsConfig::default()
+            }),
+            settings,
+            donors: HashMap::new(),
+            velocity: HashMap::new(),
+            open: HashMap::new(),
+            answered: HashMap::new(),
+            pending: Vec::new(),
+            next_id: u64::from_le_bytes(seed) | 1,
+            stats: RightsStats::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> RightsStats {
+        RightsStats {
+            stray_answers: self.rounds.stray_answers,
+            ..self.stats
+        }
+    }
+
+    /// A peer asks for rights: the answer to send now, or `None` when a grant
+    /// was decided (see [`RightsDesk::take_pending`]).
+    pub(crate) fn on_request(
+        &mut self,
+        from: NodeId,
+        req: RightsRequest,
+        replica: &Replica,
+        now_ms: u64,
+    ) -> Option<RightsAnswer> {
+        self.stats.requests_received += 1;
+        if let Some(a) = self
+            .answered
+            .get(&from)
+            .and_then(|q| q.iter().find(|a| a.id == req.id))
+        {
+            return Some(a.clone());
+        }
+        let refuse = |shortfall| RightsAnswer {
+            id: req.id,
+            pool: req.pool.clone(),
+            asked: req.qty,
+            granted: 0,
+            shortfall: Some(shortfall),
+            grant_at: None,
+        };
+        if self.open.get(&from).copied().unwrap_or(0) >= MAX_OPEN_PER_PEER
+            || self
+                .pending
+                .iter()
+                .any(|g| g.to == from && g.request.id == req.id)
+        {
+            return Some(refuse(Shortfall::Busy));
+        }
+        let now = now_ms as i64;
+        let levels = self.settings.levels(
+            &self.velocity.get(&req.pool).copied().unwrap_or_default(),
+            now,
+        );
+        let donor = self.donors.entry(req.pool.clone()).or_default();
+        donor.rights = replica.book().rights(&req.pool, replica.me());
+        let qty = req.qty.min(i64::MAX as u64) as i64;
+        let answer = donor
+            .answer(&[PullRequest { from, qty }], &levels, now)
+            .pop()
+            .map(|a| (a.granted, a.shortfall))
+            .unwrap_or((0, Some(Shortfall::Empty)));
+        match answer {
+            (granted, _) if granted > 0 => {
+                *self.open.entry(from).or_default() += 1;
+                self.pending.push(PendingGrant {
+                    to: from,
+                    request: req,
+                    qty: granted as u64,
+                });
+                None
+            }
+            (_, shortfall) => {
+                let a = refuse(shortfall.unwrap_or(Shortfall::NoSurplus));
+                self.remember(from, a.clone());
+                Some(a)
+            }
+        }
+    }
+
+    /// The grants decided since the last call, to commit outside the lock.
+    pub(crate) fn take_pending(&mut self) -> Vec<PendingGrant> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// A decided grant was committed (or not): the answer to send.
+    pub(crate) fn grant_done(
+        &mut self,
+        g: &PendingGrant,
+        result: &Result<EventOutcome, NodeError>,
+    ) -> RightsAnswer {
+        if let Some(n) = self.open.get_mut(&g.to) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(d) = self.donors.get_mut(&g.request.pool) {
+            // Only the promise goes: `rights` is read afresh from the replica.
+            d.promised = (d.promised - g.qty as i64).max(0);
+        }
+        let (granted, shortfall, grant_at) = match result {
+            Ok(o) => {
+                self.stats.grants_made += 1;
+                self.stats.rights_given += o.qty;
+                (
+                    o.qty,
+                    (o.qty < g.request.qty).then_some(Shortfall::NoSurplus),
+                    Some(o.position),
+                )
+            }
+            Err(NodeError::Event(EventError::InsufficientRights { .. })) => {
+                (0, Some(Shortfall::NoSurplus), None)
+            }
+            Err(NodeError::Event(EventError::NotPermitted(_))) => {
+                (0, Some(Shortfall::NotPermitted), None)
+            }
+            Err(_) => (0, Some(Shortfall::Failed), None),
+        };
+        let a = RightsAnswer {
+            id: g.request.id,
+            pool: g.request.pool.clone(),
+            asked: g.request.qty,
+            granted,
+            shortfall,
+            grant_at,
+        };
+        self.remember(g.to, a.clone());
+        a
+    }
+
+    fn remember(&mut self, peer: NodeId, a: RightsAnswer) {
+        let q = self.answered.entry(peer).or_default();
+        if q.len() >= ANSWERS_KEPT_PER_PEER {
+            q.pop_front();
+        }
+        q.push_back(a);
+    }
+
+    /// A peer answered one of this node's requests: further requests to send.
+    pub(crate) fn on_answer(
+        &mut self,
+        from: NodeId,
+        answer: &RightsAnswer,
+        now_ms: u64,
+    ) -> Vec<(NodeId, RightsRequest)> {
+        let before = self.rounds.stray_answers;
+        let mut ids = id_source(&mut self.next_id);
+        let sends = self.rounds.answered(from, answer, now_ms, &mut ids);
+        if self.rounds.stray_answers == before && answer.granted > 0 {
+            self.stats.rights_received += answer.granted;
+            self.donors
+                .entry(answer.pool.clone())
+                .or_default()
+                .received(from, 0, now_ms as i64);
+        }
+        self.stats.asks_sent += sends.len() as u64;
+        sends
+    }
+
+    /// An own event was committed: velocity, then a pull if it left the node low.
+    pub(crate) fn on_local(
+        &mut self,
+        kind: &EventKind,
+        outcome: &EventOutcome,
+        replica: &Replica,
+        peers: &[NodeId],
+        now_ms: u64,
+    ) -> Vec<(NodeId, RightsRequest)> {
+        if outcome.replayed {
+            return Vec::new();
+        }
+        if matches!(kind, EventKind::Sale | EventKind::OnlineOrder) {
+            self.velocity
+                .entry(outcome.pool.clone())
+                .or_default()
+                .record(
+                    outcome.qty,
+                    now_ms as i64,
+                    self.settings.velocity_half_life_ms as i64,
+                );
+        }
+        if !self.settings.auto_pull || matches!(kind, EventKind::Grant { .. }) {
+            return Vec::new();
+        }
+        self.pull(&outcome.pool, 0, replica, peers, now_ms)
+    }
+
+    /// Starts a round for `pool` when below the low-water mark, or when
+    /// `need` more rights are needed now (a borrow); returns the requests.
+    pub(crate) fn pull(
+        &mut self,
+        pool: &PoolKey,
+        need: u64,
+        replica: &Replica,
+        peers: &[NodeId],
+        now_ms: u64,
+    ) -> Vec<(NodeId, RightsRequest)> {
+        if peers.is_empty() {
+            return Vec::new();
+        }
+        let me = replica.me();
+        let rights = replica.book().rights(pool, me);
+        let levels = self.settings.levels(
+            &self.velocity.get(pool).copied().unwrap_or_default(),
+            now_ms as i64,
+        );
+        let open = self.rounds.round(pool).is_some_and(Round::is_open);
+        let refill = should_pull(rights, &levels, open).unwrap_or(0).max(0) as u64;
+        let want = refill.max(need);
+        if want == 0 || open {
+            return Vec::new();
+        }
+        let candidates = peers
+            .iter()
+            .filter(|p| *p != me)
+            .map(|p| (*p, replica.book().rights(pool, p)))
+            .collect();
+        let mut ids = id_source(&mut self.next_id);
+        let sends = self.rounds.start(pool, want, candidates, now_ms, &mut ids);
+        if !sends.is_empty() {
+            debug!(%pool, rights, want, asks = sends.len(), "asking peers for rights");
+        }
+        self.stats.asks_sent += sends.len() as u64;
+        sends
+    }
+
+    /// Pools where this node holds a share and is below its low-water mark:
+    /// pulled when a peer connects.
+    pub(crate) fn pull_all(
+        &mut self,
+        replica: &Replica,
+        peers: &[NodeId],
+        now_ms: u64,
+    ) -> Vec<(NodeId, RightsRequest)> {
+        if !self.settings.auto_pull {
+            return Vec::new();
+        }
+        let me = *replica.me();
+        let low: Vec<PoolKey> = replica
+            .book()
+            .pools()
+            .filter(|(_, p)| p.shares.contains_key(&me))
+            .map(|(k, _)| k.clone())
+            .collect();
+        low.iter()
+            .flat_map(|pool| self.pull(pool, 0, replica, peers, now_ms))
+            .collect()
+    }
+
+    /// Ends unanswered asks that timed out; further requests to send.
+    pub(crate) fn tick(&mut self, now_ms: u64) -> Vec<(NodeId, RightsRequest)> {
+        let mut ids = id_source(&mut self.next_id);
+        let sends = self.rounds.tick(now_ms, &mut ids);
+        self.stats.asks_sent += sends.len() as u64;
+        self.rounds
+            .forget_finished(now_ms.saturating_sub(10 * 60 * 1000));
+        sends
+    }
+
+    /// A peer disconnected.
+    pub(crate) fn peer_down(&mut self, peer: NodeId, now_ms: u64) -> Vec<(NodeId, RightsRequest)> {
+        self.answered.remove(&peer);
+        let mut ids = id_source(&mut self.next_id);
+        let sends = self.rounds.peer_down(peer, now_ms, &mut ids);
+        self.stats.asks_sent += sends.len() as u64;
+        sends
+    }
+
+    /// When [`RightsDesk::tick`] next has something to do.
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        self.rounds.next_due()
+    }
+
+    /// The latest round of `pool`.
+    pub(crate) fn round(&self, pool: &PoolKey) -> Option<&Round> {
+        self.rounds.round(pool)
+    }
+}
+
+/// Request ids: one up from the last.
+fn id_source(next: &mut u64) -> impl FnMut() -> u64 + '_ {
+    move || {
+        *next = next.wrapping_add(1);
+        *next
+    }
+}
+
+/// True when every grant `round` obtained is held by `replica`.
+pub(crate) fn grants_arrived(round: &Round, replica: &Replica) -> bool {
+    round.grants().all(|(donor, at)| {
+        replica
+            .heads()
+            .get(&donor)
+            .is_some_and(|h| h.position >= at)
+    })
+}
+
+/// The report a borrow that stayed short returns.
+pub(crate) fn borrow_report(
+    pool: &PoolKey,
+    round: Option<&Round>,
+    replica: &Replica,
+    requested: u64,
+    waited_ms: u64,
+) -> BorrowReport {
+    let name = |id: &NodeId| {
+        replica
+            .roster()
+            .and_then(|r| r.member(id))
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let answers: Vec<BorrowAnswer> = round
+        .map(|r| {
+            r.asks
+                .iter()
+                .map(|a| BorrowAnswer {
+                    peer: name(&a.peer),
+                    asked: a.qty,
+                    granted: a.granted(),
+                    outcome: match a.outcome {
+                        None => "waiting".into(),
+                        Some(AskOutcome::NoAnswer) => "no_answer".into(),
+                        Some(AskOutcome::Answered {
+                            shortfall: Some(s), ..
+                        }) => s.label().into(),
+                        Some(AskOutcome::Answered { .. }) => "granted".into(),
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let report = BorrowReport {
+        pool: pool.clone(),
+        available: replica.book().rights(pool, replica.me()),
+        requested,
+        asked: answers.iter().map(|a| a.asked).sum(),
+        granted: answers.iter().map(|a| a.granted).sum(),
+        waited_ms,
+        answers,
+    };
+    info!(%pool, requested, asked = report.asked, granted = report.granted, waited_ms, "borrow stayed short");
+    report
+}
