@@ -363,13 +363,17 @@ async fn get_status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
             });
         }
     }
-    Ok(Json(status_json(
+    let node = s.node.clone();
+    let rights = blocking(move || node.rights_stats()).await?;
+    let mut status = status_json(
         s.node.meta(),
         Some(daemon),
         Some(&sync),
         peers,
         s.network.summary(),
-    )))
+    );
+    status["rebalance"] = json!(rights);
+    Ok(Json(status))
 }
 
 async fn get_health(State(s): State<AppState>) -> Json<Value> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use stocksync::node::NodeOptions;
+use stocksync::rebalance::RebalanceSettings;
 use stocksync::sync::SyncConfig;
 
 /// Largest request body the API may be configured to accept.
@@ -48,6 +49,8 @@ pub struct Config {
     pub node: NodeSection,
     /// The sync protocol's tunables.
     pub sync: SyncSection,
+    /// Automatic pull and borrowing of rights between peers.
+    pub rebalance: RebalanceSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -171,6 +174,69 @@ impl Default for SyncSection {
     }
 }
 
+/// `[rebalance]`: how the node keeps its rights topped up from its peers
+/// ([`RebalanceSettings`]; docs/rebalancing.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RebalanceSection {
+    /// Ask connected peers for rights when below the low-water mark.
+    pub auto_pull: bool,
+    /// A fixed low-water mark in units; absent: derived from sales velocity.
+    pub low_water: Option<u64>,
+    /// Derived low-water mark: the units sold in this many minutes at the current velocity.
+    pub cover_minutes: u64,
+    /// The least derived low-water mark.
+    pub min_low_water: u64,
+    /// A pull asks for enough to reach this many times the low-water mark.
+    pub refill_factor: u64,
+    /// Never give below this many rights; absent: the node's own low-water mark.
+    pub floor: Option<u64>,
+    /// After receiving rights, give none for this long (ms).
+    pub cool_down_ms: u64,
+    /// Half-life of the sales velocity's decay (minutes).
+    pub velocity_half_life_minutes: u64,
+    /// A strict sale short of rights waits this long for a borrow (ms; 0: refuse at once).
+    pub borrow_deadline_ms: u64,
+    /// A request unanswered this long counts as no answer (ms).
+    pub answer_timeout_ms: u64,
+}
+
+impl Default for RebalanceSection {
+    fn default() -> Self {
+        let r = RebalanceSettings::lan();
+        Self {
+            auto_pull: r.auto_pull,
+            low_water: r.low_water,
+            cover_minutes: r.cover_ms / 60_000,
+            min_low_water: r.min_low_water,
+            refill_factor: r.refill_factor,
+            floor: r.floor,
+            cool_down_ms: r.cool_down_ms,
+            velocity_half_life_minutes: r.velocity_half_life_ms / 60_000,
+            borrow_deadline_ms: r.borrow_deadline_ms,
+            answer_timeout_ms: r.answer_timeout_ms,
+        }
+    }
+}
+
+impl RebalanceSection {
+    /// The settings the node runs with.
+    pub fn settings(&self) -> RebalanceSettings {
+        RebalanceSettings {
+            auto_pull: self.auto_pull,
+            low_water: self.low_water,
+            cover_ms: self.cover_minutes.saturating_mul(60_000),
+            min_low_water: self.min_low_water,
+            refill_factor: self.refill_factor,
+            floor: self.floor,
+            cool_down_ms: self.cool_down_ms,
+            velocity_half_life_ms: self.velocity_half_life_minutes.saturating_mul(60_000),
+            borrow_deadline_ms: self.borrow_deadline_ms,
+            answer_timeout_ms: self.answer_timeout_ms,
+        }
+    }
+}
+
 /// `[log]`: what the daemon logs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -277,6 +343,19 @@ impl Config {
         {
             return bad("sync: intervals, windows and bundle sizes must be non-zero".into());
         }
+        let r = &self.rebalance;
+        if r.refill_factor == 0 || r.answer_timeout_ms == 0 || r.velocity_half_life_minutes == 0 {
+            return bad(
+                "rebalance: refill_factor, answer_timeout_ms and velocity_half_life_minutes must be non-zero"
+                    .into(),
+            );
+        }
+        if r.borrow_deadline_ms > 60_000 {
+            return bad(format!(
+                "rebalance.borrow_deadline_ms is at most 60000 (a sale waits that long), not {}",
+                r.borrow_deadline_ms
+            ));
+        }
         if self.network.keep_alive_ms == 0
             || self.network.idle_timeout_ms <= self.network.keep_alive_ms
         {
@@ -304,6 +383,7 @@ impl Config {
                 max_parked_bytes: s.max_parked_bytes,
                 ..SyncConfig::default()
             },
+            rebalance: self.rebalance.settings(),
             ..NodeOptions::default()
         }
     }
