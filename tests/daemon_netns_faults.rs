@@ -91,7 +91,8 @@ impl Place<'_> {
 
     /// Posts one sale of one unit (through the daemon when one runs).
     fn sell(&self, id: &str, policy: &str) -> Outcome {
-        let (code, out, err) = self.cli(&["--json", "sell", SKU, "1", "--id", id, "--policy", policy]);
+        let (code, out, err) =
+            self.cli(&["--json", "sell", SKU, "1", "--id", id, "--policy", policy]);
         match code {
             Some(0) => Outcome::Acked(serde_json::from_str(&out).expect("answer JSON")),
             Some(3) => Outcome::Refused,
@@ -350,7 +351,11 @@ fn partitions_kill9_and_heal_converge_to_the_ground_truth() {
 
     // 2. Store S1 cut off from the hub and store S2.
     assert!(lan
-        .partition_groups("store_cut", &[&hosts[a], &hosts[b]], &[&hosts[hub], &hosts[c]])
+        .partition_groups(
+            "store_cut",
+            &[&hosts[a], &hosts[b]],
+            &[&hosts[hub], &hosts[c]]
+        )
         .expect("partition"));
     let hub_before = at[hub].stock();
     // till-b sells under `record` beyond its rights (2 left): deficits.
@@ -390,7 +395,7 @@ fn partitions_kill9_and_heal_converge_to_the_ground_truth() {
             }
             out
         });
-        while answered.load(Ordering::SeqCst) < 4 {
+        while answered.load(Ordering::SeqCst) < 4 && !pos.is_finished() {
             std::thread::sleep(Duration::from_millis(5));
         }
         if let Some(d) = da.take() {
@@ -425,11 +430,16 @@ fn partitions_kill9_and_heal_converge_to_the_ground_truth() {
     // the hub sees nothing of it.
     let s1 = |x: &Place| x.stock().get("S1").copied();
     let s1_truth = truth.expected().get("S1").copied();
-    at[b].wait("till-b gets till-a's offline sales over the store LAN", |x| {
-        s1(x) == s1_truth
-    });
+    at[b].wait(
+        "till-b gets till-a's offline sales over the store LAN",
+        |x| s1(x) == s1_truth,
+    );
     at[a].wait("till-a gets till-b's offline sales", |x| s1(x) == s1_truth);
-    assert_eq!(at[hub].stock().get("S1"), hub_before.get("S1"), "the hub is cut off");
+    assert_eq!(
+        at[hub].stock().get("S1"),
+        hub_before.get("S1"),
+        "the hub is cut off"
+    );
     for t in [hub, a, b, c] {
         assert_floor(&format!("node {t} during the partition"), &at[t].stock());
     }
@@ -448,20 +458,29 @@ fn partitions_kill9_and_heal_converge_to_the_ground_truth() {
     assert_eq!(truth.acked_at(a), 20, "till-a sold its rights, no more");
     assert!(truth.refused >= 3);
     let deficit_s1 = expected["S1"].1;
-    assert!(deficit_s1 > 0, "till-b's record sales made deficits: {expected:?}");
+    assert!(
+        deficit_s1 > 0,
+        "till-b's record sales made deficits: {expected:?}"
+    );
     for t in [hub, a, b, c] {
         let st = at[t].stock();
         assert_floor(&format!("node {t}"), &st);
         let status = at[t].status();
         assert!(
-            status["sync"]["forks"].as_array().is_none_or(|f| f.is_empty()),
+            status["sync"]["forks"]
+                .as_array()
+                .is_none_or(|f| f.is_empty()),
             "no fork: {status}"
         );
     }
     // No acknowledged sale lost or doubled: each id is in its till's journal
     // once, answered `replayed` with the first answer.
     for (t, id, _, first) in &truth.acked {
-        let policy = if id.starts_with("off-b-") { "record" } else { "strict" };
+        let policy = if id.starts_with("off-b-") {
+            "record"
+        } else {
+            "strict"
+        };
         let Outcome::Acked(again) = at[*t].sell(id, policy) else {
             panic!("{id}: not acknowledged on retry");
         };

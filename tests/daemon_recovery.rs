@@ -164,7 +164,10 @@ fn sold(d: &Daemon, id: &str) -> Value {
 
 /// The writers a status document lists as forked.
 fn forks(status: &Value) -> Vec<Value> {
-    status["sync"]["forks"].as_array().cloned().unwrap_or_default()
+    status["sync"]["forks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn recovering(d: &Daemon) -> Option<String> {
@@ -267,11 +270,7 @@ fn a_restored_till_that_meets_the_hub_first_recovers_its_history_and_sells_on() 
     // the position seen was stored, so the till still refuses to sell.
     d.kill9();
     let d = Daemon::start(&till, pt, &[ph]);
-    assert!(
-        recovering(&d).is_some(),
-        "after a restart: {}",
-        d.status()
-    );
+    assert!(recovering(&d).is_some(), "after a restart: {}", d.status());
     assert_refused_recovering(&d, "wed-early");
 
     // The hub thaws: the till reconnects and completes its recovery.
