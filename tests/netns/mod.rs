@@ -364,3 +364,49 @@ fn remove_stale() {
         }
     }
 }
+
+impl Lan {
+    /// Cuts every host of `a` off every host of `b` (both ways) with one nft
+    /// table `name` in the switch namespace; hosts within a group still reach
+    /// each other. `Ok(false)` when nft is missing.
+    pub fn partition_groups(&self, name: &str, a: &[&Host], b: &[&Host]) -> std::io::Result<bool> {
+        if !nft_available() {
+            return Ok(false);
+        }
+        let set = |g: &[&Host]| {
+            g.iter()
+                .map(|h| format!("\"{}\"", h.port))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (a, b) = (set(a), set(b));
+        let script = format!(
+            "table bridge {name} {{\n chain cut {{\n  type filter hook forward priority 0; policy accept;\n  \
+             iifname {{ {a} }} oifname {{ {b} }} drop\n  iifname {{ {b} }} oifname {{ {a} }} drop\n }}\n}}\n"
+        );
+        run_input(
+            "ip",
+            &["netns", "exec", &self.switch, "nft", "-f", "-"],
+            Some(&script),
+        )?;
+        Ok(true)
+    }
+
+    /// Removes the partition table `name` made by [`Lan::partition_groups`].
+    pub fn heal_groups(&self, name: &str) -> std::io::Result<()> {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.switch,
+                "nft",
+                "delete",
+                "table",
+                "bridge",
+                name,
+            ],
+        )
+        .map(|_| ())
+    }
+}
