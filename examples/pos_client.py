@@ -192,10 +192,11 @@ def main(argv=None):
             rows = till.stock(args.sku)
             if args.json:
                 print(json.dumps(rows))
-            for row in [] if args.json else rows:
-                print(f"{row['sku']:<16} {row['location']:<10} on hand {row['on_hand']:>6}"
-                      f"  held {row['held']:>4}  rights {row['rights']:>6}"
-                      f"  deficit {row['deficit']}")
+            else:
+                for row in rows:
+                    print(f"{row['sku']:<16} {row['location']:<10} "
+                          f"on hand {row['on_hand']:>6}  held {row['held']:>4}  "
+                          f"rights {row['rights']:>6}  deficit {row['deficit']}")
         else:
             st = till.status()
             if args.json:
