@@ -2,8 +2,9 @@
 //! daemons, each till's only path to the hub through a UDP proxy that drops,
 //! duplicates, reorders and delays datagrams while all three nodes keep
 //! selling; then the proxies go clean and every node converges to the ground
-//! truth the test kept. Last, a batch of datagrams held back by a proxy is
-//! replayed after the connection it belonged to is gone: nothing changes.
+//! truth the test kept. Last, a batch of datagrams a proxy held back (never
+//! delivered) and copies of 300 it delivered are replayed, twice, after the
+//! connection they belonged to is gone: nothing changes.
 
 #[allow(dead_code)]
 #[path = "daemon_net/support.rs"]
@@ -124,10 +125,13 @@ fn counts_stay_exact_through_a_hostile_network_and_late_replays() {
     }
 
     // Hostile phase: all three sell at their own location; midway proxy1
-    // holds a batch of datagrams back (never delivered now).
+    // holds a batch of datagrams back (never delivered now); it also keeps
+    // copies of the first 300 datagrams it forwards.
     for p in [&proxy1, &proxy2] {
         p.set_mode(Mode::Hostile);
     }
+    // Copies of datagrams that were delivered, to be replayed later too.
+    proxy1.record(300);
     let stop = AtomicBool::new(false);
     let nodes = [(&hub, "HQ"), (&d1, "S1"), (&d2, "S2")];
     let truths: Vec<Truth> = std::thread::scope(|s| {
@@ -166,7 +170,16 @@ fn counts_stay_exact_through_a_hostile_network_and_late_replays() {
     println!("hub changes applied during the hostile phase: {hub_applied:?}; till redials: {reconnects:?}");
     assert!(hub_applied > Some(100), "{}", hub.status());
     let held = proxy1.held();
-    assert!(held > 0, "proxy1 held datagrams back");
+    let c = &during[0];
+    let withheld = c["to_target"]["held"].as_u64().unwrap_or(0)
+        + c["to_clients"]["held"].as_u64().unwrap_or(0);
+    assert!(withheld > 0, "proxy1 held datagrams back: {c}");
+    assert_eq!(
+        c["to_target"]["recorded"].as_u64().unwrap_or(0)
+            + c["to_clients"]["recorded"].as_u64().unwrap_or(0),
+        300,
+        "{c}"
+    );
     let truth: BTreeMap<String, i64> = nodes
         .iter()
         .zip(&truths)

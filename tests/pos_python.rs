@@ -83,7 +83,8 @@ fn relay(client: TcpStream, upstream: SocketAddr, withhold: bool, withheld: &Mut
     let Ok(mut server) = TcpStream::connect(upstream) else {
         return;
     };
-    let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut from_client, mut to_server) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
     // Client → server until the client closes (after its timeout, when withholding).
     let up = std::thread::spawn(move || {
         let _ = std::io::copy(&mut from_client, &mut to_server);
@@ -128,7 +129,11 @@ fn the_python_pos_sells_reads_stock_is_refused_and_retries_with_the_same_key() {
     assert_eq!(rows, d.stock("A"));
     assert_eq!(on_hand(&rows), 7);
     let out = pos(&dir, &["stock"]);
-    assert!(text(&out.stdout).contains("on hand      7"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("on hand      7"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = pos(&dir, &["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("node till-1 (till) at S1"));
@@ -147,8 +152,17 @@ fn the_python_pos_sells_reads_stock_is_refused_and_retries_with_the_same_key() {
         (&["sell", "A", "two"][..], "not a whole number"),
     ] {
         let out = pos(&dir, args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
     }
     // The same id again for another sale is bad input, not a replay.
     let first = history_ids(&dir, "A")[1].clone();
@@ -173,7 +187,11 @@ fn the_python_pos_sells_reads_stock_is_refused_and_retries_with_the_same_key() {
         "the first attempt was applied: {withheld}"
     );
     assert_eq!(*proxy.connections.lock().unwrap(), 2, "one retry");
-    assert!(text(&out.stderr).contains("retrying"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("retrying"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(answer["replayed"], true, "{answer}");
     assert_eq!(answer["on_hand_after"], 5, "{answer}");
     let id = answer["id"].as_str().expect("id");
@@ -188,7 +206,17 @@ fn the_python_pos_sells_reads_stock_is_refused_and_retries_with_the_same_key() {
     drop(closed);
     let out = pos(
         &dir,
-        &["--api", &dead, "--attempts", "2", "sell", "A", "1", "--id", "pos-x"],
+        &[
+            "--api",
+            &dead,
+            "--attempts",
+            "2",
+            "sell",
+            "A",
+            "1",
+            "--id",
+            "pos-x",
+        ],
     );
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let err = text(&out.stderr);
@@ -198,5 +226,9 @@ fn the_python_pos_sells_reads_stock_is_refused_and_retries_with_the_same_key() {
     assert_eq!(d.terminate(), Some(0));
     let out = pos(&dir, &["status"]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(text(&out.stderr).contains("no daemon runs"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no daemon runs"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -125,7 +125,10 @@ fn a_till_killed_while_its_api_takes_concurrent_sales_loses_and_doubles_nothing(
     for id in &acked {
         assert_eq!(seen.get(*id), Some(&1), "acknowledged sale {id} lost");
     }
-    let durable_unanswered = unanswered.iter().filter(|id| seen.contains_key(**id)).count();
+    let durable_unanswered = unanswered
+        .iter()
+        .filter(|id| seen.contains_key(**id))
+        .count();
     let on_hand = d1.on_hand(SKU, "S1");
     assert_eq!(on_hand, STOCK - (acked.len() + durable_unanswered) as i64);
 
@@ -147,11 +150,18 @@ fn a_till_killed_while_its_api_takes_concurrent_sales_loses_and_doubles_nothing(
     let seen = journal(&t1);
     assert!(seen.values().all(|n| *n == 1), "an event recorded twice");
     let sales = (acked.len() + unanswered.len()) as i64;
-    assert_eq!(seen.len() as i64, sales + 1, "the receipt and each sale once");
+    assert_eq!(
+        seen.len() as i64,
+        sales + 1,
+        "the receipt and each sale once"
+    );
     let want = STOCK - sales;
     let rows = d1.rows_at("S1");
     assert_eq!(rows[0]["on_hand"], want, "{rows:?}");
-    assert_eq!(rows[0]["rights"], want, "rights spent once per sale: {rows:?}");
+    assert_eq!(
+        rows[0]["rights"], want,
+        "rights spent once per sale: {rows:?}"
+    );
     assert!(rows[0]["deficit"] == 0, "{rows:?}");
     let out = run(&["--data", p(&t1), "verify"]);
     assert!(

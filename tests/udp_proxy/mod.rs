@@ -71,6 +71,7 @@ struct Counters {
     reordered: AtomicU64,
     delayed: AtomicU64,
     held: AtomicU64,
+    recorded: AtomicU64,
     replayed: AtomicU64,
 }
 
@@ -81,7 +82,8 @@ impl Counters {
             "received": g(&self.received), "sent": g(&self.sent),
             "dropped": g(&self.dropped), "duplicated": g(&self.duplicated),
             "reordered": g(&self.reordered), "delayed": g(&self.delayed),
-            "held": g(&self.held), "replayed": g(&self.replayed),
+            "held": g(&self.held), "recorded": g(&self.recorded),
+            "replayed": g(&self.replayed),
         })
     }
 }
@@ -141,6 +143,8 @@ struct Lane {
 
 struct Shared {
     mode: AtomicU8,
+    /// How many more datagrams to copy into `held` as they pass (any mode but hold).
+    record: AtomicU64,
     lanes: [Lane; 2],
     held: Mutex<Vec<(Route, Vec<u8>)>>,
 }
@@ -172,7 +176,20 @@ impl Shared {
     fn datagram(&self, dir: Dir, route: Route, bytes: Vec<u8>) {
         let lane = &self.lanes[dir as usize];
         lane.counters.received.fetch_add(1, Ordering::Relaxed);
-        match self.mode() {
+        let mode = self.mode();
+        if mode != Mode::Hold
+            && self
+                .record
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            lane.counters.recorded.fetch_add(1, Ordering::Relaxed);
+            self.held
+                .lock()
+                .unwrap()
+                .push((route.clone(), bytes.clone()));
+        }
+        match mode {
             Mode::Clean => self.send_later(dir, route, bytes, Duration::ZERO),
             Mode::Hold => {
                 lane.counters.held.fetch_add(1, Ordering::Relaxed);
@@ -222,10 +239,9 @@ impl Shared {
                     w.left = w.left.saturating_sub(1);
                 }
             }
-            let (ready, keep): (Vec<Waiting>, Vec<Waiting>) =
-                q.drain(..).partition(|w| {
-                    all || w.left == 0 || w.since.elapsed() > Duration::from_millis(50)
-                });
+            let (ready, keep): (Vec<Waiting>, Vec<Waiting>) = q
+                .drain(..)
+                .partition(|w| all || w.left == 0 || w.since.elapsed() > Duration::from_millis(50));
             *q = keep.into();
             ready
         };
@@ -267,6 +283,7 @@ impl UdpProxy {
         };
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(Mode::Clean as u8),
+            record: AtomicU64::new(0),
             lanes: [lane(up, 0x5570), lane(down, 0xD0D0)],
             held: Mutex::new(Vec::new()),
         });
@@ -304,7 +321,14 @@ impl UdpProxy {
         }
     }
 
-    /// How many datagrams [`Mode::Hold`] kept and not yet replayed.
+    /// Copies the next `n` datagrams that pass (both directions) into the
+    /// held batch, to replay them later as well.
+    pub fn record(&self, n: u64) {
+        self.shared.record.store(n, Ordering::SeqCst);
+    }
+
+    /// How many datagrams [`Mode::Hold`] kept, or [`UdpProxy::record`]
+    /// copied, and not yet replayed.
     pub fn held(&self) -> usize {
         self.shared.held.lock().unwrap().len()
     }
@@ -318,7 +342,11 @@ impl UdpProxy {
             let mut n = 0;
             for _ in 0..times {
                 for (route, bytes) in &held {
-                    let dir = if matches!(route, Route::Up(_)) { Dir::Up } else { Dir::Down };
+                    let dir = if matches!(route, Route::Up(_)) {
+                        Dir::Up
+                    } else {
+                        Dir::Down
+                    };
                     shared.lanes[dir as usize]
                         .counters
                         .replayed
