@@ -3,6 +3,7 @@
 //! APIs reaching the hub, a relay, a till killed with SIGKILL and restarted,
 //! a node of another fleet refused, a revoked till refused.
 
+mod kill_under_load;
 mod support;
 
 use std::time::{Duration, Instant};
