@@ -70,6 +70,7 @@ fn init_online(
 
 /// Asserts `out` failed with exit code 2 and `needle` in its error, and
 /// that nothing was created in `dir`.
+#[track_caller]
 fn refused(out: &std::process::Output, dir: &Path, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -214,7 +215,7 @@ fn a_till_enrols_with_a_token_and_syncs_and_bad_tokens_are_refused() {
     refused(
         &init_online(&d14, "till-14", "S2", till_addr, &t14),
         &d14,
-        "not the hub",
+        "does not serve enrolment",
     );
     let out = init_online(&d14, "till-14", "S2", free_port(), &t14);
     assert_eq!(
