@@ -1,6 +1,7 @@
 //! A node's TLS material (its identity key, its certificate, the fleet CA)
 //! and the QUIC client and server configurations built from it: TLS 1.3
-//! only, the `ring` provider, ALPN [`ALPN`], the client certificate required,
+//! only, the `ring` provider, ALPN [`ALPN`], the client certificate required
+//! (optional on a hub serving enrolment, see [`NodeTls::server_config_for`]),
 //! and a [`PeerVerifier`] per connection.
 
 use std::fmt;
