@@ -67,12 +67,21 @@ impl NodeSpec {
 /// Refused if `dir` already holds a node. A key left without a database by an
 /// interrupted `init` is replaced (that identity never acknowledged anything).
 pub fn init(dir: &Path, spec: &NodeSpec) -> Result<NodeMeta, SetupError> {
+    init_with_identity(dir, spec, &Identity::generate()?)
+}
+
+/// [`init`] with a key made beforehand (online enrolment proves the key to
+/// the hub before anything is written).
+pub fn init_with_identity(
+    dir: &Path,
+    spec: &NodeSpec,
+    identity: &Identity,
+) -> Result<NodeMeta, SetupError> {
     // The lock first, so two inits cannot interleave key and database.
     let lock = DirLock::acquire(dir)?;
     if dir.join(DB_FILE).exists() {
         return Err(StoreError::AlreadyInitialized(dir.display().to_string()).into());
     }
-    let identity = Identity::generate()?;
     let meta = NodeMeta {
         id: identity.node_id(),
         name: spec.name.clone(),

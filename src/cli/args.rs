@@ -51,6 +51,18 @@ pub enum Command {
         /// directory is HUB (on this machine; through the hub's daemon if one runs).
         #[arg(long, value_name = "HUB")]
         join: Option<PathBuf>,
+        /// Enrol the new node over the network at the hub's transport
+        /// address HOST:PORT, with a one-time token (`fleet token`); needs --token.
+        #[arg(
+            long,
+            value_name = "HOST:PORT",
+            conflicts_with = "join",
+            requires = "token"
+        )]
+        hub: Option<String>,
+        /// The one-time enrolment token from the hub (`ssenrol1.…`); needs --hub.
+        #[arg(long, value_name = "TOKEN", requires = "hub")]
+        token: Option<String>,
     },
     /// The fleet authority's commands, run on the hub's data directory (--data HUB).
     Fleet {
@@ -340,6 +352,38 @@ pub enum FleetCmd {
     },
     /// Show the fleet roster the node in --data holds.
     Roster,
+    /// Make a one-time enrolment token for one new node (printed once; the
+    /// hub keeps only its hash), or list or revoke tokens.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Token {
+        /// list or revoke (without one: make a token).
+        #[command(subcommand)]
+        which: Option<TokenCmd>,
+        /// The new node's name.
+        #[arg(long, required = true)]
+        node: Option<String>,
+        /// Its home location.
+        #[arg(long, required = true)]
+        location: Option<String>,
+        /// Its role: till, store, hub or channel.
+        #[arg(long, required = true)]
+        role: Option<String>,
+        /// How long the token may be used: 90s, 30m, 1h (the default), 2d; at most 30d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+/// `stocksync fleet token ...`.
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// List the tokens: id, entry, expiry, state (unused, used, expired, revoked).
+    List,
+    /// Revoke an unused token by its id.
+    Revoke {
+        /// The token's id (from `fleet token list`).
+        id: String,
+    },
 }
 
 /// `stocksync enrol ...`.

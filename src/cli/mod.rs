@@ -19,7 +19,7 @@ use anyhow::{anyhow, Result};
 use clap::Parser;
 
 pub use args::Cli;
-use args::{BenchKind, Command, EnrolCmd, FleetCmd};
+use args::{BenchKind, Command, EnrolCmd, FleetCmd, TokenCmd};
 use stocksync::data_dir::{self, NodeSpec, Reader, SetupError};
 use stocksync::error::{EventError, InputError, NodeError, StoreError};
 use stocksync::model::NodeMeta;
@@ -187,10 +187,16 @@ fn run(cli: Cli) -> Result<()> {
             location,
             role,
             join,
+            hub,
+            token,
         } => {
             let dir = data_dir(&cli)?;
             if let Some(hub) = join {
                 return fleet::join(&dir, hub, node, location, role, cli.json);
+            }
+            if let (Some(hub), Some(token)) = (hub, token) {
+                let spec = (node.as_str(), location.as_str(), role.as_str());
+                return fleet::join_online(&dir, hub, token, spec, cli.json);
             }
             let meta = init_node(&dir, node, location, role)?;
             output::meta(&meta, cli.json);
@@ -203,6 +209,25 @@ fn run(cli: Cli) -> Result<()> {
                 FleetCmd::Enrol { request } => fleet::enrol(&dir, request),
                 FleetCmd::Revoke { node, reason } => fleet::revoke(&dir, node, reason, cli.json),
                 FleetCmd::Roster => fleet::roster(&dir, cli.json),
+                FleetCmd::Token {
+                    which,
+                    node,
+                    location,
+                    role,
+                    ttl,
+                } => match (which, node, location, role) {
+                    (Some(TokenCmd::List), ..) => fleet::token_cmd::list(&dir, cli.json),
+                    (Some(TokenCmd::Revoke { id }), ..) => {
+                        fleet::token_cmd::revoke(&dir, id, cli.json)
+                    }
+                    (None, Some(n), Some(l), Some(r)) => {
+                        fleet::token_cmd::create(&dir, n, l, r, ttl, cli.json)
+                    }
+                    _ => Err(UsageError(
+                        "fleet token needs --node, --location and --role (or list, revoke)".into(),
+                    )
+                    .into()),
+                },
             }
         }
         Command::Enrol { which } => {

@@ -1,10 +1,9 @@
-//! A hub daemon's fleet routes: `POST /v1/fleet/enrol` and
-//! `POST /v1/fleet/revoke`, so members can be enrolled and revoked while the
-//! hub runs (the command line goes through them when it finds the daemon).
+//! A hub daemon's fleet routes: `POST /v1/fleet/enrol`,
+//! `POST /v1/fleet/revoke` and `POST /v1/fleet/tokens`, so members can be
+//! enrolled and revoked, and enrolment tokens made, while the hub runs (the
+//! command line goes through them when it finds the daemon).
 //! The fleet key is read from the data directory for each request and never
 //! leaves the process; edits are serialized so each gets its own version.
-
-use std::sync::Mutex;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -16,11 +15,11 @@ use tracing::info_span;
 
 use super::api::{blocking, body_bytes, AppState};
 use super::error::ApiError;
-use crate::cli::fleet::{Bundle, EnrolRequest, FleetError, Hub, RevokeBody, Revoked};
+use crate::cli::fleet::token_cmd::{issue_token, now_s};
+use crate::cli::fleet::{
+    Bundle, EnrolRequest, FleetError, Hub, IssuedToken, RevokeBody, Revoked, TokenBody, EDITS,
+};
 use stocksync::error::NodeError;
-
-/// One roster edit at a time: each reads the version the previous one installed.
-static EDITS: Mutex<()> = Mutex::new(());
 
 /// The API error for a failed fleet edit.
 fn fleet_error(e: &anyhow::Error) -> ApiError {
@@ -87,4 +86,18 @@ pub async fn post_revoke(
     })
     .await?;
     Ok(Json(done))
+}
+
+/// `POST /v1/fleet/tokens`: a [`TokenBody`] in, the [`IssuedToken`] out (201).
+/// Its `token` holds the secret: the only time it is shown.
+pub async fn post_tokens(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: TokenBody = parse(body)?;
+    let dir = s.dir().to_path_buf();
+    let issued: IssuedToken = blocking(move || issue_token(&dir, &req, now_s()))
+        .await?
+        .map_err(|e| fleet_error(&e.into()))?;
+    Ok((StatusCode::CREATED, Json(issued)))
 }

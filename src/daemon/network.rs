@@ -192,6 +192,12 @@ pub async fn start_network(node: &Node, dir: &Path, cfg: &NetworkSection) -> Res
         .await
         .with_context(|| format!("cannot start the peer transport on {}", cfg.listen))?;
     let listen = transport.local_addr();
+    if crate::cli::fleet::token_cmd::serves_tokens(dir) {
+        // A hub: new nodes enrol with a token on this same port (docs/network.md).
+        let service = crate::cli::fleet::TokenEnrolment::new(node.clone(), dir, fleet);
+        transport.serve_enrolment(Arc::new(service));
+        info!(node = %node.id(), %listen, "serving token enrolment");
+    }
     let meta = node.meta();
     let me = Announcement {
         node: meta.id,

@@ -14,9 +14,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::close;
 use super::frame::{self, FrameError};
-use super::quic::Inner;
+use super::quic::{alpn_of, Inner};
 use super::tls::ALPN;
-use super::verify::peer_id;
+use super::verify::{peer_id, Refusal};
 use crate::model::NodeId;
 
 /// Most bytes queued for one connection before the pump drops messages to it.
@@ -79,14 +79,14 @@ pub(crate) fn peer_of(conn: &Connection) -> Option<NodeId> {
 pub(crate) async fn run(inner: Arc<Inner>, conn: Connection, dialled: bool) -> Ended {
     let addr = conn.remote_address();
     let Some(id) = peer_of(&conn) else {
+        // A hub serving enrolment makes the client certificate optional at
+        // the handshake (tls.rs): a sync connection without one ends here,
+        // before the node hears of it.
+        inner.refusals.record(addr, None, Refusal::NoCertificate);
         conn.close(code(close::PROTOCOL), b"no certificate");
         return Ended::Closed("no peer certificate".into());
     };
-    let alpn = conn
-        .handshake_data()
-        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|h| h.protocol);
-    if alpn.as_deref() != Some(ALPN) {
+    if alpn_of(&conn).as_deref() != Some(ALPN) {
         conn.close(code(close::PROTOCOL), b"alpn");
         return Ended::Closed("no stocksync/1 application protocol".into());
     }

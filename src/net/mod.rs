@@ -3,6 +3,7 @@
 //!
 //! - [`cert`]: the fleet CA (the authority's key) and node certificates.
 //! - [`verify`]: the peer verifier: fleet signature, validity, roster admission, expected id.
+//! - [`enrol`]: online enrolment with a one-time token (a hub's extra ALPN).
 //! - [`Transport`]: one QUIC endpoint that listens and dials, one stream per
 //!   peer carrying length-prefixed messages between the wire and a [`crate::Node`].
 
@@ -10,6 +11,7 @@ pub mod cert;
 mod der;
 mod dial;
 mod engine;
+pub mod enrol;
 mod frame;
 mod link;
 mod quic;

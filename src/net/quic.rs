@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use quinn::{Endpoint, EndpointConfig, TransportConfig, VarInt};
@@ -14,6 +14,8 @@ use tracing::{debug, info, info_span, Instrument};
 
 use super::dial::{self, Target};
 use super::engine::{self, RosterCache};
+use super::enrol::server::{self as enrol_server, EnrolServer, EnrolService};
+use super::enrol::ENROL_ALPN;
 use super::link::{self, Link};
 use super::status::PeerInfo;
 use super::tls::{transport_config, NodeTls};
@@ -93,6 +95,8 @@ pub(crate) struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Messages the pump dropped (peer not connected, or its queue full).
     pub dropped: AtomicU64,
+    /// The enrolment service a hub serves (unset: the enrolment protocol is not offered).
+    enrol: OnceLock<Arc<EnrolServer>>,
 }
 
 impl Inner {
@@ -194,6 +198,7 @@ impl Transport {
             stop,
             tasks: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            enrol: OnceLock::new(),
         });
         let span = info_span!("net", node = %inner.id, %local);
         inner.track(tokio::spawn(accept_loop(inner.clone()).instrument(span)));
@@ -231,6 +236,14 @@ impl Transport {
     /// Stops dialling `addr` (a live connection stays until it ends).
     pub fn remove_peer(&self, addr: SocketAddr) {
         dial::remove(&self.inner, addr);
+    }
+
+    /// Serves online enrolment with `service` on this endpoint from now on
+    /// (a hub): connections may then negotiate the enrolment protocol
+    /// without a client certificate (see [`NodeTls::server_config_for`]).
+    /// Only the first call takes effect.
+    pub fn serve_enrolment(&self, service: Arc<dyn EnrolService>) {
+        let _ = self.inner.enrol.set(Arc::new(EnrolServer::new(service)));
     }
 
     /// The dial targets and the connected peers.
@@ -280,6 +293,13 @@ impl Transport {
     }
 }
 
+/// The application protocol an established connection negotiated.
+pub(crate) fn alpn_of(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol)
+}
+
 /// Accepts connections until the endpoint closes; each gets a verifier knowing its address.
 async fn accept_loop(inner: Arc<Inner>) {
     let mut stop = inner.stop.subscribe();
@@ -290,11 +310,13 @@ async fn accept_loop(inner: Arc<Inner>) {
         };
         let Some(incoming) = incoming else { break };
         let addr = incoming.remote_address();
-        let config = match inner.tls.server_config(
+        let enrol = inner.enrol.get().cloned();
+        let config = match inner.tls.server_config_for(
             inner.roster_source(),
             addr,
             inner.refusals.clone(),
             inner.transport.clone(),
+            enrol.is_some(),
         ) {
             Ok(c) => c,
             Err(e) => {
@@ -315,7 +337,12 @@ async fn accept_loop(inner: Arc<Inner>) {
             async move {
                 match connecting.await {
                     Ok(conn) => {
-                        link::run(inner2, conn, false).await;
+                        match enrol.filter(|_| alpn_of(&conn).as_deref() == Some(ENROL_ALPN)) {
+                            Some(server) => enrol_server::serve(server, conn).await,
+                            None => {
+                                link::run(inner2, conn, false).await;
+                            }
+                        }
                     }
                     Err(e) => debug!(error = %e, "incoming handshake failed"),
                 }

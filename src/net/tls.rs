@@ -1,6 +1,7 @@
 //! A node's TLS material (its identity key, its certificate, the fleet CA)
 //! and the QUIC client and server configurations built from it: TLS 1.3
-//! only, the `ring` provider, ALPN [`ALPN`], the client certificate required,
+//! only, the `ring` provider, ALPN [`ALPN`], the client certificate required
+//! (optional on a hub serving enrolment, see [`NodeTls::server_config_for`]),
 //! and a [`PeerVerifier`] per connection.
 
 use std::fmt;
@@ -11,10 +12,14 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::version::TLS13;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 
 use super::cert::{CertError, FleetCa, NodeCertificate, CA_FILE, CERT_FILE};
+use super::enrol::ENROL_ALPN;
 use super::verify::{PeerVerifier, RefusalLog, RosterSource};
 use super::NetError;
 use crate::identity::Identity;
@@ -122,15 +127,40 @@ impl NodeTls {
         log: Arc<RefusalLog>,
         transport: Arc<TransportConfig>,
     ) -> Result<quinn::ServerConfig, NetError> {
+        self.server_config_for(roster, addr, log, transport, false)
+    }
+
+    /// [`NodeTls::server_config`], also offering the enrolment protocol when
+    /// `enrol` (a hub serving tokens). rustls cannot require a client
+    /// certificate for one ALPN only, so then a client certificate is
+    /// optional at the handshake: one that is presented is verified as
+    /// always, and a sync connection without one is closed by the link layer
+    /// before the node hears of it (`link::run`).
+    pub fn server_config_for(
+        &self,
+        roster: RosterSource,
+        addr: SocketAddr,
+        log: Arc<RefusalLog>,
+        transport: Arc<TransportConfig>,
+        enrol: bool,
+    ) -> Result<quinn::ServerConfig, NetError> {
         let verifier = PeerVerifier::new(self.node(), self.ca.fleet(), roster, None, addr, log);
+        let verifier: Arc<dyn ClientCertVerifier> = if enrol {
+            Arc::new(OptionalClientCert(verifier))
+        } else {
+            Arc::new(verifier)
+        };
         let (chain, key) = self.chain();
         let mut tls = rustls::ServerConfig::builder_with_provider(
             rustls::crypto::ring::default_provider().into(),
         )
         .with_protocol_versions(&[&TLS13])?
-        .with_client_cert_verifier(Arc::new(verifier))
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
+        if enrol {
+            tls.alpn_protocols.push(ENROL_ALPN.to_vec());
+        }
         // No tickets, no session cache, no early data: a peer is verified
         // against the current roster at every connection.
         tls.send_tls13_tickets = 0;
@@ -146,6 +176,52 @@ impl NodeTls {
     /// The server name a dialler passes to quinn.
     pub(crate) fn server_name() -> &'static str {
         SERVER_NAME
+    }
+}
+
+/// The peer verifier with the client certificate optional (a hub that
+/// serves enrolment, where a new node has no certificate yet).
+#[derive(Debug)]
+struct OptionalClientCert(PeerVerifier);
+
+impl ClientCertVerifier for OptionalClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ClientCertVerifier::verify_tls12_signature(&self.0, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ClientCertVerifier::verify_tls13_signature(&self.0, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ClientCertVerifier::supported_verify_schemes(&self.0)
     }
 }
 

@@ -78,6 +78,11 @@ pub enum Refusal {
     /// The handshake's signature is not by the certificate's key, or not Ed25519.
     #[error("bad handshake signature")]
     BadSignature,
+    /// A sync connection without a client certificate (possible only on a
+    /// hub serving enrolment, where the certificate is optional at the
+    /// handshake): closed before the node hears of it.
+    #[error("no client certificate")]
+    NoCertificate,
 }
 
 /// One refused handshake, for the status API.
@@ -109,6 +114,17 @@ impl RefusalLog {
             q.pop_front();
         }
         q.push_back(r);
+    }
+
+    /// Logs and keeps a refusal decided outside the verifier.
+    pub(crate) fn record(&self, addr: SocketAddr, claimed: Option<NodeId>, reason: Refusal) {
+        warn!(peer = %addr, %reason, "peer refused");
+        self.push(RefusalRecord {
+            at: SystemTime::now(),
+            addr,
+            claimed,
+            reason,
+        });
     }
 
     /// The refusals kept, oldest first.

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use stocksync::data_dir::{self, NodeSpec, FLEET_FILE};
-use stocksync::fleet::{FleetAuthority, Member, Roster};
+use stocksync::fleet::{FleetAuthority, Member, Roster, SignedRoster};
 use stocksync::model::{NodeId, NodeMeta, Position, Role};
 use stocksync::net::cert::{CA_FILE, CERT_FILE};
-use stocksync::net::{issue, FleetCa};
+use stocksync::net::{issue, FleetCa, NodeCertificate};
 use stocksync::node::{system_clock, Node, NodeOptions};
 use tracing::info;
 
@@ -48,7 +48,7 @@ pub fn init(dir: &Path, name: &str, location: &str) -> Result<NodeMeta> {
 }
 
 /// `dir`'s fleet key, checked against its fleet id.
-fn load_authority(dir: &Path) -> Result<FleetAuthority, FleetError> {
+pub(super) fn load_authority(dir: &Path) -> Result<FleetAuthority, FleetError> {
     let fleet = data_dir::fleet_id(dir)
         .map_err(|e| FleetError::Invalid(e.to_string()))?
         .ok_or_else(|| FleetError::NotHub(dir.display().to_string()))?;
@@ -101,6 +101,17 @@ impl Hub {
     /// certificate. A request repeating a current member's entry gets a new
     /// bundle with the roster unchanged.
     pub fn enrol(&self, req: &EnrolRequest) -> Result<Bundle> {
+        let (cert, roster) = self.enrol_parts(req)?;
+        Ok(Bundle::new(&self.ca, &cert, &roster))
+    }
+
+    /// The fleet CA.
+    pub fn ca(&self) -> &FleetCa {
+        &self.ca
+    }
+
+    /// [`Hub::enrol`]'s certificate and signed roster (for the online flow).
+    pub fn enrol_parts(&self, req: &EnrolRequest) -> Result<(NodeCertificate, SignedRoster)> {
         let (id, member) = req.member()?;
         let roster = self.roster()?;
         for (other, m) in &roster.members {
@@ -134,7 +145,7 @@ impl Hub {
             }
         };
         let cert = issue(&self.authority, id, &member.name)?;
-        Ok(Bundle::new(&self.ca, &cert, &self.authority.sign(&roster)?))
+        Ok((cert, self.authority.sign(&roster)?))
     }
 
     /// Revokes `target` (a node id or a member's name) after the last change

@@ -1,13 +1,18 @@
 //! Fleet enrolment on the command line: `fleet init|enrol|revoke|roster`
-//! (the hub's side) and `enrol request|accept`, `init --join` (a node's
-//! side). See docs/daemon.md, "Fleet".
+//! and `fleet token` (the hub's side) and `enrol request|accept`,
+//! `init --join`, `init --hub --token` (a node's side). See docs/daemon.md,
+//! "Fleet".
 
 mod authority;
 mod bundle;
 mod hub;
+mod online;
+pub mod token_cmd;
+mod tokens;
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -22,6 +27,12 @@ use tracing::info;
 
 pub use bundle::{Bundle, EnrolRequest};
 pub use hub::Hub;
+pub use online::{join_online, TokenEnrolment};
+pub use token_cmd::{IssuedToken, TokenBody};
+
+/// One roster edit at a time (API, token enrolment): each reads the version
+/// the previous one installed.
+pub static EDITS: Mutex<()> = Mutex::new(());
 
 /// Why a fleet command refused (exit code 2 unless it is an I/O failure).
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +57,9 @@ pub enum FleetError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Online enrolment with a token failed.
+    #[error(transparent)]
+    Enrol(#[from] stocksync::net::enrol::client::EnrolError),
 }
 
 impl FleetError {
@@ -53,6 +67,7 @@ impl FleetError {
     pub fn exit_code(&self) -> i32 {
         match self {
             FleetError::Io(_) => 1,
+            FleetError::Enrol(e) => online::enrol_exit_code(e),
             _ => super::EXIT_BAD_INPUT,
         }
     }
