@@ -15,7 +15,9 @@ use axum::routing::post;
 use axum::Router;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use stocksync::channel::config::{ChannelConfig, ChannelId, ChannelsConfig, PoolSelector, PublishMode};
+use stocksync::channel::config::{
+    ChannelConfig, ChannelId, ChannelsConfig, PoolSelector, PublishMode,
+};
 use stocksync::channel::runner::Runner;
 use stocksync::channel::{Redrive, CHANNELS_DB};
 use stocksync::{system_clock, LocationId, PoolKey, Sku};
@@ -55,10 +57,20 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+async fn hook(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
     let mut s = inner.lock().unwrap();
     s.log.requests += 1;
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     let ts = h("x-stocksync-timestamp");
     let mut mac = Hmac::<Sha256>::new_from_slice(&s.secret).unwrap();
     mac.update(ts.as_bytes());
@@ -71,7 +83,10 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
     }
     assert_eq!(h("content-type"), "application/json");
     if let Some(code) = s.fail_with {
-        return (StatusCode::from_u16(code).unwrap(), "receiver says no".into());
+        return (
+            StatusCode::from_u16(code).unwrap(),
+            "receiver says no".into(),
+        );
     }
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let got = Got {
@@ -83,7 +98,10 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
     };
     assert_eq!(v["channel"], "web");
     assert!(v["updated_at"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(h("idempotency-key"), format!("web:{}:{}", got.sku, got.sequence));
+    assert_eq!(
+        h("idempotency-key"),
+        format!("web:{}:{}", got.sku, got.sequence)
+    );
     s.log.got.push(got);
     (StatusCode::OK, String::new())
 }
@@ -111,7 +129,9 @@ impl Receiver {
             .enable_all()
             .build()
             .unwrap();
-        let app = Router::new().route("/hook", post(hook)).with_state(self.inner.clone());
+        let app = Router::new()
+            .route("/hook", post(hook))
+            .with_state(self.inner.clone());
         let addr = self.addr;
         let listener = rt.block_on(async {
             for _ in 0..100 {
@@ -211,28 +231,46 @@ fn check_order(got: &[Got], last: &BTreeMap<String, u64>) {
         }
     }
     for (sku, v) in last {
-        let final_got = per.get(sku.as_str()).and_then(|g| g.last()).map(|g| g.available);
-        assert_eq!(final_got, Some(*v), "{sku}: newest value not delivered last");
+        let final_got = per
+            .get(sku.as_str())
+            .and_then(|g| g.last())
+            .map(|g| g.available);
+        assert_eq!(
+            final_got,
+            Some(*v),
+            "{sku}: newest value not delivered last"
+        );
     }
 }
 
 fn newest_delivered(r: &Receiver, last: &BTreeMap<String, u64>) -> bool {
     let got = r.got();
-    last.iter().all(|(sku, v)| got.iter().rev().find(|g| g.sku == *sku).map(|g| g.available) == Some(*v))
+    last.iter().all(|(sku, v)| {
+        got.iter()
+            .rev()
+            .find(|g| g.sku == *sku)
+            .map(|g| g.available)
+            == Some(*v)
+    })
 }
 
 #[test]
 fn a_realtime_burst_is_coalesced_and_ends_on_the_final_value() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start("s3cret");
-    let runner = start(dir.path(), &channel(&rx.url(), PublishMode::Realtime { coalesce_ms: 100 }));
+    let runner = start(
+        dir.path(),
+        &channel(&rx.url(), PublishMode::Realtime { coalesce_ms: 100 }),
+    );
     let t0 = Instant::now();
     for i in 0..50u64 {
         runner.observe(&web(), pool("SHOE-42"), 100 - i).unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
     let last = BTreeMap::from([("SHOE-42".to_string(), 51)]);
-    wait_for("the final value", Duration::from_secs(5), || newest_delivered(&rx, &last));
+    wait_for("the final value", Duration::from_secs(5), || {
+        newest_delivered(&rx, &last)
+    });
     let took = t0.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let got = rx.got();
@@ -242,15 +280,24 @@ fn a_realtime_burst_is_coalesced_and_ends_on_the_final_value() {
     check_order(&got, &last);
     let st = runner.status(&web()).unwrap();
     assert_eq!((st.outbox_depth, st.dead_letters), (0, 0));
-    assert_eq!(st.last_delivered, Some((Sku::new("SHOE-42").unwrap(), got.last().unwrap().sequence)));
-    eprintln!("realtime: 50 changes -> {} deliveries, final value after {took:?}", got.len());
+    assert_eq!(
+        st.last_delivered,
+        Some((Sku::new("SHOE-42").unwrap(), got.last().unwrap().sequence))
+    );
+    eprintln!(
+        "realtime: 50 changes -> {} deliveries, final value after {took:?}",
+        got.len()
+    );
 }
 
 #[test]
 fn an_interval_channel_gets_one_coalesced_update_per_interval() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start("s3cret");
-    let runner = start(dir.path(), &channel(&rx.url(), PublishMode::Interval { every_s: 1 }));
+    let runner = start(
+        dir.path(),
+        &channel(&rx.url(), PublishMode::Interval { every_s: 1 }),
+    );
     let t0 = Instant::now();
     let mut v = 0;
     while t0.elapsed() < Duration::from_millis(3_200) {
@@ -260,7 +307,9 @@ fn an_interval_channel_gets_one_coalesced_update_per_interval() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let last = BTreeMap::from([("A".to_string(), v), ("B".to_string(), 1_000 + v)]);
-    wait_for("the last interval's values", Duration::from_secs(3), || newest_delivered(&rx, &last));
+    wait_for("the last interval's values", Duration::from_secs(3), || {
+        newest_delivered(&rx, &last)
+    });
     let got = rx.got();
     check_order(&got, &last);
     for sku in ["A", "B"] {
@@ -269,7 +318,10 @@ fn an_interval_channel_gets_one_coalesced_update_per_interval() {
         assert!((3..=5).contains(&gs.len()), "{sku}: {} updates", gs.len());
         for w in gs.windows(2) {
             let gap = w[1].at - w[0].at;
-            assert!(gap > Duration::from_millis(700), "{sku}: two updates {gap:?} apart");
+            assert!(
+                gap > Duration::from_millis(700),
+                "{sku}: two updates {gap:?} apart"
+            );
         }
     }
 }
@@ -293,7 +345,9 @@ fn scenario_9_an_endpoint_down_for_minutes_gets_every_newest_value_in_order() {
         }
     };
     change(&runner, &mut last);
-    wait_for("the first values", Duration::from_secs(5), || newest_delivered(&rx, &last));
+    wait_for("the first values", Duration::from_secs(5), || {
+        newest_delivered(&rx, &last)
+    });
 
     rx.down();
     let t0 = Instant::now();
@@ -301,15 +355,29 @@ fn scenario_9_an_endpoint_down_for_minutes_gets_every_newest_value_in_order() {
         change(&runner, &mut last);
         std::thread::sleep(Duration::from_millis(37));
     }
-    wait_for("failures to show", Duration::from_secs(2), || runner.status(&web()).unwrap().last_error.is_some());
+    wait_for("failures to show", Duration::from_secs(2), || {
+        runner.status(&web()).unwrap().last_error.is_some()
+    });
     let before = rx.got().len();
     rx.up();
     let t1 = Instant::now();
-    wait_for("every newest value", Duration::from_secs(10), || newest_delivered(&rx, &last));
-    eprintln!("scenario 9: all newest values {:?} after the receiver came back", t1.elapsed());
+    wait_for("every newest value", Duration::from_secs(10), || {
+        newest_delivered(&rx, &last)
+    });
+    eprintln!(
+        "scenario 9: all newest values {:?} after the receiver came back",
+        t1.elapsed()
+    );
     let got = rx.got();
     check_order(&got, &last);
-    assert!(got.len() - before <= 2 * skus.len(), "after the outage: {} deliveries", got.len() - before);
+    assert!(
+        got.len() - before <= 2 * skus.len(),
+        "after the outage: {} deliveries",
+        got.len() - before
+    );
+    wait_for("an empty outbox", Duration::from_secs(2), || {
+        runner.status(&web()).unwrap().outbox_depth == 0
+    });
     let st = runner.status(&web()).unwrap();
     assert_eq!((st.outbox_depth, st.dead_letters), (0, 0));
     assert!(st.failed_attempts > 0);
@@ -327,13 +395,17 @@ fn a_runner_restarted_mid_outage_resumes_and_delivers() {
             runner.observe(&web(), pool(sku), n).unwrap();
             last.insert(sku.to_string(), n);
         }
-        wait_for("the first values", Duration::from_secs(5), || newest_delivered(&rx, &last));
+        wait_for("the first values", Duration::from_secs(5), || {
+            newest_delivered(&rx, &last)
+        });
         rx.down();
         for (sku, n) in [("A", 2u64), ("B", 1), ("C", 9)] {
             runner.observe(&web(), pool(sku), n).unwrap();
             last.insert(sku.to_string(), n);
         }
-        wait_for("a failure", Duration::from_secs(2), || runner.status(&web()).unwrap().failed_attempts >= 3);
+        wait_for("a failure", Duration::from_secs(2), || {
+            runner.status(&web()).unwrap().failed_attempts >= 3
+        });
         runner.shutdown();
     }
     assert!(dir.path().join(CHANNELS_DB).exists());
@@ -347,12 +419,23 @@ fn a_runner_restarted_mid_outage_resumes_and_delivers() {
     last.insert("D".into(), 5);
     std::thread::sleep(Duration::from_millis(100));
     rx.up();
-    wait_for("every newest value", Duration::from_secs(10), || newest_delivered(&rx, &last));
+    wait_for("every newest value", Duration::from_secs(10), || {
+        newest_delivered(&rx, &last)
+    });
     let got = rx.got();
     check_order(&got, &last);
-    let b: Vec<u64> = got.iter().filter(|g| g.sku == "B").map(|g| g.sequence).collect();
-    assert!(b.len() >= 2 && b.windows(2).all(|w| w[0] < w[1]), "B's sequences: {b:?}");
-    assert_eq!(runner.status(&web()).unwrap().outbox_depth, 0);
+    let b: Vec<u64> = got
+        .iter()
+        .filter(|g| g.sku == "B")
+        .map(|g| g.sequence)
+        .collect();
+    assert!(
+        b.len() >= 2 && b.windows(2).all(|w| w[0] < w[1]),
+        "B's sequences: {b:?}"
+    );
+    wait_for("an empty outbox", Duration::from_secs(2), || {
+        runner.status(&web()).unwrap().outbox_depth == 0
+    });
 }
 
 #[test]
@@ -360,35 +443,97 @@ fn a_400_is_dead_lettered_at_once_and_a_redrive_delivers_it() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start("s3cret");
     rx.with(|s| s.fail_with = Some(400));
-    let runner = start(dir.path(), &channel(&rx.url(), PublishMode::Realtime { coalesce_ms: 10 }));
+    let runner = start(
+        dir.path(),
+        &channel(&rx.url(), PublishMode::Realtime { coalesce_ms: 10 }),
+    );
     runner.observe(&web(), pool("A"), 7).unwrap();
-    wait_for("a dead letter", Duration::from_secs(5), || runner.status(&web()).unwrap().dead_letters == 1);
+    wait_for("a dead letter", Duration::from_secs(5), || {
+        runner.status(&web()).unwrap().dead_letters == 1
+    });
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(rx.with(|s| s.log.requests), 1, "a 400 is not retried");
     let dead = runner.dead_letters(&web()).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!((dead[0].1.update.available, dead[0].1.attempts), (7, 1));
-    assert!(dead[0].1.error.contains("400") && dead[0].1.error.contains("receiver says no"), "{}", dead[0].1.error);
+    assert!(
+        dead[0].1.error.contains("400") && dead[0].1.error.contains("receiver says no"),
+        "{}",
+        dead[0].1.error
+    );
     assert!(rx.got().is_empty());
 
     rx.with(|s| s.fail_with = None);
-    runner.redrive(&web(), Redrive::Sku(Sku::new("A").unwrap())).unwrap();
+    runner
+        .redrive(&web(), Redrive::Sku(Sku::new("A").unwrap()))
+        .unwrap();
     let last = BTreeMap::from([("A".to_string(), 7)]);
-    wait_for("the re-driven value", Duration::from_secs(5), || newest_delivered(&rx, &last));
+    wait_for("the re-driven value", Duration::from_secs(5), || {
+        newest_delivered(&rx, &last)
+    });
+    wait_for("an empty outbox", Duration::from_secs(2), || {
+        runner.status(&web()).unwrap().outbox_depth == 0
+    });
     let st = runner.status(&web()).unwrap();
     assert_eq!((st.dead_letters, st.outbox_depth), (0, 0));
     assert!(runner.dead_letters(&web()).unwrap().is_empty());
-    assert_eq!(rx.got()[0].sequence, 1, "the same update, with the same sequence");
+    assert_eq!(
+        rx.got()[0].sequence,
+        1,
+        "the same update, with the same sequence"
+    );
 }
 
 #[test]
 fn a_receiver_with_another_secret_rejects_every_request() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start("not-the-channel-secret");
-    let runner = start(dir.path(), &channel(&rx.url(), PublishMode::Realtime { coalesce_ms: 10 }));
+    let runner = start(
+        dir.path(),
+        &channel(&rx.url(), PublishMode::Realtime { coalesce_ms: 10 }),
+    );
     runner.observe(&web(), pool("A"), 7).unwrap();
-    wait_for("a dead letter", Duration::from_secs(5), || runner.status(&web()).unwrap().dead_letters == 1);
+    wait_for("a dead letter", Duration::from_secs(5), || {
+        runner.status(&web()).unwrap().dead_letters == 1
+    });
     assert_eq!(rx.with(|s| s.log.bad_signatures), 1);
     assert!(rx.got().is_empty());
-    assert!(runner.dead_letters(&web()).unwrap()[0].1.error.contains("401"));
+    assert!(runner.dead_letters(&web()).unwrap()[0]
+        .1
+        .error
+        .contains("401"));
+}
+
+#[test]
+fn the_documented_toml_parses_and_validates() {
+    let text = r#"
+[[channel]]
+id = "web"
+pools = [{ location = "WH-1" }, { location = "STORE-7", sku = "SHOE-42" }]
+mode = { kind = "realtime", coalesce_ms = 100 }
+url = "http://127.0.0.1:9000/hook"
+secret = { file = "web.secret" }
+
+[[channel]]
+id = "market"
+pools = [{ location = "WH-1" }]
+mode = { kind = "batch", at = ["06:00", "18:30"] }
+url = "http://localhost:9001/hook"
+secret = { inline = "k" }
+max_attempts = 5
+"#;
+    let cfg: ChannelsConfig = toml::from_str(text).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.channel[0].max_attempts, 12);
+    assert_eq!(cfg.channel[0].backoff_max_ms, 300_000);
+    assert!(cfg.channel[0].sells_from(&pool("ANY")));
+    assert!(!cfg.channel[1].sells_from(&PoolKey::new(
+        LocationId::new("STORE-7").unwrap(),
+        Sku::new("SHOE-42").unwrap()
+    )));
+    assert!(toml::from_str::<ChannelsConfig>(&text.replace("06:00", "6:00")).is_err());
+    assert!(toml::from_str::<ChannelsConfig>(&text.replace("coalesce_ms", "coalesce")).is_err());
+    let bad: ChannelsConfig =
+        toml::from_str(&text.replace("127.0.0.1:9000", "shop.example")).unwrap();
+    assert!(bad.validate().is_err());
 }

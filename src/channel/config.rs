@@ -63,7 +63,8 @@ impl ChannelId {
         let s = s.into();
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if ok {
             Ok(Self(s))
         } else {
@@ -359,7 +360,10 @@ impl ChannelConfig {
             return Err(range("max_attempts", "1 to 1000"));
         }
         if self.backoff_base_ms == 0 || self.backoff_base_ms > self.backoff_max_ms {
-            return Err(range("backoff_base_ms", "at least 1 and at most backoff_max_ms"));
+            return Err(range(
+                "backoff_base_ms",
+                "at least 1 and at most backoff_max_ms",
+            ));
         }
         if self.backoff_max_ms > DAY_MS {
             return Err(range("backoff_max_ms", "at most one day"));
@@ -381,11 +385,16 @@ pub fn check_url(url: &str, allow_insecure_http: bool) -> Result<(), ConfigError
     if url.len() > 2048 {
         return Err(bad("longer than 2048 bytes"));
     }
-    if url.chars().any(|c| c.is_ascii_control() || c.is_whitespace()) {
+    if url
+        .chars()
+        .any(|c| c.is_ascii_control() || c.is_whitespace())
+    {
         return Err(bad("contains whitespace or a control character"));
     }
     if url.starts_with("https://") {
-        return Err(bad("https needs a TLS-enabled build, which this one is not"));
+        return Err(bad(
+            "https needs a TLS-enabled build, which this one is not",
+        ));
     }
     let rest = url
         .strip_prefix("http://")
@@ -537,7 +546,10 @@ mod tests {
         };
         let day = 3 * DAY_MS;
         assert_eq!(b.due_after_change(day), day + 6 * 3_600_000 + 1_800_000);
-        assert_eq!(b.due_after_change(day + 7 * 3_600_000), day + 18 * 3_600_000);
+        assert_eq!(
+            b.due_after_change(day + 7 * 3_600_000),
+            day + 18 * 3_600_000
+        );
         assert_eq!(
             b.due_after_change(day + 19 * 3_600_000),
             day + DAY_MS + 6 * 3_600_000 + 1_800_000

@@ -40,10 +40,7 @@ impl WebhookClient {
     /// Posts `update`, signed at `now_ms`; `Ok` when the receiver answered 2xx.
     pub fn send(&self, update: &Update, now_ms: u64) -> Result<(), Failure> {
         let req = webhook::request(&self.channel, &self.secret, update, now_ms);
-        let mut call = self
-            .agent
-            .post(&self.url)
-            .content_type("application/json");
+        let mut call = self.agent.post(&self.url).content_type("application/json");
         for (name, value) in &req.headers {
             call = call.header(*name, value);
         }

@@ -28,7 +28,9 @@ pub mod runner;
 pub mod store;
 pub mod webhook;
 
-pub use config::{ChannelConfig, ChannelId, ChannelsConfig, ConfigError, PoolSelector, PublishMode};
+pub use config::{
+    ChannelConfig, ChannelId, ChannelsConfig, ConfigError, PoolSelector, PublishMode,
+};
 pub use outbox::{DeadLetter, Failure, Outbox, Redrive, RedriveReport};
 pub use publisher::{Publisher, Update};
 pub use store::{OutboxStore, OutboxStoreError, CHANNELS_DB};

@@ -272,7 +272,10 @@ impl Outbox {
             s.attempts = 0;
             s.next_at_ms = now_ms;
             s.last_error = None;
-            if s.dead.as_ref().is_some_and(|d| d.update.sequence < sequence) {
+            if s.dead
+                .as_ref()
+                .is_some_and(|d| d.update.sequence < sequence)
+            {
                 s.dead = None; // the receiver has a newer value: nothing left to re-drive
             }
         });

@@ -19,10 +19,20 @@ const LOCATIONS: [&str; 2] = ["WH", "S1"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Observe { pool: usize, value: u64 },
-    Poll { max: usize },
+    Observe {
+        pool: usize,
+        value: u64,
+    },
+    Poll {
+        max: usize,
+    },
     Succeed(usize),
-    Fail { which: usize, permanent: bool, random: u64, retry_after: Option<u64> },
+    Fail {
+        which: usize,
+        permanent: bool,
+        random: u64,
+        retry_after: Option<u64>,
+    },
     Redrive(Option<usize>),
     Advance(u64),
     Restart,
@@ -91,8 +101,13 @@ impl Harness {
     fn succeed(&mut self, i: usize) {
         let d = self.in_flight.remove(i);
         let p = d.update.pool();
-        self.outbox.succeeded(&p, d.update.sequence, self.now).unwrap();
-        assert_eq!(self.values[&(p.sku.clone(), d.update.sequence)], d.update.available);
+        self.outbox
+            .succeeded(&p, d.update.sequence, self.now)
+            .unwrap();
+        assert_eq!(
+            self.values[&(p.sku.clone(), d.update.sequence)],
+            d.update.available
+        );
         self.delivered
             .entry(p)
             .or_default()
@@ -121,12 +136,22 @@ impl Harness {
                 let i = i % self.in_flight.len();
                 self.succeed(i);
             }
-            Op::Fail { which, permanent, random, retry_after } if !self.in_flight.is_empty() => {
+            Op::Fail {
+                which,
+                permanent,
+                random,
+                retry_after,
+            } if !self.in_flight.is_empty() => {
                 let d = self.in_flight.remove(which % self.in_flight.len());
                 let failure = if permanent {
-                    Failure::Permanent { error: "HTTP 400".into() }
+                    Failure::Permanent {
+                        error: "HTTP 400".into(),
+                    }
                 } else {
-                    Failure::Retry { error: "HTTP 503".into(), retry_after_ms: retry_after }
+                    Failure::Retry {
+                        error: "HTTP 503".into(),
+                        retry_after_ms: retry_after,
+                    }
                 };
                 let p = d.update.pool();
                 self.outbox
@@ -144,15 +169,21 @@ impl Harness {
             Op::Restart => {
                 // A crash: what was in flight is lost, the records are what the store kept.
                 self.in_flight.clear();
-                let records: Vec<_> = (0..4).map(pool).map(|p| {
-                    let r = self.outbox.record(&p);
-                    (p, r)
-                }).collect();
+                let records: Vec<_> = (0..4)
+                    .map(pool)
+                    .map(|p| {
+                        let r = self.outbox.record(&p);
+                        (p, r)
+                    })
+                    .collect();
                 self.outbox = Outbox::restore(self.policy, records);
             }
             _ => {}
         }
-        assert!(self.outbox.depth() <= 2 * 4, "more than one pending and one in flight per pool");
+        assert!(
+            self.outbox.depth() <= 2 * 4,
+            "more than one pending and one in flight per pool"
+        );
         for (p, got) in &self.delivered {
             assert!(
                 got.windows(2).all(|w| w[0].0 < w[1].0),
@@ -188,7 +219,11 @@ impl Harness {
         assert_eq!(self.outbox.dead_count(), 0);
         for (p, (seq, value)) in &self.observed {
             let last = self.delivered.get(p).and_then(|v| v.last());
-            assert_eq!(last, Some(&(*seq, *value)), "{p}: the last observed value was not delivered last");
+            assert_eq!(
+                last,
+                Some(&(*seq, *value)),
+                "{p}: the last observed value was not delivered last"
+            );
         }
     }
 }
@@ -212,10 +247,18 @@ fn a_failed_older_value_never_overwrites_a_newer_pending_one() {
     h.apply(Op::Observe { pool: 0, value: 5 });
     h.apply(Op::Poll { max: 1 });
     h.apply(Op::Observe { pool: 0, value: 7 });
-    h.apply(Op::Fail { which: 0, permanent: false, random: 0, retry_after: None });
+    h.apply(Op::Fail {
+        which: 0,
+        permanent: false,
+        random: 0,
+        retry_after: None,
+    });
     h.apply(Op::Poll { max: 1 });
     assert_eq!(h.in_flight[0].update.available, 7);
-    assert_eq!(h.in_flight[0].attempt, 2, "the newer value inherits the backoff");
+    assert_eq!(
+        h.in_flight[0].attempt, 2,
+        "the newer value inherits the backoff"
+    );
     h.drain();
 }
 
@@ -224,7 +267,12 @@ fn a_redrive_after_a_newer_delivery_sends_nothing_old() {
     let mut h = Harness::new();
     h.apply(Op::Observe { pool: 0, value: 5 });
     h.apply(Op::Poll { max: 1 });
-    h.apply(Op::Fail { which: 0, permanent: true, random: 0, retry_after: None });
+    h.apply(Op::Fail {
+        which: 0,
+        permanent: true,
+        random: 0,
+        retry_after: None,
+    });
     assert_eq!(h.outbox.dead_count(), 1);
     h.apply(Op::Observe { pool: 0, value: 3 });
     h.apply(Op::Poll { max: 1 });
@@ -243,22 +291,39 @@ fn max_attempts_dead_letters_the_newest_and_redrive_delivers_it() {
     for _ in 0..3 {
         h.apply(Op::Advance(1_000));
         h.apply(Op::Poll { max: 1 });
-        h.apply(Op::Fail { which: 0, permanent: false, random: 7, retry_after: None });
+        h.apply(Op::Fail {
+            which: 0,
+            permanent: false,
+            random: 7,
+            retry_after: None,
+        });
     }
     assert_eq!(h.outbox.dead_count(), 1);
     assert_eq!(h.outbox.depth(), 0);
     let dead = h.outbox.dead_letters();
-    assert_eq!((dead[0].1.attempts, dead[0].1.error.as_str()), (3, "HTTP 503"));
-    let r = h.outbox.redrive(&Redrive::Sku(Sku::new("B").unwrap()), h.now);
+    assert_eq!(
+        (dead[0].1.attempts, dead[0].1.error.as_str()),
+        (3, "HTTP 503")
+    );
+    let r = h
+        .outbox
+        .redrive(&Redrive::Sku(Sku::new("B").unwrap()), h.now);
     assert_eq!(r.redriven, 1);
     h.apply(Op::Poll { max: 1 });
-    assert_eq!(h.in_flight[0].attempt, 1, "a re-drive starts with fresh attempts");
+    assert_eq!(
+        h.in_flight[0].attempt, 1,
+        "a re-drive starts with fresh attempts"
+    );
     h.drain();
 }
 
 #[test]
 fn backoff_is_full_jitter_and_capped() {
-    let p = RetryPolicy { max_attempts: 12, backoff_base_ms: 1_000, backoff_max_ms: 300_000 };
+    let p = RetryPolicy {
+        max_attempts: 12,
+        backoff_base_ms: 1_000,
+        backoff_max_ms: 300_000,
+    };
     assert_eq!(super::outbox::backoff_ms(&p, 1, 999), 999);
     assert_eq!(super::outbox::backoff_ms(&p, 1, 1_001), 0);
     assert_eq!(super::outbox::backoff_ms(&p, 3, 3_999), 3_999);

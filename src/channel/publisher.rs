@@ -157,7 +157,10 @@ mod tests {
         assert!(p.due(1_099).is_empty());
         let u = p.due(1_100);
         assert_eq!(u.len(), 1);
-        assert_eq!((u[0].available, u[0].sequence, u[0].updated_at_ms), (51, 1, 1_049));
+        assert_eq!(
+            (u[0].available, u[0].sequence, u[0].updated_at_ms),
+            (51, 1, 1_049)
+        );
         // The same value again publishes nothing; a change publishes with the next sequence.
         p.observe(2_000, pool("A"), 51);
         assert!(p.due(3_000).is_empty());
@@ -196,7 +199,10 @@ mod tests {
 
     #[test]
     fn interval_publishes_once_per_interval() {
-        let mut p = Publisher::new(PublishMode::Interval { every_s: 1 }, PublisherState::default());
+        let mut p = Publisher::new(
+            PublishMode::Interval { every_s: 1 },
+            PublisherState::default(),
+        );
         let mut sent = Vec::new();
         for t in (0..3_000).step_by(10) {
             p.observe(t, pool("A"), t);

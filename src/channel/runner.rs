@@ -112,7 +112,11 @@ pub struct Runner {
 impl Runner {
     /// Starts every channel of `config` on `data_dir/channels.db`; a relative
     /// secret file is read from `data_dir`.
-    pub fn start(data_dir: &Path, config: &ChannelsConfig, clock: Clock) -> Result<Self, RunnerError> {
+    pub fn start(
+        data_dir: &Path,
+        config: &ChannelsConfig,
+        clock: Clock,
+    ) -> Result<Self, RunnerError> {
         config.validate()?;
         let path = data_dir.join(CHANNELS_DB);
         let mut workers = Vec::new();
@@ -161,19 +165,30 @@ impl Runner {
 
     /// Records that `channel` holds `available` in `pool` now; `false` when the
     /// channel does not sell from that pool (nothing is recorded).
-    pub fn observe(&self, channel: &ChannelId, pool: PoolKey, available: u64) -> Result<bool, RunnerError> {
+    pub fn observe(
+        &self,
+        channel: &ChannelId,
+        pool: PoolKey,
+        available: u64,
+    ) -> Result<bool, RunnerError> {
         let h = self.handle(channel)?;
         if !h.config.sells_from(&pool) {
             return Ok(false);
         }
         let now = now_ms(&self.clock);
-        lock(&h.shared.inbox).observed.insert(pool, (available, now));
+        lock(&h.shared.inbox)
+            .observed
+            .insert(pool, (available, now));
         h.shared.wake.notify_one();
         Ok(true)
     }
 
     /// Observes every pool `source` reports for `channel`.
-    pub fn feed(&self, channel: &ChannelId, source: &impl AvailableSource) -> Result<(), RunnerError> {
+    pub fn feed(
+        &self,
+        channel: &ChannelId,
+        source: &impl AvailableSource,
+    ) -> Result<(), RunnerError> {
         let pools = self.handle(channel)?.config.pools.clone();
         for (pool, available) in source.available(&pools) {
             self.observe(channel, pool, available)?;
@@ -195,7 +210,10 @@ impl Runner {
     }
 
     /// `channel`'s dead letters, by pool.
-    pub fn dead_letters(&self, channel: &ChannelId) -> Result<Vec<(PoolKey, DeadLetter)>, RunnerError> {
+    pub fn dead_letters(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Vec<(PoolKey, DeadLetter)>, RunnerError> {
         Ok(lock(&self.handle(channel)?.shared.dead).clone())
     }
 
@@ -227,7 +245,11 @@ fn load_secret(data_dir: &Path, cfg: &ChannelConfig) -> Result<Vec<u8>, RunnerEr
     match &cfg.secret {
         SecretSource::Inline(s) => Ok(s.as_bytes().to_vec()),
         SecretSource::File(p) => {
-            let path: PathBuf = if p.is_absolute() { p.clone() } else { data_dir.join(p) };
+            let path: PathBuf = if p.is_absolute() {
+                p.clone()
+            } else {
+                data_dir.join(p)
+            };
             let err = |reason: String| RunnerError::Secret {
                 channel: cfg.id.to_string(),
                 path: path.display().to_string(),
@@ -313,7 +335,10 @@ impl Worker {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
-        Some((std::mem::take(&mut inbox.observed), std::mem::take(&mut inbox.redrive)))
+        Some((
+            std::mem::take(&mut inbox.observed),
+            std::mem::take(&mut inbox.redrive),
+        ))
     }
 
     fn step(
@@ -361,9 +386,8 @@ impl Worker {
                     Err(f) => {
                         st.failed_attempts += 1;
                         st.last_error = Some(match f {
-                            super::Failure::Retry { error, .. } | super::Failure::Permanent { error } => {
-                                error.clone()
-                            }
+                            super::Failure::Retry { error, .. }
+                            | super::Failure::Permanent { error } => error.clone(),
                         });
                     }
                 }
@@ -385,7 +409,11 @@ impl Worker {
         Ok(())
     }
 
-    fn persist(&mut self, pools: &BTreeSet<PoolKey>, seqs: &BTreeMap<Sku, u64>) -> Result<(), OutboxStoreError> {
+    fn persist(
+        &mut self,
+        pools: &BTreeSet<PoolKey>,
+        seqs: &BTreeMap<Sku, u64>,
+    ) -> Result<(), OutboxStoreError> {
         if pools.is_empty() && seqs.is_empty() {
             return Ok(());
         }

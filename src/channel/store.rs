@@ -207,7 +207,8 @@ impl OutboxStore {
                     signed(s.delivered_seq),
                 ])?;
             }
-            let mut seq = tx.prepare_cached("INSERT OR REPLACE INTO sequences VALUES (?1, ?2, ?3)")?;
+            let mut seq =
+                tx.prepare_cached("INSERT OR REPLACE INTO sequences VALUES (?1, ?2, ?3)")?;
             for (sku, n) in sequences {
                 seq.execute(params![channel.as_str(), sku.as_str(), signed(*n)])?;
             }
@@ -238,17 +239,19 @@ fn decode_pool(r: &Row<'_>) -> Result<PoolRow, OutboxStoreError> {
     let location = LocationId::new(r.get::<_, String>(0)?).map_err(corrupt)?;
     let sku = Sku::new(r.get::<_, String>(1)?).map_err(corrupt)?;
     let update = |a: Option<i64>, s: Option<i64>, t: Option<i64>| -> Result<_, OutboxStoreError> {
-        Ok(match (opt_unsigned(a)?, opt_unsigned(s)?, opt_unsigned(t)?) {
-            (Some(available), Some(sequence), Some(updated_at_ms)) => Some(Update {
-                location: location.clone(),
-                sku: sku.clone(),
-                available,
-                updated_at_ms,
-                sequence,
-            }),
-            (None, None, None) => None,
-            _ => return Err(corrupt("a half-written value")),
-        })
+        Ok(
+            match (opt_unsigned(a)?, opt_unsigned(s)?, opt_unsigned(t)?) {
+                (Some(available), Some(sequence), Some(updated_at_ms)) => Some(Update {
+                    location: location.clone(),
+                    sku: sku.clone(),
+                    available,
+                    updated_at_ms,
+                    sequence,
+                }),
+                (None, None, None) => None,
+                _ => return Err(corrupt("a half-written value")),
+            },
+        )
     };
     let head = update(r.get(3)?, r.get(4)?, r.get(5)?)?;
     let dead_update = update(r.get(9)?, r.get(10)?, r.get(11)?)?;
@@ -325,7 +328,11 @@ mod tests {
         assert_eq!(l.slots, vec![(pool(), row.slot)]);
         assert_eq!(l.publisher.published.get(&pool()), Some(&13));
         assert_eq!(l.publisher.sequences.get(&pool().sku), Some(&3));
-        assert!(s.load(&ChannelId::new("other").unwrap()).unwrap().slots.is_empty());
+        assert!(s
+            .load(&ChannelId::new("other").unwrap())
+            .unwrap()
+            .slots
+            .is_empty());
     }
 
     #[test]

@@ -203,33 +203,74 @@ mod tests {
             body,
             r#"{"channel":"web","sku":"SHOE-42","location":"WH-1","available":12,"updated_at":"2024-05-01T12:00:00.250Z","sequence":42}"#
         );
-        let h = |name| r.headers.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+        let h = |name| {
+            r.headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap()
+                .1
+                .clone()
+        };
         assert_eq!(h(TIMESTAMP_HEADER), "1714564801");
         assert_eq!(h(IDEMPOTENCY_HEADER), "web:SHOE-42:42");
         assert_eq!(
             h(SIGNATURE_HEADER),
             "sha256=5d5f3abea65b104b1a8d4893a08d663374809a2395196ccc5e551c1b0995a142"
         );
-        assert!(verify(b"whsec-example", 1_714_564_801, &r.body, &h(SIGNATURE_HEADER)));
-        assert!(!verify(b"other", 1_714_564_801, &r.body, &h(SIGNATURE_HEADER)));
-        assert!(!verify(b"whsec-example", 1_714_564_802, &r.body, &h(SIGNATURE_HEADER)));
-        assert!(!verify(b"whsec-example", 1_714_564_801, &r.body, "sha256=zz"));
+        assert!(verify(
+            b"whsec-example",
+            1_714_564_801,
+            &r.body,
+            &h(SIGNATURE_HEADER)
+        ));
+        assert!(!verify(
+            b"other",
+            1_714_564_801,
+            &r.body,
+            &h(SIGNATURE_HEADER)
+        ));
+        assert!(!verify(
+            b"whsec-example",
+            1_714_564_802,
+            &r.body,
+            &h(SIGNATURE_HEADER)
+        ));
+        assert!(!verify(
+            b"whsec-example",
+            1_714_564_801,
+            &r.body,
+            "sha256=zz"
+        ));
     }
 
     #[test]
     fn answers() {
         assert_eq!(classify(200, None, ""), Ok(()));
         assert_eq!(classify(204, None, ""), Ok(()));
-        assert!(matches!(classify(400, None, "bad sku"), Err(Failure::Permanent { error }) if error == "HTTP 400: bad sku"));
-        assert!(matches!(classify(404, None, ""), Err(Failure::Permanent { .. })));
+        assert!(
+            matches!(classify(400, None, "bad sku"), Err(Failure::Permanent { error }) if error == "HTTP 400: bad sku")
+        );
+        assert!(matches!(
+            classify(404, None, ""),
+            Err(Failure::Permanent { .. })
+        ));
         assert!(matches!(
             classify(429, Some("3"), ""),
-            Err(Failure::Retry { retry_after_ms: Some(3000), .. })
+            Err(Failure::Retry {
+                retry_after_ms: Some(3000),
+                ..
+            })
         ));
-        assert!(matches!(classify(408, None, ""), Err(Failure::Retry { .. })));
+        assert!(matches!(
+            classify(408, None, ""),
+            Err(Failure::Retry { .. })
+        ));
         assert!(matches!(
             classify(503, Some("Wed, 21 Oct 2015 07:28:00 GMT"), ""),
-            Err(Failure::Retry { retry_after_ms: None, .. })
+            Err(Failure::Retry {
+                retry_after_ms: None,
+                ..
+            })
         ));
         let long = "x".repeat(1000);
         let Err(Failure::Permanent { error }) = classify(422, None, &long) else {
