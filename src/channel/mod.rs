@@ -12,6 +12,7 @@
 //! - [`publisher`]: observations to updates, coalesced, with sequence numbers (pure).
 //! - [`outbox`]: pending, in flight, backoff with jitter, dead letters (pure).
 //! - [`store`]: the durable outbox in SQLite (`channels.db`).
+//! - [`url`]: webhook URL checks.
 //! - [`webhook`]: the JSON body, signature and answer classification (pure).
 //! - `http` (feature `channel`): the HTTP client that posts a request.
 //! - `runner` (feature `channel`): one worker thread per channel, with the real clock.
@@ -26,6 +27,7 @@ pub mod publisher;
 #[cfg(feature = "channel")]
 pub mod runner;
 pub mod store;
+pub mod url;
 pub mod webhook;
 
 pub use config::{

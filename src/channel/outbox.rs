@@ -215,20 +215,18 @@ impl Outbox {
 
     /// Starts the deliveries due at `now_ms`, at most `max` of them, at most one per SKU in flight.
     pub fn poll(&mut self, now_ms: u64, max: usize) -> Vec<Delivery> {
-        let due: Vec<PoolKey> = self
-            .ready
-            .iter()
-            .take_while(|(t, _)| *t <= now_ms)
-            .map(|(_, p)| p.clone())
-            .collect();
-        let mut out = Vec::new();
-        for pool in due {
-            if out.len() >= max {
+        let mut due: Vec<PoolKey> = Vec::new();
+        let mut skus = BTreeSet::new();
+        for (t, p) in &self.ready {
+            if *t > now_ms || due.len() >= max {
                 break;
             }
-            if self.busy.contains(&pool.sku) {
-                continue;
+            if !self.busy.contains(&p.sku) && skus.insert(&p.sku) {
+                due.push(p.clone());
             }
+        }
+        let mut out = Vec::new();
+        for pool in due {
             let started = self.edit(&pool, |s| {
                 let u = s.pending.take()?;
                 s.in_flight = Some(u.clone());

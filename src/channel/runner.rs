@@ -18,12 +18,15 @@ use std::time::Duration;
 
 use super::config::{ChannelConfig, ChannelId, ChannelsConfig, ConfigError, SecretSource};
 use super::http::WebhookClient;
-use super::outbox::{DeadLetter, Outbox, Redrive};
+use super::outbox::{DeadLetter, Failure, Outbox, Redrive};
 use super::publisher::Publisher;
 use super::store::{OutboxStore, OutboxStoreError, PoolRow, CHANNELS_DB};
 use super::AvailableSource;
 use crate::model::{PoolKey, Sku};
 use crate::node::Clock;
+
+/// Most requests a worker sends before it looks at its inbox and writes the answers.
+const SENDS_PER_STEP: usize = 16;
 
 /// Longest a worker sleeps with nothing due.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -137,15 +140,19 @@ impl Runner {
                 shared: Arc::new(Shared::default()),
             });
         }
-        let mut channels = BTreeMap::new();
+        let mut runner = Self {
+            channels: BTreeMap::new(),
+            clock,
+        };
         for w in workers {
             let shared = w.shared.clone();
             let config = w.config.clone();
+            // On an error here, dropping `runner` stops the workers already started.
             let thread = std::thread::Builder::new()
                 .name(format!("channel-{}", config.id))
                 .spawn(move || w.run())
                 .map_err(RunnerError::Spawn)?;
-            channels.insert(
+            runner.channels.insert(
                 config.id.clone(),
                 Handle {
                     config,
@@ -154,7 +161,7 @@ impl Runner {
                 },
             );
         }
-        Ok(Self { channels, clock })
+        Ok(runner)
     }
 
     fn handle(&self, channel: &ChannelId) -> Result<&Handle, RunnerError> {
@@ -355,7 +362,11 @@ impl Worker {
         for u in self.publisher.due(now) {
             seqs.insert(u.sku.clone(), u.sequence);
             touched.insert(u.pool());
-            self.outbox.enqueue(u);
+            let (pool, seq) = (u.pool(), u.sequence);
+            if !self.outbox.enqueue(u) {
+                // Only a store that lost sequences could do this: say so.
+                tracing::warn!(channel = %self.config.id, %pool, seq, "update older than the outbox's: dropped");
+            }
         }
         let mut dead_changed = !redrives.is_empty();
         for which in redrives {
@@ -368,31 +379,20 @@ impl Worker {
             self.outbox.redrive(&which, now);
         }
         self.persist(&touched, &seqs)?;
-        for d in self.outbox.poll(now, 1) {
+        let mut answered = BTreeSet::new();
+        for d in self.outbox.poll(now, SENDS_PER_STEP) {
+            if lock(&self.shared.inbox).stop {
+                // Not sent: still in the file as undelivered; dropping it from
+                // memory is fine, the worker ends here.
+                break;
+            }
             let pool = d.update.pool();
             let seq = d.update.sequence;
             let result = self.client.send(&d.update, now_ms(&self.clock));
             let done = now_ms(&self.clock);
             let dead_before = self.outbox.dead_count();
-            {
-                let mut st = lock(&self.shared.status);
-                match &result {
-                    Ok(()) => {
-                        st.delivered += 1;
-                        st.last_delivery_ms = Some(done);
-                        st.last_delivered = Some((pool.sku.clone(), seq));
-                        st.last_error = None;
-                    }
-                    Err(f) => {
-                        st.failed_attempts += 1;
-                        st.last_error = Some(match f {
-                            super::Failure::Retry { error, .. }
-                            | super::Failure::Permanent { error } => error.clone(),
-                        });
-                    }
-                }
-            }
-            let result_failed = result.is_err();
+            self.note(&pool, seq, done, &result);
+            dead_changed |= result.is_err();
             // The delivery is the one just polled: these cannot report NotInFlight.
             let _ = match result {
                 Ok(()) => self.outbox.succeeded(&pool, seq, done),
@@ -402,9 +402,12 @@ impl Worker {
                     self.outbox.failed(&pool, seq, done, f, r)
                 }
             };
-            dead_changed |= result_failed || self.outbox.dead_count() != dead_before;
-            self.persist(&BTreeSet::from([pool]), &BTreeMap::new())?;
+            dead_changed |= self.outbox.dead_count() != dead_before;
+            answered.insert(pool);
         }
+        // One write for the answers of this step; a crash before it re-sends
+        // them with the same sequences, which receivers drop.
+        self.persist(&answered, &BTreeMap::new())?;
         self.publish_status(dead_changed);
         Ok(())
     }
@@ -427,6 +430,23 @@ impl Worker {
             .collect();
         let seqs: Vec<(Sku, u64)> = seqs.iter().map(|(s, n)| (s.clone(), *n)).collect();
         self.store.save(&self.config.id, &rows, &seqs)
+    }
+
+    /// Records a delivery's outcome in the shared status.
+    fn note(&self, pool: &PoolKey, seq: u64, done: u64, result: &Result<(), Failure>) {
+        let mut st = lock(&self.shared.status);
+        match result {
+            Ok(()) => {
+                st.delivered += 1;
+                st.last_delivery_ms = Some(done);
+                st.last_delivered = Some((pool.sku.clone(), seq));
+                st.last_error = None;
+            }
+            Err(Failure::Retry { error, .. } | Failure::Permanent { error }) => {
+                st.failed_attempts += 1;
+                st.last_error = Some(error.clone());
+            }
+        }
     }
 
     /// Refreshes the shared status; the dead-letter list only when it may have changed.
