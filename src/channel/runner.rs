@@ -450,14 +450,13 @@ impl Worker {
     }
 
     /// Refreshes the shared status; the dead-letter list only when it may have changed.
+    /// The list goes first: a reader that sees the new counts then finds the new list.
     fn publish_status(&self, dead_changed: bool) {
-        {
-            let mut st = lock(&self.shared.status);
-            st.outbox_depth = self.outbox.depth();
-            st.dead_letters = self.outbox.dead_count();
-        }
         if dead_changed {
             *lock(&self.shared.dead) = self.outbox.dead_letters();
         }
+        let mut st = lock(&self.shared.status);
+        st.outbox_depth = self.outbox.depth();
+        st.dead_letters = self.outbox.dead_count();
     }
 }
