@@ -68,6 +68,7 @@
 //! - `sim` (feature `sim`): the deterministic fleet simulator and its checker.
 //! - `net` (feature `net`): the QUIC transport (docs/network.md).
 
+pub mod channel;
 pub mod data_dir;
 pub mod discovery;
 pub mod error;
