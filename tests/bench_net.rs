@@ -14,6 +14,8 @@ const SUMMARIES: &[&str] = &[
     "sale_to_hub",
     "load_sale_commit",
     "load_sale_to_hub",
+    "paced_sale_commit",
+    "paced_sale_to_hub",
 ];
 const FIGURES: &[&str] = &[
     "quic_rtt_message_bytes",
@@ -29,7 +31,14 @@ const FIGURES: &[&str] = &[
     "load_poll_period_us",
     "load_udp_bytes_per_sale_to_hub",
     "load_payload_bytes_per_sale_to_hub",
+    "paced_ms_between_sales_per_till",
+    "paced_sales_per_s",
+    "paced_udp_bytes_per_sale_to_hub",
+    "paced_payload_bytes_per_sale_to_hub",
+    "paced_sale_to_hub_p99_over_quic_rtt_p99",
     "offline_sales",
+    "offline_head_epoch",
+    "offline_changes_in_head_epoch",
     "offline_selling_s",
     "offline_reconnect_to_converged_ms",
     "offline_udp_bytes_to_hub",
@@ -80,6 +89,7 @@ fn bench_net_reports_every_figure() {
     assert_eq!(num(&report, "load_tills"), 2.0);
     assert_eq!(num(&report, "load_sales"), 20.0);
     assert_eq!(num(&report, "load_sale_to_hub_samples"), 20.0);
+    assert_eq!(num(&report, "paced_sale_to_hub_samples"), 20.0);
     assert_eq!(num(&report, "offline_sales"), 200.0);
     // A sale's bundle is on the wire: more UDP bytes than payload, and some payload.
     assert!(

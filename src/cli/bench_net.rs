@@ -33,6 +33,8 @@ const HANDSHAKES: usize = 50;
 const PINGS: usize = 1000;
 /// Bytes of each echoed message (a sale's bundle is a few hundred bytes).
 const PING_BYTES: usize = 100;
+/// Time between two sales of one till in the paced run (10 sales/s a till).
+const PACED_GAP: Duration = Duration::from_millis(100);
 /// The longest any wait for a replica may take before the bench fails.
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -408,14 +410,20 @@ struct Sold {
     acks: Vec<(Position, Instant)>,
 }
 
-fn sell_loop(node: &Node, till: usize, sales: u64) -> Result<Sold> {
+/// `sales` sales on `node`, back to back, or one every `gap` (open loop).
+fn sell_loop(node: &Node, id: &str, sales: u64, gap: Option<Duration>) -> Result<Sold> {
     let mut s = Sold {
         commit: hist(),
         acks: Vec::with_capacity(sales as usize),
     };
+    let t0 = Instant::now();
     for i in 0..sales {
+        if let Some(gap) = gap {
+            let due = t0 + gap * i as u32;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let t = Instant::now();
-        let pos = event(node, format!("l-{till}-{i}"), 1, EventKind::Sale)?;
+        let pos = event(node, format!("{id}-{i}"), 1, EventKind::Sale)?;
         let ack = Instant::now();
         record(&mut s.commit, ack - t)?;
         s.acks.push((pos, ack));
@@ -424,13 +432,17 @@ fn sell_loop(node: &Node, till: usize, sales: u64) -> Result<Sold> {
 }
 
 /// `tills` tills selling at once, each linked to the hub and to one LAN peer
-/// (pairs); each sale timed from its acknowledgement until the hub holds it.
+/// (pairs), back to back or one sale every `gap` each; each sale timed from
+/// its acknowledgement until the hub holds it. Figures named `prefix_...`.
+#[allow(clippy::too_many_arguments)]
 fn load(
     rt: &tokio::runtime::Runtime,
     f: &Fleet,
     hub: &Live,
     tills: &[Peer],
     sales: u64,
+    gap: Option<Duration>,
+    prefix: &str,
     out: &mut Map<String, Value>,
 ) -> Result<()> {
     let per_till = (sales / tills.len() as u64).max(1);
@@ -438,7 +450,12 @@ fn load(
     let mut live = Vec::new();
     for p in tills {
         let node = f.open(p, Durability::Full)?;
-        event(&node, "stock-in".into(), per_till + 10, EventKind::Receipt)?;
+        event(
+            &node,
+            format!("{prefix}-stock-in"),
+            per_till + 10,
+            EventKind::Receipt,
+        )?;
         live.push(start(rt, f, p, node, vec![hub_addr])?);
     }
     // Dialling spawns on the runtime.
@@ -470,7 +487,7 @@ fn load(
             .enumerate()
             .map(|(i, l)| {
                 let node = l.node.clone();
-                s.spawn(move || sell_loop(&node, i, per_till))
+                s.spawn(move || sell_loop(&node, &format!("{prefix}-{i}"), per_till, gap))
             })
             .collect();
         let sold: Result<Vec<Sold>> = sellers
@@ -515,24 +532,28 @@ fn load(
         udp += a.udp_tx_bytes - b.udp_tx_bytes;
         payload += a.payload_tx_bytes - b.payload_tx_bytes;
     }
-    out.insert("load_tills".into(), json!(tills.len()));
-    out.insert("load_sales".into(), json!(total));
+    out.insert(format!("{prefix}_tills"), json!(tills.len()));
     out.insert(
-        "load_sales_per_s".into(),
+        format!("{prefix}_ms_between_sales_per_till"),
+        json!(gap.map_or(0, |g| g.as_millis() as u64)),
+    );
+    out.insert(format!("{prefix}_sales"), json!(total));
+    out.insert(
+        format!("{prefix}_sales_per_s"),
         json!((total as f64 / wall.as_secs_f64()).round()),
     );
-    put(out, "load_sale_commit", &commit);
-    put(out, "load_sale_to_hub", &to_hub);
+    put(out, &format!("{prefix}_sale_commit"), &commit);
+    put(out, &format!("{prefix}_sale_to_hub"), &to_hub);
     out.insert(
-        "load_poll_period_us".into(),
+        format!("{prefix}_poll_period_us"),
         json!(per(observed.polling.as_micros() as u64, observed.polls)),
     );
     out.insert(
-        "load_udp_bytes_per_sale_to_hub".into(),
+        format!("{prefix}_udp_bytes_per_sale_to_hub"),
         json!(per(udp, total)),
     );
     out.insert(
-        "load_payload_bytes_per_sale_to_hub".into(),
+        format!("{prefix}_payload_bytes_per_sale_to_hub"),
         json!(per(payload, total)),
     );
     rt.block_on(async {
@@ -586,6 +607,9 @@ fn offline(
     let converged = t0.elapsed();
     let s = link_to(&l.net, hub.node.id())?;
     out.insert("offline_sales".into(), json!(sales));
+    let own = own.unwrap_or_default();
+    out.insert("offline_head_epoch".into(), json!(own.epoch));
+    out.insert("offline_changes_in_head_epoch".into(), json!(own.seq));
     out.insert(
         "offline_selling_s".into(),
         json!((selling.as_secs_f64() * 100.0).round() / 100.0),
@@ -633,7 +657,18 @@ fn measure(base: &Path, params: &Params) -> Result<Map<String, Value>> {
     baseline(&rt, &f, &hub, &t1, &mut out)?;
     let hub = start(&rt, &f, &hub, f.open(&hub, Durability::Full)?, vec![])?;
     sale_path(&rt, &f, &hub, &t1, &t2, params.sales.max(1), &mut out)?;
-    load(&rt, &f, &hub, &tills, params.sales.max(1), &mut out)?;
+    let sales = params.sales.max(1);
+    load(&rt, &f, &hub, &tills, sales, None, "load", &mut out)?;
+    load(
+        &rt,
+        &f,
+        &hub,
+        &tills,
+        sales,
+        Some(PACED_GAP),
+        "paced",
+        &mut out,
+    )?;
     offline(&rt, &f, &hub, &off, params.offline_sales.max(1), &mut out)?;
     rt.block_on(hub.net.shutdown());
     let ratio = |a: &str, b: &str| {
@@ -655,6 +690,10 @@ fn measure(base: &Path, params: &Params) -> Result<Map<String, Value>> {
         (
             "load_sale_to_hub_p50_over_quic_rtt_p50",
             ratio("load_sale_to_hub_p50_us", "quic_rtt_p50_us"),
+        ),
+        (
+            "paced_sale_to_hub_p99_over_quic_rtt_p99",
+            ratio("paced_sale_to_hub_p99_us", "quic_rtt_p99_us"),
         ),
     ];
     for (k, v) in ratios {
