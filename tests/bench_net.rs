@@ -91,6 +91,21 @@ fn bench_net_reports_every_figure() {
     assert_eq!(num(&report, "load_sale_to_hub_samples"), 20.0);
     assert_eq!(num(&report, "paced_sale_to_hub_samples"), 20.0);
     assert_eq!(num(&report, "offline_sales"), 200.0);
+    // Not a timing goal, a bound: a sale cannot be held by another replica
+    // sooner than half a round trip after its acknowledgement (a bench
+    // watching the wrong replica would report ~0).
+    let half_rtt = num(&report, "quic_rtt_p50_us") / 2.0;
+    for s in [
+        "sale_to_lan",
+        "sale_to_hub",
+        "load_sale_to_hub",
+        "paced_sale_to_hub",
+    ] {
+        assert!(
+            num(&report, &format!("{s}_p50_us")) > half_rtt,
+            "{s} below half a round trip"
+        );
+    }
     // A sale's bundle is on the wire: more UDP bytes than payload, and some payload.
     assert!(
         num(&report, "udp_bytes_per_sale_to_hub") > num(&report, "payload_bytes_per_sale_to_hub")
