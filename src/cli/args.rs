@@ -431,6 +431,20 @@ pub enum BenchKind {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Real QUIC on loopback: round trip and handshake (baseline), a sale to a
+    /// LAN peer and the hub, many tills at once, a till back after offline
+    /// sales, bytes on the wire per sale.
+    Net {
+        /// Sales timed one by one (and sold in total by the tills at once).
+        #[arg(long, default_value_t = 1000)]
+        sales: u64,
+        /// Tills selling at once.
+        #[arg(long, default_value_t = 20)]
+        tills: usize,
+        /// Sales made by a till while its link to the hub is down.
+        #[arg(long, default_value_t = 20_000)]
+        offline_sales: u64,
+    },
     /// Internal: open a node and report its load time and peak memory.
     #[command(hide = true)]
     Restart {

@@ -4,6 +4,7 @@
 mod args;
 mod bench_api;
 mod bench_local;
+mod bench_net;
 mod bench_sync;
 mod daemon_client;
 mod daemon_cmd;
@@ -256,6 +257,18 @@ fn run(cli: Cli) -> Result<()> {
                 sales,
                 dir,
             } => bench_api::run(*clients, *sales, dir.clone(), cli.json),
+            BenchKind::Net {
+                sales,
+                tills,
+                offline_sales,
+            } => {
+                let params = bench_net::Params {
+                    sales: *sales,
+                    tills: *tills,
+                    offline_sales: *offline_sales,
+                };
+                bench_net::run(&params, cli.json)
+            }
         },
         Command::Info => {
             let dir = data_dir(&cli)?;

@@ -3,7 +3,7 @@
 //! `peer_up`/`peer_down`, and the reading and writing loops.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,6 +32,8 @@ pub(crate) struct Link {
     pub tx: mpsc::UnboundedSender<Vec<u8>>,
     /// Bytes waiting in `tx`.
     pub queued: Arc<AtomicUsize>,
+    /// Bytes of frames (length prefix and message) written to the stream.
+    pub written: Arc<AtomicU64>,
     /// True if this node dialled it.
     pub dialled: bool,
     /// The peer's address.
@@ -108,11 +110,13 @@ async fn serve(inner: Arc<Inner>, conn: Connection, id: NodeId, dialled: bool) -
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
+    let written = Arc::new(AtomicU64::new(0));
     let link = Link {
         seq: 0,
         conn: conn.clone(),
         tx,
         queued: queued.clone(),
+        written: written.clone(),
         dialled,
         addr: conn.remote_address(),
         since: SystemTime::now(),
@@ -122,7 +126,8 @@ async fn serve(inner: Arc<Inner>, conn: Connection, id: NodeId, dialled: bool) -
         Err(ended) => return ended,
     };
     info!("connected");
-    let writer = tokio::spawn(write_loop(conn.clone(), send, rx, queued).in_current_span());
+    let writer =
+        tokio::spawn(write_loop(conn.clone(), send, rx, queued, written).in_current_span());
     let ended = read_loop(&inner, &conn, id, recv).await;
     writer.abort();
     conn.close(code(close::SHUTDOWN), b"closed");
@@ -258,10 +263,14 @@ async fn write_loop(
     mut send: SendStream,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
+    written: Arc<AtomicU64>,
 ) {
     while let Some(message) = rx.recv().await {
         let r = frame::write(&mut send, &message).await;
         queued.fetch_sub(message.len(), Ordering::Relaxed);
+        if r.is_ok() {
+            written.fetch_add(message.len() as u64 + 4, Ordering::Relaxed);
+        }
         if let Err(e) = r {
             // A link that cannot write is no link: close it, the peer redials.
             debug!(error = %e, "write failed");

@@ -4,6 +4,7 @@
 //! - [`cert`]: the fleet CA (the authority's key) and node certificates.
 //! - [`verify`]: the peer verifier: fleet signature, validity, roster admission, expected id.
 //! - [`enrol`]: online enrolment with a one-time token (a hub's extra ALPN).
+//! - [`probe`]: baseline handshakes and echo round trips for benches.
 //! - [`Transport`]: one QUIC endpoint that listens and dials, one stream per
 //!   peer carrying length-prefixed messages between the wire and a [`crate::Node`].
 
@@ -14,6 +15,7 @@ mod engine;
 pub mod enrol;
 mod frame;
 mod link;
+pub mod probe;
 mod quic;
 mod status;
 mod tls;
@@ -23,7 +25,7 @@ pub use cert::{issue, issue_valid, CertError, FleetCa, NodeCertificate};
 pub use der::DerError;
 pub use frame::FrameError;
 pub use quic::{NetConfig, Transport};
-pub use status::PeerInfo;
+pub use status::{LinkStats, PeerInfo};
 pub use tls::{transport_config, NodeTls, ALPN};
 pub use verify::{PeerVerifier, Refusal, RefusalLog, RefusalRecord, RosterSource};
 

@@ -17,7 +17,7 @@ use super::engine::{self, RosterCache};
 use super::enrol::server::{self as enrol_server, EnrolServer, EnrolService};
 use super::enrol::ENROL_ALPN;
 use super::link::{self, Link};
-use super::status::PeerInfo;
+use super::status::{LinkStats, PeerInfo};
 use super::tls::{transport_config, NodeTls};
 use super::verify::{RefusalLog, RefusalRecord, RosterSource};
 use super::{close, NetError};
@@ -249,6 +249,26 @@ impl Transport {
     /// The dial targets and the connected peers.
     pub fn peers(&self) -> Vec<PeerInfo> {
         dial::peers(&self.inner)
+    }
+
+    /// Traffic of each live link since it came up.
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        self.inner
+            .state()
+            .links
+            .iter()
+            .map(|(id, l)| {
+                let s = l.conn.stats();
+                LinkStats {
+                    peer: *id,
+                    payload_tx_bytes: l.written.load(Ordering::Relaxed),
+                    udp_tx_bytes: s.udp_tx.bytes,
+                    udp_tx_datagrams: s.udp_tx.datagrams,
+                    udp_rx_bytes: s.udp_rx.bytes,
+                    rtt: s.path.rtt,
+                }
+            })
+            .collect()
     }
 
     /// The last refused handshakes, oldest first.

@@ -1,7 +1,7 @@
 //! What the transport reports about its peers (for a status API).
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::model::NodeId;
 
@@ -22,4 +22,22 @@ pub struct PeerInfo {
     pub last_error: Option<String>,
     /// Dial attempts after the first one.
     pub reconnects: u64,
+}
+
+/// Traffic of one live link since it came up: the transport's own frame
+/// counter and quinn's connection statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStats {
+    /// The peer.
+    pub peer: NodeId,
+    /// Bytes of frames (4-byte length prefix and message) written to the stream.
+    pub payload_tx_bytes: u64,
+    /// UDP bytes sent (QUIC headers, encryption, acks, keep-alives, the handshake included).
+    pub udp_tx_bytes: u64,
+    /// UDP datagrams sent.
+    pub udp_tx_datagrams: u64,
+    /// UDP bytes received.
+    pub udp_rx_bytes: u64,
+    /// The current round-trip estimate.
+    pub rtt: Duration,
 }
