@@ -85,3 +85,134 @@ fn a_till_out_of_rights_borrows_from_its_lan_peer_with_the_hub_down() {
         || format!("{:?}\n{:?}", d1.rows_at("S1"), d2.rows_at("S1")),
     );
 }
+
+/// A store node named `name` at `location`, enrolled at once.
+fn join_store(fleet: &Fleet, name: &str, location: &str) -> std::path::PathBuf {
+    let dir = fleet.hub.parent().expect("fleet dir").join(name);
+    support::ok(&[
+        "init",
+        "--data",
+        support::p(&dir),
+        "--node",
+        name,
+        "--location",
+        location,
+        "--role",
+        "store",
+        "--join",
+        support::p(&fleet.hub),
+    ]);
+    dir
+}
+
+#[test]
+fn a_store_manager_rebalances_the_store_and_the_hub_sees_it() {
+    let fleet = Fleet::new("hub", "HQ");
+    let (t1, t2) = (fleet.join("till-1", "S1"), fleet.join("till-2", "S1"));
+    let store = join_store(&fleet, "store-1", "S1");
+    let (id1, id2) = (node_id(&t1), node_id(&t2));
+    let (ph, ps, p1, p2) = (free_port(), free_port(), free_port(), free_port());
+    let hub = Daemon::start(&fleet.hub, ph, &[]);
+    let ds = Daemon::start(&store, ps, &[ph]);
+    let d1 = Daemon::start(&t1, p1, &[ph, ps]);
+    let d2 = Daemon::start(&t2, p2, &[ph, ps, p1]);
+    wait_for(
+        "the store node links both tills, and the tills each other",
+        || {
+            let c = ds.connected();
+            c.contains(&id1) && c.contains(&id2) && d2.connected().contains(&id1)
+        },
+        || format!("{}\n{}", ds.status(), ds.log()),
+    );
+    // Till-1 received the whole delivery: it holds all 30 rights.
+    d1.event(json!({"kind": "receive", "sku": "TSHIRT-M", "qty": 30, "id": "r1"}));
+    wait_for(
+        "the store node sees the receipt",
+        || ds.on_hand("TSHIRT-M", "S1") == 30,
+        || ds.log(),
+    );
+
+    // A dry run prints the plan and moves nothing.
+    let table = support::ok(&[
+        "--data",
+        support::p(&store),
+        "rebalance",
+        "--location",
+        "S1",
+        "--strategy",
+        "even",
+        "--dry-run",
+    ]);
+    assert!(table.contains("(dry run)"), "{table}");
+    assert!(
+        table.contains("move till-1 → till-2: 10 planned"),
+        "{table}"
+    );
+    assert_eq!(rights_of(&d1, "S1"), 30);
+
+    // A till is no manager: till-1 refuses till-2's order to grant to the
+    // store node; the move to till-2 itself is an ordinary pull, granted
+    // above till-1's floor.
+    let (code, body) = d2.post_to(
+        "/v1/rebalance",
+        json!({"location": "S1", "strategy": "even", "skus": ["TSHIRT-M"]}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["moved"], 10, "{body}");
+    let outcome = |b: &Value, to: &str| -> Value {
+        b["pools"][0]["moves"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["to"] == to))
+            .map(|m| m["outcome"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(outcome(&body, "store-1"), "not_permitted", "{body}");
+    assert_eq!(outcome(&body, "till-2"), "granted", "{body}");
+    wait_for(
+        "the store node sees till-1 at 20",
+        || {
+            ds.get("/v1/stock/TSHIRT-M")
+                .1
+                .to_string()
+                .contains("\"on_hand\":30")
+                && rights_of(&d1, "S1") == 20
+        },
+        || format!("{:?}", d1.rows_at("S1")),
+    );
+
+    // The store manager's rebalance: till-1 is ordered to grant 10 to the store.
+    let out = support::ok(&[
+        "--data",
+        support::p(&store),
+        "--json",
+        "rebalance",
+        "--location",
+        "S1",
+        "--strategy",
+        "even",
+    ]);
+    let report: Value = serde_json::from_str(&out).expect("report JSON");
+    assert_eq!(report["moved"], 10, "{report}");
+    assert_eq!(outcome(&report, "store-1"), "granted", "{report}");
+    // Every node, the hub included, sees 10 rights each and 30 in all.
+    for d in [&ds, &d1, &d2, &hub] {
+        wait_for(
+            "the rebalance reaches every node",
+            || {
+                let rows = d.get("/v1/stock/TSHIRT-M").1;
+                rows.as_array().is_some_and(|r| {
+                    r.iter()
+                        .any(|row| row["location"] == "S1" && row["on_hand"] == 30)
+                })
+            },
+            || d.log(),
+        );
+    }
+    for d in [&ds, &d1, &d2] {
+        wait_for(
+            "each holder has 10",
+            || rights_of(d, "S1") == 10,
+            || format!("{:?}", d.rows_at("S1")),
+        );
+    }
+}

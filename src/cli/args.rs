@@ -280,6 +280,24 @@ pub enum Command {
     },
     /// Whether a daemon runs on --data, and the node's status (through it when it runs).
     Status,
+    /// Rebalance a location's rights among its holders (a store manager's action).
+    Rebalance {
+        /// The location whose pools are rebalanced.
+        #[arg(long)]
+        location: String,
+        /// A SKU to rebalance (repeatable; none: every SKU at the location).
+        #[arg(long = "sku", value_name = "SKU")]
+        skus: Vec<String>,
+        /// How rights are split: by recent sales velocity, or evenly.
+        #[arg(long, default_value = "velocity")]
+        strategy: String,
+        /// Print the plan as a table; grant nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for other holders' answers (ms).
+        #[arg(long, default_value_t = 3000)]
+        wait_ms: u64,
+    },
     /// A narrated single-node day in a temporary directory.
     Demo {
         /// Keep the demo's data directory here instead of a temporary one.

@@ -13,6 +13,7 @@ pub mod events;
 pub mod fleet;
 mod import;
 mod output;
+mod rebalance_cmd;
 
 use std::path::{Path, PathBuf};
 
@@ -277,6 +278,23 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Stock { sku } => daemon_cmd::stock(&data_dir(&cli)?, sku.as_deref(), cli.json),
         Command::Status => daemon_cmd::status(&data_dir(&cli)?, cli.json),
+        Command::Rebalance {
+            location,
+            skus,
+            strategy,
+            dry_run,
+            wait_ms,
+        } => rebalance_cmd::run(
+            &data_dir(&cli)?,
+            &rebalance_cmd::RebalanceArgs {
+                location,
+                skus,
+                strategy,
+                dry_run: *dry_run,
+                wait_ms: *wait_ms,
+            },
+            cli.json,
+        ),
         Command::Node {
             config,
             api,

@@ -24,7 +24,7 @@ use super::runtime_file::RuntimeInfo;
 use crate::cli::events::{self, EventFields, FieldError};
 use stocksync::data_dir::Reader;
 use stocksync::model::{EventOutcome, NodeMeta, Sku};
-use stocksync::node::{Node, SyncStatus};
+use stocksync::node::{Node, RebalanceCommand, RebalanceReport, SyncStatus};
 use stocksync::store::StockRow;
 
 /// One route: method, path (axum syntax, as in the OpenAPI document) and
@@ -44,6 +44,11 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/v1/events",
+        auth: true,
+    },
+    Route {
+        method: "post",
+        path: "/v1/rebalance",
         auth: true,
     },
     Route {
@@ -292,6 +297,67 @@ async fn post_event(
     }
 }
 
+/// The body of `POST /v1/rebalance`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebalanceBody {
+    location: String,
+    #[serde(default)]
+    skus: Vec<String>,
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// Longest a rebalance waits for donors' answers.
+const MAX_REBALANCE_WAIT_MS: u64 = 30_000;
+
+async fn post_rebalance(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let bytes = body_bytes(body)?;
+    let body: RebalanceBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new("malformed_request", format!("request body: {e}")))?;
+    let cmd = rebalance_command(&body)?;
+    let wait = body.wait_ms.unwrap_or(3_000).min(MAX_REBALANCE_WAIT_MS);
+    let span = info_span!("rebalance", node = %s.node.id(), location = %cmd.location);
+    let node = s.node.clone();
+    let result = blocking(move || {
+        span.in_scope(|| node.rebalance(&cmd, std::time::Duration::from_millis(wait)))
+    })
+    .await?;
+    result
+        .map(|r| (StatusCode::OK, Json::<RebalanceReport>(r)))
+        .map_err(|e| ApiError::node(&e))
+}
+
+/// Checks a rebalance body's names.
+fn rebalance_command(body: &RebalanceBody) -> Result<RebalanceCommand, ApiError> {
+    let location = stocksync::model::LocationId::new(body.location.clone())
+        .map_err(|e| ApiError::input(&e))?;
+    let skus = body
+        .skus
+        .iter()
+        .map(|k| Sku::new(k.clone()).map_err(|e| ApiError::input(&e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let strategy = match body.strategy.as_deref() {
+        None => stocksync::rebalance::Strategy::Velocity,
+        Some(t) => t
+            .parse()
+            .map_err(|e: String| ApiError::new("invalid_input", e))?,
+    };
+    Ok(RebalanceCommand {
+        location,
+        skus,
+        strategy,
+        dry_run: body.dry_run,
+    })
+}
+
 async fn stock_rows(s: AppState, sku: Option<String>) -> Result<Json<Vec<StockRow>>, ApiError> {
     let rows = blocking(move || {
         let mut guard = s.reader.lock().unwrap_or_else(|e| e.into_inner());
@@ -396,6 +462,7 @@ async fn get_openapi() -> impl IntoResponse {
 fn handler(r: &Route) -> Option<MethodRouter<AppState>> {
     Some(match (r.method, r.path) {
         ("post", "/v1/events") => post(post_event),
+        ("post", "/v1/rebalance") => post(post_rebalance),
         ("get", "/v1/stock") => get(get_stock),
         ("get", "/v1/stock/{sku}") => get(get_stock_sku),
         ("get", "/v1/status") => get(get_status),

@@ -10,12 +10,14 @@
 //! benches and the command line all run this one type.
 
 mod group;
+mod manager;
 mod outbox;
 mod rights;
 mod status;
 mod writer;
 
 pub use group::Ticket;
+pub use manager::{HolderRow, MoveRow, PoolRebalance, RebalanceCommand, RebalanceReport};
 pub use outbox::Outgoing;
 pub use rights::RightsStats;
 pub use status::{ForkStatus, SyncStatus};
@@ -208,6 +210,9 @@ impl Shared {
                         RightsMessage::Answer(a) => {
                             let more = rights.on_answer(from, &a, now);
                             self.send_requests(more);
+                            let peers: Vec<NodeId> = engine.peers().copied().collect();
+                            let again = rights.after_answer(&a.pool, replica, &peers, now);
+                            self.send_requests(again);
                             woke = true;
                         }
                     }
@@ -262,6 +267,10 @@ impl Shared {
                 | Effect::RecoverOwn { .. }
                 | Effect::PersistOwnSeen(_) => {}
             }
+        }
+        let home = self.meta.location.clone();
+        for (from, counters) in writer.take_applied() {
+            rights.observe(from, &counters, &home, now);
         }
         if woke {
             self.rights_changed.notify_all();
@@ -456,7 +465,7 @@ impl Node {
                 None => Err(NodeError::Stopped),
             };
             let answer = self.shared.core().rights.grant_done(&g, &result);
-            self.shared.send_answer(g.to, answer);
+            self.shared.send_answer(g.asker, answer);
         }
     }
 

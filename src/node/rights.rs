@@ -14,8 +14,9 @@ use tracing::{debug, info};
 use crate::error::{EventError, NodeError};
 use crate::model::{EventId, EventKind, EventOutcome, EventRequest, NodeId, PoolKey, Quantity};
 use crate::rebalance::{
-    should_pull, AskOutcome, BorrowAnswer, BorrowReport, Donor, PullRequest, RebalanceSettings,
-    RightsAnswer, RightsRequest, Round, Rounds, RoundsConfig, Shortfall, Velocity,
+    should_pull, Ask, AskOutcome, BorrowAnswer, BorrowReport, Donor, PullRequest,
+    RebalanceSettings, RightsAnswer, RightsRequest, Round, Rounds, RoundsConfig, Shortfall,
+    Velocity,
 };
 use crate::replica::Replica;
 
@@ -28,16 +29,24 @@ const ANSWERS_KEPT_PER_PEER: usize = 64;
 /// A grant decided for a peer, to be committed outside the node's lock.
 #[derive(Clone, Debug)]
 pub(crate) struct PendingGrant {
+    /// Who receives the rights.
     pub(crate) to: NodeId,
+    /// Who asked (the receiver, or the manager that ordered the grant).
+    pub(crate) asker: NodeId,
     pub(crate) request: RightsRequest,
     pub(crate) qty: u64,
 }
 
 impl PendingGrant {
-    /// The grant event: its id is fixed by the requester and its request id,
+    /// The grant event: its id is fixed by the asker and its request id,
     /// so a repeated request can never grant twice.
     pub(crate) fn event(&self) -> Option<EventRequest> {
-        let id = EventId::new(format!("pull-{}-{:016x}", self.to, self.request.id)).ok()?;
+        let prefix = if self.request.to.is_some() {
+            "order"
+        } else {
+            "pull"
+        };
+        let id = EventId::new(format!("{prefix}-{}-{:016x}", self.asker, self.request.id)).ok()?;
         let qty = Quantity::new(self.qty).ok()?;
         let mut req = EventRequest::new(
             id,
@@ -46,7 +55,13 @@ impl PendingGrant {
             qty,
             EventKind::Grant { to: self.to },
         );
-        req.reference = Some(format!("rights request {:016x}", self.request.id));
+        req.reference = Some(match self.request.to {
+            Some(_) => format!(
+                "rebalance order {:016x} from {}",
+                self.request.id, self.asker
+            ),
+            None => format!("rights request {:016x}", self.request.id),
+        });
         Some(req)
     }
 }
@@ -74,9 +89,15 @@ pub(crate) struct RightsDesk {
     rounds: Rounds,
     donors: HashMap<PoolKey, Donor>,
     velocity: HashMap<PoolKey, Velocity>,
+    /// Other holders' consumption at this node's location, as their changes
+    /// arrive: the last counter value seen and the velocity it gives.
+    observed: HashMap<(NodeId, PoolKey), (i64, Velocity)>,
     open: HashMap<NodeId, usize>,
     answered: HashMap<NodeId, VecDeque<RightsAnswer>>,
     pending: Vec<PendingGrant>,
+    /// Orders this node sent as a manager: request id → the peer ordered and
+    /// its answer once in.
+    orders: HashMap<u64, (NodeId, Option<RightsAnswer>)>,
     next_id: u64,
     stats: RightsStats,
 }
@@ -95,9 +116,11 @@ impl RightsDesk {
             settings,
             donors: HashMap::new(),
             velocity: HashMap::new(),
+            observed: HashMap::new(),
             open: HashMap::new(),
             answered: HashMap::new(),
             pending: Vec::new(),
+            orders: HashMap::new(),
             next_id: u64::from_le_bytes(seed) | 1,
             stats: RightsStats::default(),
         }
@@ -148,19 +171,36 @@ impl RightsDesk {
             &self.velocity.get(&req.pool).copied().unwrap_or_default(),
             now,
         );
+        let to = req.to.unwrap_or(from);
+        let order = to != from;
+        if order && !may_order(replica, &from, &req.pool) || to == *replica.me() {
+            let a = refuse(Shortfall::NotPermitted);
+            self.remember(from, a.clone());
+            return Some(a);
+        }
         let donor = self.donors.entry(req.pool.clone()).or_default();
         donor.rights = replica.book().rights(&req.pool, replica.me());
         let qty = req.qty.min(i64::MAX as u64) as i64;
-        let answer = donor
-            .answer(&[PullRequest { from, qty }], &levels, now)
-            .pop()
-            .map(|a| (a.granted, a.shortfall))
-            .unwrap_or((0, Some(Shortfall::Empty)));
+        let answer = if order {
+            // A manager's order: no cool-down or bounce rule (the manager
+            // planned the move), but the donor keeps its floor.
+            let surplus = (donor.rights - donor.promised - levels.floor).max(0);
+            let g = qty.min(surplus);
+            donor.promised += g;
+            (g, (g < qty).then_some(Shortfall::NoSurplus))
+        } else {
+            donor
+                .answer(&[PullRequest { from, qty }], &levels, now)
+                .pop()
+                .map(|a| (a.granted, a.shortfall))
+                .unwrap_or((0, Some(Shortfall::Empty)))
+        };
         match answer {
             (granted, _) if granted > 0 => {
                 *self.open.entry(from).or_default() += 1;
                 self.pending.push(PendingGrant {
-                    to: from,
+                    to,
+                    asker: from,
                     request: req,
                     qty: granted as u64,
                 });
@@ -174,6 +214,92 @@ impl RightsDesk {
         }
     }
 
+    /// Counters another writer's change raised: its consumption at `home`
+    /// feeds that holder's velocity (the first value seen is a baseline, so a
+    /// catch-up after an outage does not count as a burst of sales).
+    pub(crate) fn observe(
+        &mut self,
+        writer: NodeId,
+        counters: &[(crate::escrow::CounterKey, i64)],
+        home: &crate::model::LocationId,
+        now_ms: u64,
+    ) {
+        for (key, value) in counters {
+            let crate::escrow::CounterKey::Consumed(pool) = key else {
+                continue;
+            };
+            if &pool.location != home {
+                continue;
+            }
+            let half = self.settings.velocity_half_life_ms as i64;
+            match self.observed.get_mut(&(writer, pool.clone())) {
+                Some((last, v)) => {
+                    if *value > *last {
+                        v.record((*value - *last) as u64, now_ms as i64, half);
+                        *last = *value;
+                    }
+                }
+                None => {
+                    self.observed
+                        .insert((writer, pool.clone()), (*value, Velocity::default()));
+                }
+            }
+        }
+    }
+
+    /// `node`'s sales velocity in `pool` at `now_ms` (units per hour), as
+    /// this node knows it: its own, or observed from the changes it received.
+    pub(crate) fn velocity_of(
+        &self,
+        me: &NodeId,
+        node: &NodeId,
+        pool: &PoolKey,
+        now_ms: u64,
+    ) -> f64 {
+        let half = self.settings.velocity_half_life_ms as i64;
+        let v = if node == me {
+            self.velocity.get(pool).copied()
+        } else {
+            self.observed.get(&(*node, pool.clone())).map(|(_, v)| *v)
+        };
+        v.map_or(0.0, |v| v.at(now_ms as i64, half))
+    }
+
+    /// A manager's order for `donor` to grant `qty` of `pool` to `to`: the
+    /// request to send (its answer is kept for [`RightsDesk::order_answer`]).
+    pub(crate) fn order(
+        &mut self,
+        donor: NodeId,
+        pool: &PoolKey,
+        to: NodeId,
+        qty: u64,
+    ) -> RightsRequest {
+        let mut ids = id_source(&mut self.next_id);
+        let id = ids();
+        // Bounded: a manager keeps the answers of its last 65,536 orders.
+        if self.orders.len() >= 1 << 16 {
+            self.orders.retain(|_, (_, a)| a.is_none());
+        }
+        self.orders.insert(id, (donor, None));
+        self.stats.asks_sent += 1;
+        RightsRequest {
+            id,
+            pool: pool.clone(),
+            qty,
+            to: Some(to),
+        }
+    }
+
+    /// The answer to order `id`, once in.
+    pub(crate) fn order_answer(&self, id: u64) -> Option<&RightsAnswer> {
+        self.orders.get(&id).and_then(|(_, a)| a.as_ref())
+    }
+
+    /// Forgets order `id` (its caller has its answer, or gave up).
+    pub(crate) fn forget_order(&mut self, id: u64) {
+        self.orders.remove(&id);
+    }
+
     /// The grants decided since the last call, to commit outside the lock.
     pub(crate) fn take_pending(&mut self) -> Vec<PendingGrant> {
         std::mem::take(&mut self.pending)
@@ -185,7 +311,7 @@ impl RightsDesk {
         g: &PendingGrant,
         result: &Result<EventOutcome, NodeError>,
     ) -> RightsAnswer {
-        if let Some(n) = self.open.get_mut(&g.to) {
+        if let Some(n) = self.open.get_mut(&g.asker) {
             *n = n.saturating_sub(1);
         }
         if let Some(d) = self.donors.get_mut(&g.request.pool) {
@@ -218,7 +344,7 @@ impl RightsDesk {
             shortfall,
             grant_at,
         };
-        self.remember(g.to, a.clone());
+        self.remember(g.asker, a.clone());
         a
     }
 
@@ -237,6 +363,14 @@ impl RightsDesk {
         answer: &RightsAnswer,
         now_ms: u64,
     ) -> Vec<(NodeId, RightsRequest)> {
+        if let Some((peer, slot)) = self.orders.get_mut(&answer.id) {
+            if *peer == from && slot.is_none() {
+                *slot = Some(answer.clone());
+            } else {
+                self.rounds.stray_answers += 1;
+            }
+            return Vec::new();
+        }
         let before = self.rounds.stray_answers;
         let mut ids = id_source(&mut self.next_id);
         let sends = self.rounds.answered(from, answer, now_ms, &mut ids);
@@ -249,6 +383,46 @@ impl RightsDesk {
         }
         self.stats.asks_sent += sends.len() as u64;
         sends
+    }
+
+    /// After an answer: a round that just closed with something granted is
+    /// followed by another when the node is still below its mark, counting
+    /// grants answered but not yet arrived (a sale may have taken the rights
+    /// while the round was open). A round that got nothing is not repeated
+    /// until the next consumption or connection.
+    pub(crate) fn after_answer(
+        &mut self,
+        pool: &PoolKey,
+        replica: &Replica,
+        peers: &[NodeId],
+        now_ms: u64,
+    ) -> Vec<(NodeId, RightsRequest)> {
+        let Some(round) = self.rounds.round(pool) else {
+            return Vec::new();
+        };
+        if !self.settings.auto_pull || round.is_open() || round.granted() == 0 {
+            return Vec::new();
+        }
+        let in_flight: u64 = round
+            .asks
+            .iter()
+            .filter(|a| {
+                a.granted() > 0
+                    && round
+                        .grants()
+                        .any(|(d, at)| d == a.peer && !arrived(replica, d, at))
+            })
+            .map(Ask::granted)
+            .sum();
+        let rights = replica.book().rights(pool, replica.me());
+        let levels = self.settings.levels(
+            &self.velocity.get(pool).copied().unwrap_or_default(),
+            now_ms as i64,
+        );
+        if rights.saturating_add(in_flight as i64) >= levels.low_water {
+            return Vec::new();
+        }
+        self.pull(pool, 0, replica, peers, now_ms)
     }
 
     /// An own event was committed: velocity, then a pull if it left the node low.
@@ -371,6 +545,19 @@ impl RightsDesk {
     }
 }
 
+/// May `from` order this node to grant rights in `pool` to another node (a
+/// manager's rebalance)? A store or hub member at the pool's location, not
+/// revoked; anyone in open mode (no roster: a node on its own, or tests).
+fn may_order(replica: &Replica, from: &NodeId, pool: &PoolKey) -> bool {
+    let Some(roster) = replica.roster() else {
+        return replica.fleet().is_none();
+    };
+    roster.admits(from, None).is_ok_and(|m| {
+        matches!(m.role, crate::model::Role::Store | crate::model::Role::Hub)
+            && m.locations.contains(&pool.location)
+    })
+}
+
 /// Request ids: one up from the last.
 fn id_source(next: &mut u64) -> impl FnMut() -> u64 + '_ {
     move || {
@@ -379,14 +566,19 @@ fn id_source(next: &mut u64) -> impl FnMut() -> u64 + '_ {
     }
 }
 
+/// True when `replica` holds `donor`'s history up to `at`.
+fn arrived(replica: &Replica, donor: NodeId, at: crate::model::Position) -> bool {
+    replica
+        .heads()
+        .get(&donor)
+        .is_some_and(|h| h.position >= at)
+}
+
 /// True when every grant `round` obtained is held by `replica`.
 pub(crate) fn grants_arrived(round: &Round, replica: &Replica) -> bool {
-    round.grants().all(|(donor, at)| {
-        replica
-            .heads()
-            .get(&donor)
-            .is_some_and(|h| h.position >= at)
-    })
+    round
+        .grants()
+        .all(|(donor, at)| arrived(replica, donor, at))
 }
 
 /// The report a borrow that stayed short returns.

@@ -7,8 +7,9 @@ use std::collections::{HashMap, VecDeque};
 use tracing::{debug, error, warn};
 
 use crate::error::{EventError, NodeError, StoreError};
+use crate::escrow::CounterKey;
 use crate::fleet::{FleetId, FleetState, SignedRoster};
-use crate::model::{EventId, EventOutcome, EventRequest, NodeMeta};
+use crate::model::{EventId, EventOutcome, EventRequest, NodeId, NodeMeta};
 use crate::replica::{Batch, CommittedChange, Replica, SealedBatch};
 use crate::store::{StockRow, Store};
 use crate::sync::{Effect, Input, SyncEngine, SyncEvent};
@@ -48,6 +49,9 @@ pub(crate) struct Writer {
     clock: super::Clock,
     /// Own changes committed and not yet taken by [`Writer::take_committed`].
     committed: Vec<CommittedChange>,
+    /// Counters other writers' durable changes raised, not yet taken by
+    /// [`Writer::take_applied`] (what the rights desk learns velocity from).
+    applied: Vec<(NodeId, Vec<(CounterKey, i64)>)>,
 }
 
 /// Loads the replica of `me` from `store`, with the stored roster verified
@@ -99,6 +103,7 @@ impl Writer {
             fleet: options.fleet,
             clock,
             committed: Vec::new(),
+            applied: Vec::new(),
         })
     }
 
@@ -146,6 +151,11 @@ impl Writer {
     /// Own changes committed since the last call, in order (for the sync engine).
     pub fn take_committed(&mut self) -> Vec<CommittedChange> {
         std::mem::take(&mut self.committed)
+    }
+
+    /// Takes the counters remote changes raised since the last call.
+    pub(crate) fn take_applied(&mut self) -> Vec<(NodeId, Vec<(CounterKey, i64)>)> {
+        std::mem::take(&mut self.applied)
     }
 
     /// Runs `input` through the sync engine against this replica, performing the
@@ -267,6 +277,8 @@ impl Writer {
                     self.reload();
                     continue;
                 }
+                self.applied
+                    .extend(persist.iter().map(|p| (p.writer, p.counters.clone())));
             }
             out.extend(reports);
             out.extend(sends);

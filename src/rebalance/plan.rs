@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::model::NodeId;
 
 /// How the rights of a pool are split.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// In proportion to recent sales velocity (holders with none get their floor).

@@ -213,6 +213,7 @@ impl Rounds {
                     id,
                     pool: pool.clone(),
                     qty,
+                    to: None,
                 },
             ));
         }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::pull::Shortfall;
-use crate::model::{PoolKey, Position};
+use crate::model::{NodeId, PoolKey, Position};
 
 /// A holder asks a peer for `qty` rights in `pool`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +17,10 @@ pub struct RightsRequest {
     pub pool: PoolKey,
     /// Rights asked for.
     pub qty: u64,
+    /// `None`: grant them to the sender. `Some(node)`: a manager's order to
+    /// grant them to `node` (a rebalance); only a store or hub member at the
+    /// pool's location may order, and the donor still keeps its floor.
+    pub to: Option<NodeId>,
 }
 
 /// A donor's answer to a [`RightsRequest`].

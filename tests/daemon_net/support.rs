@@ -195,6 +195,16 @@ impl Daemon {
         Self::answer(req.send(body.to_string()))
     }
 
+    /// `POST path` with `body`; the status and the answer.
+    pub fn post_to(&self, path: &str, body: Value) -> (u16, Value) {
+        let req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .content_type("application/json");
+        Self::answer(req.send(body.to_string()))
+    }
+
     /// `POST /v1/events` with `body`; must answer 2xx; the answer.
     pub fn event(&self, body: Value) -> Value {
         let (status, v) = self.post(body);
