@@ -112,3 +112,29 @@ fn bench_net_reports_every_figure() {
     );
     assert!(num(&report, "payload_bytes_per_sale_to_hub") > 50.0);
 }
+
+/// `stocksync bench rebalance --samples 20 --json`: every timed sale borrowed
+/// and succeeded, with sane summaries (times printed, never asserted).
+#[test]
+fn bench_rebalance_reports_every_borrowed_sale() {
+    let out = Command::new(BIN)
+        .args(["bench", "rebalance", "--samples", "20", "--json"])
+        .output()
+        .expect("run bench rebalance");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    println!("{v}");
+    assert_eq!(v["bench"], "rebalance");
+    assert_eq!(v["borrow_failed"], 0, "{v}");
+    assert_eq!(v["borrow_sale_samples"], 20, "{v}");
+    assert_eq!(v["asks_sent"], 20, "{v}");
+    assert_eq!(v["rights_received"], 20, "{v}");
+    for p in ["borrow_sale", "local_sale"] {
+        let f = |k: &str| v[format!("{p}_{k}")].as_f64().unwrap_or(-1.0);
+        assert!(f("p50_us") > 0.0 && f("p50_us") <= f("p99_us"), "{v}");
+    }
+}

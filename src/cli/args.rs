@@ -463,6 +463,13 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 20_000)]
         offline_sales: u64,
     },
+    /// Real QUIC on loopback: a till out of rights borrows one unit from its
+    /// LAN peer and the sale succeeds, against a local sale (baseline).
+    Rebalance {
+        /// Sales timed (each borrows).
+        #[arg(long, default_value_t = 500)]
+        samples: u64,
+    },
     /// Internal: open a node and report its load time and peak memory.
     #[command(hide = true)]
     Restart {

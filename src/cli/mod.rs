@@ -270,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 bench_net::run(&params, cli.json)
             }
+            BenchKind::Rebalance { samples } => bench_net::rebalance::run(*samples, cli.json),
         },
         Command::Info => {
             let dir = data_dir(&cli)?;

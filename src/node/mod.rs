@@ -517,13 +517,19 @@ impl Node {
         if peers.is_empty() {
             return None;
         }
-        {
+        // Starts a round for what the sale lacks; false when one was already
+        // open (an automatic pull, another sale's borrow): that one is waited
+        // for first, then this sale's own follows if still short.
+        let ask = |core: &mut Core| -> Option<bool> {
             let now = self.shared.now();
-            let Core { writer, rights, .. } = &mut *core;
+            let Core { writer, rights, .. } = core;
             let replica = writer.replica()?;
             let asks = rights.pull(&pool, need, replica, &peers, now);
+            let sent = !asks.is_empty();
             self.shared.send_requests(asks);
-        }
+            Some(sent)
+        };
+        let mut own_round = ask(&mut core)?;
         loop {
             let replica = core.writer.replica()?;
             let enough = replica.book().rights(&pool, replica.me()) >= requested as i64;
@@ -532,8 +538,18 @@ impl Node {
                 .round(&pool)
                 .is_none_or(|r| !r.is_open() && rights::grants_arrived(r, replica));
             let left = deadline.saturating_duration_since(Instant::now());
-            if enough || settled || left.is_zero() {
+            if enough || left.is_zero() {
                 break;
+            }
+            if settled {
+                if own_round {
+                    break;
+                }
+                own_round = true;
+                if !ask(&mut core)? {
+                    break;
+                }
+                continue;
             }
             core = match self.shared.rights_changed.wait_timeout(core, left) {
                 Ok((g, _)) => g,

@@ -14,6 +14,7 @@ use stocksync::identity::Identity;
 use stocksync::model::{NodeId, Role};
 use stocksync::net::{issue, FleetCa, NetConfig, NodeTls, RosterSource, Transport};
 use stocksync::node::{system_clock, Node, NodeOptions};
+use stocksync::rebalance::RebalanceSettings;
 use stocksync::store::sqlite::Durability;
 
 /// A node's data directory, id and name.
@@ -70,8 +71,19 @@ impl Fleet {
 
     /// Opens `p` as a member of the fleet, holding the signed roster.
     pub(super) fn open(&self, p: &Peer, durability: Durability) -> Result<Node> {
+        self.open_with(p, durability, RebalanceSettings::default())
+    }
+
+    /// Like [`Fleet::open`], with these rebalancing settings.
+    pub(super) fn open_with(
+        &self,
+        p: &Peer,
+        durability: Durability,
+        rebalance: RebalanceSettings,
+    ) -> Result<Node> {
         let options = NodeOptions {
             fleet: Some(self.hq.fleet()),
+            rebalance,
             ..NodeOptions::default()
         };
         let node = data_dir::open_with_durability(&p.dir, options, durability, system_clock())

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 mod fleet;
 mod load;
+pub mod rebalance;
 
 use super::bench_local::{hist, summary};
 use fleet::{loopback, start, Fleet, Live, Peer};
