@@ -91,7 +91,15 @@ pub const ROUTES: &[Route] = &[
         path: "/openapi.json",
         auth: false,
     },
+    Route {
+        method: "get",
+        path: METRICS_PATH,
+        auth: true,
+    },
 ];
+
+/// The metrics route: behind the token unless `[api] metrics_without_token`.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -102,6 +110,7 @@ pub struct AppState {
     runtime: Arc<RuntimeInfo>,
     network: Arc<NetworkHandle>,
     started: Instant,
+    metrics_public: bool,
 }
 
 impl AppState {
@@ -119,7 +128,14 @@ impl AppState {
             runtime: Arc::new(runtime),
             network,
             started: Instant::now(),
+            metrics_public: false,
         }
+    }
+
+    /// Serves `/metrics` without the token (`[api] metrics_without_token`).
+    pub fn with_public_metrics(mut self, public: bool) -> Self {
+        self.metrics_public = public;
+        self
     }
 }
 
@@ -132,6 +148,21 @@ impl AppState {
     /// Its data directory.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
+    }
+
+    /// The daemon's version.
+    pub fn version(&self) -> &str {
+        &self.runtime.version
+    }
+
+    /// How long the daemon has served.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// The peer network.
+    pub fn network(&self) -> &NetworkHandle {
+        &self.network
     }
 }
 
@@ -471,6 +502,7 @@ fn handler(r: &Route) -> Option<MethodRouter<AppState>> {
         ("post", "/v1/fleet/tokens") => post(super::fleet_api::post_tokens),
         ("get", "/v1/health") => get(get_health),
         ("get", "/openapi.json") => get(get_openapi),
+        ("get", METRICS_PATH) => get(super::metrics::get_metrics),
         _ => return None,
     })
 }
@@ -482,7 +514,8 @@ pub fn router(state: AppState, token: Token, body_limit: usize) -> Router {
     for r in ROUTES {
         // Proven by the test `every_route_has_a_handler`.
         let Some(h) = handler(r) else { continue };
-        if r.auth {
+        let open_metrics = r.path == METRICS_PATH && state.metrics_public;
+        if r.auth && !open_metrics {
             protected = protected.route(r.path, h);
         } else {
             public = public.route(r.path, h);

@@ -67,6 +67,8 @@ pub struct ApiSection {
     pub body_limit: usize,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Serve `GET /metrics` without the bearer token (for a local scraper).
+    pub metrics_without_token: bool,
 }
 
 impl Default for ApiSection {
@@ -76,6 +78,7 @@ impl Default for ApiSection {
             allow_remote: false,
             body_limit: 64 * 1024,
             shutdown_grace_ms: 10_000,
+            metrics_without_token: false,
         }
     }
 }

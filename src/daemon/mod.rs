@@ -11,6 +11,7 @@
 //! - [`network`]: the one integration point with the peer transport.
 //! - [`discovery`]: static peers, the hub and mDNS feeding the transport's dial targets.
 //! - [`fleet_api`]: a hub's enrolment and revocation routes.
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 
 pub mod api;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod fleet_api;
+pub mod metrics;
 pub mod network;
 pub mod openapi;
 pub mod runtime_file;

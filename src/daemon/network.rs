@@ -61,6 +61,19 @@ pub struct RefusalView {
     pub reason: String,
 }
 
+/// The transport's counters, as `/metrics` shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportCounters {
+    /// Whether a transport runs (false: the node runs alone).
+    pub running: bool,
+    /// Handshakes refused since start.
+    pub handshake_refusals: u64,
+    /// Dial attempts after the first, summed over the current dial targets.
+    pub reconnects: u64,
+    /// Messages dropped because their peer was not connected or its queue was full.
+    pub dropped: u64,
+}
+
 /// The running network layer, or why there is none.
 #[derive(Default)]
 pub struct NetworkHandle {
@@ -121,6 +134,17 @@ impl NetworkHandle {
                     reason: r.reason.to_string(),
                 })
                 .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The transport's counters, for `/metrics` (zeros when the node runs alone).
+    pub fn counters(&self) -> TransportCounters {
+        self.with(|t| TransportCounters {
+            running: true,
+            handshake_refusals: t.refusals_total(),
+            reconnects: t.peers().iter().map(|p| p.reconnects).sum(),
+            dropped: t.dropped(),
         })
         .unwrap_or_default()
     }

@@ -73,14 +73,14 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
         node_id: node.id().to_hex(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let app = app(
-        &node,
-        dir,
-        token,
-        cfg.api.body_limit,
+    let state = AppState::new(
+        node.clone(),
+        dir.to_path_buf(),
         info.clone(),
         network.clone(),
-    );
+    )
+    .with_public_metrics(cfg.api.metrics_without_token);
+    let app = api::router(state, token, cfg.api.body_limit);
     let (stop_tx, stop_rx) = watch::channel(false);
     let timer = tokio::spawn(timer_loop(node.clone(), stop_rx.clone()));
     let server = tokio::spawn(serve(listener, app, stop_rx));

@@ -276,6 +276,11 @@ impl Transport {
         self.inner.refusals.records()
     }
 
+    /// Handshakes refused since start.
+    pub fn refusals_total(&self) -> u64 {
+        self.inner.refusals.total()
+    }
+
     /// Messages dropped because their peer was not connected or its queue was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)

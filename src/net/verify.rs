@@ -102,6 +102,8 @@ pub struct RefusalRecord {
 #[derive(Debug, Default)]
 pub struct RefusalLog {
     records: Mutex<VecDeque<RefusalRecord>>,
+    /// Refusals since start, kept or not.
+    total: std::sync::atomic::AtomicU64,
 }
 
 /// Refusals kept by a [`RefusalLog`].
@@ -109,6 +111,8 @@ const REFUSALS_KEPT: usize = 64;
 
 impl RefusalLog {
     fn push(&self, r: RefusalRecord) {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut q = self.records.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() == REFUSALS_KEPT {
             q.pop_front();
@@ -125,6 +129,11 @@ impl RefusalLog {
             claimed,
             reason,
         });
+    }
+
+    /// Refusals since start, including those no longer kept.
+    pub fn total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The refusals kept, oldest first.

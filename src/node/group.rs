@@ -163,20 +163,32 @@ pub struct Ticket {
     pub(super) id: u64,
     pub(super) wake: Arc<Condvar>,
     pub(super) done: bool,
+    /// The event's kind slot in the node's counters; `None` when the caller
+    /// counts the answer itself ([`super::Node::execute`] counts its final answer).
+    pub(super) counted: Option<usize>,
 }
 
 impl Ticket {
     /// Waits for the answer.
     pub fn wait(mut self) -> Result<EventOutcome, NodeError> {
         self.done = true;
-        self.shared.drive(self.id, &self.wake)
+        let answer = self.shared.drive(self.id, &self.wake);
+        self.count(&answer);
+        answer
+    }
+
+    fn count(&self, answer: &Result<EventOutcome, NodeError>) {
+        if let Some(kind) = self.counted {
+            self.shared.counters.record(kind, answer);
+        }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.shared.drive(self.id, &self.wake);
+            let answer = self.shared.drive(self.id, &self.wake);
+            self.count(&answer);
         }
     }
 }

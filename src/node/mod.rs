@@ -9,6 +9,7 @@
 //! ([`Node::take_sends`], [`Node::wait_sends`]). The simulator, the examples, the
 //! benches and the command line all run this one type.
 
+mod counters;
 mod group;
 mod manager;
 mod outbox;
@@ -16,6 +17,7 @@ mod rights;
 mod status;
 mod writer;
 
+pub use counters::EventCount;
 pub use group::Ticket;
 pub use manager::{HolderRow, MoveRow, PoolRebalance, RebalanceCommand, RebalanceReport};
 pub use outbox::Outgoing;
@@ -163,6 +165,8 @@ pub(crate) struct Shared {
     rights_changed: Condvar,
     max_batch: usize,
     clock: Clock,
+    /// Answers by event kind and outcome (for metrics).
+    counters: counters::EventCounters,
 }
 
 impl Shared {
@@ -358,6 +362,7 @@ impl Node {
                 rights_changed: Condvar::new(),
                 max_batch: options.max_batch.max(1),
                 clock,
+                counters: counters::EventCounters::default(),
             }),
         })
     }
@@ -374,6 +379,7 @@ impl Node {
 
     /// Queues an event; the ticket resolves once it is durable (or refused).
     pub fn submit(&self, req: EventRequest) -> Ticket {
+        let counted = Some(counters::kind_slot(&req.kind));
         let (id, wake) = self
             .shared
             .queue
@@ -385,7 +391,20 @@ impl Node {
             id,
             wake,
             done: false,
+            counted,
         }
+    }
+
+    /// Like [`Node::submit`], but the answer is not counted (the caller counts it).
+    fn submit_uncounted(&self, req: EventRequest) -> Ticket {
+        let mut t = self.submit(req);
+        t.counted = None;
+        t
+    }
+
+    /// Answers so far by event kind and outcome, zeros included.
+    pub fn event_counts(&self) -> Vec<EventCount> {
+        self.shared.counters.snapshot()
     }
 
     /// Submits an event and waits until it is durable (or refused).
@@ -396,8 +415,9 @@ impl Node {
     /// ([`EventError::InsufficientAfterBorrow`]) says what it had, what it
     /// asked and who answered what.
     pub fn execute(&self, req: EventRequest) -> Result<EventOutcome, NodeError> {
-        let first = self.submit(req.clone()).wait();
-        match &first {
+        let kind = counters::kind_slot(&req.kind);
+        let first = self.submit_uncounted(req.clone()).wait();
+        let answer = match &first {
             Err(NodeError::Event(EventError::InsufficientRights {
                 available,
                 requested,
@@ -407,7 +427,9 @@ impl Node {
                 self.borrow(req, need).unwrap_or(first)
             }
             _ => first,
-        }
+        };
+        self.shared.counters.record(kind, &answer);
+        answer
     }
 
     /// Runs `f` on the replica between group commits (it never sees staged state).
@@ -557,7 +579,7 @@ impl Node {
             };
         }
         drop(core);
-        let second = self.submit(req).wait();
+        let second = self.submit_uncounted(req).wait();
         if let Err(NodeError::Event(EventError::InsufficientRights { .. })) = &second {
             let core = self.shared.core();
             let replica = core.writer.replica()?;

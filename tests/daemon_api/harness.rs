@@ -57,11 +57,17 @@ impl Daemon {
     /// Starts `stocksync node` on `dir` and waits until its runtime file names
     /// this process and the API answers health.
     pub fn start(dir: &Path) -> Daemon {
+        Self::start_with(dir, &[])
+    }
+
+    /// Like [`Daemon::start`], with `extra` arguments after `node` (e.g. `--config FILE`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
         let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
         let child = Command::new(BIN)
             .arg("--data")
             .arg(dir)
             .args(["node", "--api", "127.0.0.1:0", "--no-mdns"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
