@@ -310,6 +310,12 @@ impl Shared {
         };
         for (kind, answer) in kinds.iter().zip(answers) {
             if let Ok(outcome) = answer {
+                // A donor's grant settles its promise in the same critical
+                // section as its commit: no decision in between counts it
+                // both as promised and as gone from the rights.
+                if matches!(kind, crate::model::EventKind::Grant { .. }) {
+                    rights.settle(outcome);
+                }
                 let asks = rights.on_local(kind, outcome, replica, &peers, now);
                 self.send_requests(asks);
             }

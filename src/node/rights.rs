@@ -95,6 +95,8 @@ pub(crate) struct RightsDesk {
     open: HashMap<NodeId, usize>,
     answered: HashMap<NodeId, VecDeque<RightsAnswer>>,
     pending: Vec<PendingGrant>,
+    /// Decided grants not yet settled, by their event id: pool and units.
+    promises: HashMap<String, (PoolKey, i64)>,
     /// Orders this node sent as a manager: request id → the peer ordered and
     /// its answer once in.
     orders: HashMap<u64, (NodeId, Option<RightsAnswer>)>,
@@ -120,6 +122,7 @@ impl RightsDesk {
             open: HashMap::new(),
             answered: HashMap::new(),
             pending: Vec::new(),
+            promises: HashMap::new(),
             orders: HashMap::new(),
             next_id: u64::from_le_bytes(seed) | 1,
             stats: RightsStats::default(),
@@ -198,12 +201,17 @@ impl RightsDesk {
         match answer {
             (granted, _) if granted > 0 => {
                 *self.open.entry(from).or_default() += 1;
-                self.pending.push(PendingGrant {
+                let g = PendingGrant {
                     to,
                     asker: from,
                     request: req,
                     qty: granted as u64,
-                });
+                };
+                if let Some(e) = g.event() {
+                    self.promises
+                        .insert(e.id.as_str().to_string(), (g.request.pool.clone(), granted));
+                }
+                self.pending.push(g);
                 None
             }
             (_, shortfall) => {
@@ -300,6 +308,22 @@ impl RightsDesk {
         self.orders.remove(&id);
     }
 
+    /// A grant event was committed: if it carries a decided grant (a pull or
+    /// an order), its promise is settled now, under the same lock as the
+    /// commit, as the replica's rights already count it.
+    pub(crate) fn settle(&mut self, outcome: &EventOutcome) {
+        self.release(outcome.id.as_str());
+    }
+
+    /// Drops the promise of decided grant `id`, if it is still held.
+    fn release(&mut self, id: &str) {
+        if let Some((pool, qty)) = self.promises.remove(id) {
+            if let Some(d) = self.donors.get_mut(&pool) {
+                d.promised = (d.promised - qty).max(0);
+            }
+        }
+    }
+
     /// The grants decided since the last call, to commit outside the lock.
     pub(crate) fn take_pending(&mut self) -> Vec<PendingGrant> {
         std::mem::take(&mut self.pending)
@@ -314,9 +338,10 @@ impl RightsDesk {
         if let Some(n) = self.open.get_mut(&g.asker) {
             *n = n.saturating_sub(1);
         }
-        if let Some(d) = self.donors.get_mut(&g.request.pool) {
-            // Only the promise goes: `rights` is read afresh from the replica.
-            d.promised = (d.promised - g.qty as i64).max(0);
+        // Not committed (or committed and somehow not settled): the promise
+        // goes; a committed grant settled it at its commit ([`RightsDesk::settle`]).
+        if let Some(id) = g.event().map(|e| e.id.as_str().to_string()) {
+            self.release(&id);
         }
         let (granted, shortfall, grant_at) = match result {
             Ok(o) => {
