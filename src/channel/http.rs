@@ -1,6 +1,6 @@
 //! The HTTP client of a channel's webhook (ureq, blocking, one request at a
-//! time): posts a [`webhook::request`](super::webhook::request) and classifies
-//! the answer with [`webhook::classify`](super::webhook::classify).
+//! time): posts a [`webhook::request`] and classifies
+//! the answer with [`webhook::classify`].
 
 use std::time::Duration;
 

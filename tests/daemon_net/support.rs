@@ -196,6 +196,7 @@ impl Daemon {
     }
 
     /// `POST path` with `body`; the status and the answer.
+    #[allow(dead_code)] // used by some of the crates that include this file
     pub fn post_to(&self, path: &str, body: Value) -> (u16, Value) {
         let req = self
             .agent
