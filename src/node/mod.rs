@@ -18,7 +18,7 @@ mod writer;
 pub use group::Ticket;
 pub use outbox::Outgoing;
 pub use rights::RightsStats;
-pub use status::{ForkStatus, SyncStatus};
+pub use status::{ForkStatus, RetiredStatus, SyncStatus};
 pub(crate) use writer::Writer;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -242,6 +242,16 @@ impl Shared {
                         }
                         SyncEvent::OwnHistoryRecovered { from, held, seen } => {
                             warn!(node = %self.meta.id, peer = %from, ?held, ?seen, "own history recovered from a peer (restored backup)")
+                        }
+                        SyncEvent::RetiredNodeWrote {
+                            from,
+                            writer,
+                            after,
+                            last,
+                            spent,
+                            ..
+                        } => {
+                            error!(node = %self.meta.id, peer = %from, %writer, ?after, ?last, ?spent, "a revoked node wrote after its revocation point: refused; its spending is a deficit to reconcile")
                         }
                         SyncEvent::Applied {
                             from,

@@ -8,7 +8,7 @@ use tracing::{debug, error, warn};
 
 use crate::error::{EventError, NodeError, StoreError};
 use crate::fleet::{FleetId, FleetState, SignedRoster};
-use crate::model::{EventId, EventOutcome, EventRequest, NodeMeta};
+use crate::model::{EventId, EventOutcome, EventRequest, NodeId, NodeMeta};
 use crate::replica::{Batch, CommittedChange, Replica, SealedBatch};
 use crate::store::{StockRow, Store};
 use crate::sync::{Effect, Input, SyncEngine, SyncEvent};
@@ -74,7 +74,25 @@ fn open_replica(
     let mut replica = Replica::open(*me, snapshot, epoch_changes)
         .map_err(|e| StoreError::Replica(e.to_string()))?;
     replica.set_fleet(state);
+    refresh_inherited_stock(store, &mut replica, me);
     Ok(replica)
+}
+
+/// Writes again the stock rows of the pools whose figures moved because a
+/// retired node's rights started (or stopped) counting as its heir's. A
+/// failure is logged: the rows are written again at the pool's next change.
+fn refresh_inherited_stock(store: &mut dyn Store, replica: &mut Replica, me: &NodeId) {
+    let pools = replica.take_inherited_pools();
+    if pools.is_empty() {
+        return;
+    }
+    let rows: Vec<StockRow> = pools
+        .iter()
+        .map(|p| StockRow::of(replica.book(), me, p))
+        .collect();
+    if let Err(e) = store.refresh_stock(&rows) {
+        error!(error = %e, pools = rows.len(), "writing the stock rows of inherited rights failed");
+    }
 }
 
 impl Writer {
@@ -136,10 +154,9 @@ impl Writer {
         let verified = replica.check_roster(&roster)?;
         let version = verified.version();
         self.store.set_roster(&verified)?;
-        self.replica
-            .as_mut()
-            .ok_or(NodeError::Stopped)?
-            .install_roster(verified)?;
+        let replica = self.replica.as_mut().ok_or(NodeError::Stopped)?;
+        replica.install_roster(verified)?;
+        refresh_inherited_stock(self.store.as_mut(), replica, &self.meta.id);
         Ok(version)
     }
 
@@ -267,6 +284,9 @@ impl Writer {
                     self.reload();
                     continue;
                 }
+            }
+            if let Some(replica) = self.replica.as_mut() {
+                refresh_inherited_stock(self.store.as_mut(), replica, &self.meta.id);
             }
             out.extend(reports);
             out.extend(sends);
