@@ -134,4 +134,65 @@ mod tests {
         assert_eq!(inh.heir_of(&n(0)), None);
         assert_eq!(inh.heir_of(&n(1)), Some(&n(MAX_HEIR_DEPTH as u8 + 1)));
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::n;
+        use crate::escrow::{CounterKey, StockBook};
+        use crate::model::{LocationId, PoolKey, Sku};
+        use std::collections::BTreeMap;
+
+        fn pool() -> PoolKey {
+            PoolKey::new(LocationId::new("S1").unwrap(), Sku::new("A").unwrap())
+        }
+
+        proptest! {
+            /// Retiring moves rights and creates none: the pool's sum is the
+            /// same, the retired node ends at 0, its heir gains exactly what it
+            /// had (deficit included), and no other node changes.
+            #[test]
+            fn retiring_conserves_rights(
+                minted in proptest::collection::vec(0i64..50, 4),
+                consumed in proptest::collection::vec(0i64..60, 4),
+                grants in proptest::collection::vec((0u8..4, 0u8..4, 0i64..20), 0..6),
+                retired in 0u8..4,
+                heir in 0u8..4,
+            ) {
+                prop_assume!(retired != heir);
+                let mut book = StockBook::new();
+                for i in 0..4u8 {
+                    book.raise(n(i), &CounterKey::Minted(pool()), minted[i as usize]).unwrap();
+                    book.raise(n(i), &CounterKey::Consumed(pool()), consumed[i as usize]).unwrap();
+                }
+                for (a, b, q) in grants {
+                    if a != b {
+                        book.raise(n(a), &CounterKey::Granted(pool(), n(b)), q).unwrap();
+                    }
+                }
+                let before: Vec<i64> = (0..4).map(|i| book.rights(&pool(), &n(i))).collect();
+                let sum = |b: &StockBook| -> i64 { b.rights_by_node(&pool()).values().sum() };
+                let total = sum(&book);
+                let direct: BTreeMap<_, _> = [(n(retired), n(heir))].into_iter().collect();
+                let moved = book.set_inheritance(&direct);
+                prop_assert_eq!(moved, vec![pool()]);
+                prop_assert_eq!(sum(&book), total);
+                for i in 0..4u8 {
+                    let now = book.rights(&pool(), &n(i));
+                    let want = if i == retired {
+                        0
+                    } else if i == heir {
+                        before[heir as usize] + before[retired as usize]
+                    } else {
+                        before[i as usize]
+                    };
+                    prop_assert_eq!(now, want, "node {}", i);
+                }
+                let deficit: i64 = (0..4u8)
+                    .map(|i| book.rights(&pool(), &n(i)).saturating_neg().max(0))
+                    .sum();
+                prop_assert_eq!(book.deficit(&pool()), deficit);
+            }
+        }
+    }
 }
