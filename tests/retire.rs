@@ -194,3 +194,60 @@ fn the_heir_must_be_an_unrevoked_member_at_every_location_of_the_retired_node() 
     assert_eq!(r.version, v + 1, "refused edits change nothing");
     assert_eq!(r.heir_of(&till), None);
 }
+
+#[test]
+fn on_sqlite_the_stock_rows_follow_the_move_and_verify_holds_across_a_restart() {
+    use stocksync::fleet::{FleetAuthority, Member};
+    use stocksync::model::{NodeId, Role};
+    use stocksync::{data_dir, system_clock};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = stocksync::NodeSpec::parse("store-1", "S1", "store").unwrap();
+    let meta = data_dir::init(dir.path(), &spec).unwrap();
+    let authority = FleetAuthority::from_seed([42; 32]);
+    let till = NodeId([77; 32]);
+    let roster = authority
+        .roster()
+        .with_member(meta.id, Member::new("store-1", Role::Store, [loc("S1")]))
+        .with_member(till, Member::new("till-1", Role::Till, [loc("S1")]));
+    let open = || {
+        data_dir::open(
+            dir.path(),
+            harness::options(Some(authority.fleet())),
+            system_clock(),
+        )
+        .unwrap()
+    };
+    let rights = || {
+        let reader = data_dir::Reader::open(dir.path()).unwrap();
+        assert!(
+            reader.verify().unwrap().ok,
+            "{:?}",
+            reader.verify().unwrap().checks
+        );
+        reader.stock(Some("A")).unwrap()[0].rights
+    };
+    {
+        let node = open();
+        node.install_roster(authority.sign(&roster).unwrap())
+            .unwrap();
+        node.execute(at("S1", "r", 10, EventKind::Receipt)).unwrap();
+        node.execute(at("S1", "g", 4, EventKind::Grant { to: till }))
+            .unwrap();
+    }
+    assert_eq!(rights(), 6);
+    {
+        // The till never wrote: its history up to its point (none) is held.
+        let mut v = roster.clone();
+        v.retire(&till, Position::default(), "broken", meta.id)
+            .unwrap();
+        let node = open();
+        node.install_roster(authority.sign(&v).unwrap()).unwrap();
+    }
+    assert_eq!(rights(), 10, "the row moved with no change of the pool");
+    open().execute(at("S1", "s", 10, EventKind::Sale)).unwrap();
+    assert_eq!(rights(), 0);
+    let node = open();
+    let book = node.query(|r| r.book().clone()).unwrap();
+    assert_eq!(book.rights(&pool(), &meta.id), 0);
+    assert_eq!(book.pool(&pool()).unwrap().on_hand(), 0);
+}
