@@ -53,6 +53,16 @@ fn check(name: &'static str, problems: Vec<String>, ok_detail: String) -> Check 
 /// Counter values by `(writer, key text)`.
 type CounterValues = HashMap<(NodeId, String), i64>;
 
+/// The last stored position of every writer.
+fn stored_heads(db: &ReadOnly<'_>) -> Result<HashMap<NodeId, crate::model::Position>, StoreError> {
+    let mut heads: HashMap<NodeId, crate::model::Position> = HashMap::new();
+    for (w, c) in db.all_changes()? {
+        let h = heads.entry(w).or_default();
+        *h = (*h).max(c.position);
+    }
+    Ok(heads)
+}
+
 fn replay_changes(db: &ReadOnly<'_>) -> Result<(CounterValues, usize), StoreError> {
     let mut by_epoch: BTreeMap<(NodeId, u32), Vec<Vec<u8>>> = BTreeMap::new();
     let mut n = 0;
@@ -178,6 +188,21 @@ pub(crate) fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, Store
         format!("{journal_events} journal events"),
     ));
 
+    // Retired writers' rights count as their heirs' as the node derives it:
+    // from the stored roster, once the writer's history reaches its revocation point.
+    if let Some(roster) = db
+        .roster()?
+        .and_then(|s| crate::fleet::Roster::decode(&s.body).ok())
+    {
+        let heads = stored_heads(db)?;
+        let direct: BTreeMap<NodeId, NodeId> = roster
+            .retirements()
+            .filter(|(id, _, after)| heads.get(id).copied().unwrap_or_default() >= *after)
+            .map(|(id, heir, _)| (id, heir))
+            .collect();
+        book.set_inheritance(&direct);
+    }
+
     // 3. The materialized stock rows equal the book, and the invariant holds.
     let mut problems = Vec::new();
     let rows: HashMap<(String, String), StockRow> = db
@@ -212,17 +237,25 @@ pub(crate) fn verify(db: &ReadOnly<'_>, meta: &NodeMeta) -> Result<Report, Store
             ));
         }
         // The rule: this node's rights go below zero only by deficits it recorded.
-        let own_deficit = state.share(&meta.id).deficit();
+        let own_deficit = book.rights(pool, &meta.id).saturating_neg().max(0);
+        // A retired node's deficit is inherited with its rights.
+        let inherited: i64 = book
+            .inheritance()
+            .estate_of(&meta.id)
+            .iter()
+            .map(|r| state.share(r).deficit())
+            .sum();
         let allowed = recorded
             .get(&(pool.location.to_string(), pool.sku.to_string()))
             .copied()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + inherited;
         if own_deficit > allowed {
             problems.push(format!(
                 "{pool}: own deficit {own_deficit} exceeds the {allowed} units recorded under policy record"
             ));
         }
-        if state.on_hand() + state.deficit() < state.held() {
+        if state.on_hand() + book.deficit(pool) < state.held() {
             problems.push(format!(
                 "{pool}: on_hand {} below held {} beyond the reported deficit",
                 state.on_hand(),

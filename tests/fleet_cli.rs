@@ -377,3 +377,64 @@ fn revoke_bumps_the_version_and_records_the_position() {
     let out = run(&["fleet", "enrol", "--data", p(&hub), p(&req)]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn retire_names_an_heir_at_the_same_store_and_refuses_one_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    fleet_init(&hub);
+    for (name, role) in [("till-1", "till"), ("store-1", "store")] {
+        let dir = tmp.path().join(name);
+        ok(&[
+            "init",
+            "--data",
+            p(&dir),
+            "--node",
+            name,
+            "--location",
+            "S1",
+            "--role",
+            role,
+            "--join",
+            p(&hub),
+        ]);
+    }
+    // The hub (at HQ only) cannot inherit a till of S1; a till is not its own heir.
+    for heir in ["hub", "till-1", "nobody"] {
+        let out = run(&[
+            "fleet",
+            "retire",
+            "--data",
+            p(&hub),
+            "till-1",
+            "--reason",
+            "x",
+            "--heir",
+            heir,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{heir}");
+    }
+    assert_eq!(roster(&hub)["version"], 3);
+    let done: Value = serde_json::from_str(&ok(&[
+        "fleet",
+        "retire",
+        "--data",
+        p(&hub),
+        "till-1",
+        "--reason",
+        "stolen",
+        "--heir",
+        "store-1",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(done["roster_version"], 4);
+    let r = roster(&hub);
+    let store_id = member(&r, "store-1")["node_id"].clone();
+    assert_eq!(done["heir"], store_id);
+    let t = member(&r, "till-1");
+    assert_eq!(t["revoked"]["reason"], "stolen");
+    assert_eq!(t["heir"], store_id);
+    let text = ok(&["fleet", "roster", "--data", p(&hub)]);
+    assert!(text.contains("RETIRED after 0/0 to"), "{text}");
+}

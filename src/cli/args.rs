@@ -368,6 +368,18 @@ pub enum FleetCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Retire a member (node id or name): revoke it as `revoke` does and name
+    /// the member whose rights its remaining rights count as.
+    Retire {
+        /// The member: its node id (64 hex digits) or its name.
+        node: String,
+        /// Why (kept in the roster for the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// The heir: an unrevoked member holding every location of NODE.
+        #[arg(long)]
+        heir: String,
+    },
     /// Show the fleet roster the node in --data holds.
     Roster,
     /// Make a one-time enrolment token for one new node (printed once; the

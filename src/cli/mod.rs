@@ -210,6 +210,9 @@ fn run(cli: Cli) -> Result<()> {
                 FleetCmd::Init { node, location } => fleet::init(&dir, node, location, cli.json),
                 FleetCmd::Enrol { request } => fleet::enrol(&dir, request),
                 FleetCmd::Revoke { node, reason } => fleet::revoke(&dir, node, reason, cli.json),
+                FleetCmd::Retire { node, reason, heir } => {
+                    fleet::retire(&dir, node, reason, heir, cli.json)
+                }
                 FleetCmd::Roster => fleet::roster(&dir, cli.json),
                 FleetCmd::Token {
                     which,

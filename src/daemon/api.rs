@@ -78,6 +78,11 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "post",
+        path: "/v1/fleet/retire",
+        auth: true,
+    },
+    Route {
+        method: "post",
         path: "/v1/fleet/tokens",
         auth: true,
     },
@@ -499,6 +504,7 @@ fn handler(r: &Route) -> Option<MethodRouter<AppState>> {
         ("get", "/v1/status") => get(get_status),
         ("post", "/v1/fleet/enrol") => post(super::fleet_api::post_enrol),
         ("post", "/v1/fleet/revoke") => post(super::fleet_api::post_revoke),
+        ("post", "/v1/fleet/retire") => post(super::fleet_api::post_retire),
         ("post", "/v1/fleet/tokens") => post(super::fleet_api::post_tokens),
         ("get", "/v1/health") => get(get_health),
         ("get", "/openapi.json") => get(get_openapi),

@@ -1,5 +1,5 @@
 //! A hub daemon's fleet routes: `POST /v1/fleet/enrol`,
-//! `POST /v1/fleet/revoke` and `POST /v1/fleet/tokens`, so members can be
+//! `POST /v1/fleet/revoke`, `POST /v1/fleet/retire` and `POST /v1/fleet/tokens`, so members can be
 //! enrolled and revoked, and enrolment tokens made, while the hub runs (the
 //! command line goes through them when it finds the daemon).
 //! The fleet key is read from the data directory for each request and never
@@ -17,7 +17,8 @@ use super::api::{blocking, body_bytes, AppState};
 use super::error::ApiError;
 use crate::cli::fleet::token_cmd::{issue_token, now_s};
 use crate::cli::fleet::{
-    Bundle, EnrolRequest, FleetError, Hub, IssuedToken, RevokeBody, Revoked, TokenBody, EDITS,
+    retired, Bundle, EnrolRequest, FleetError, Hub, IssuedToken, RetireBody, Retired, RevokeBody,
+    Revoked, TokenBody, EDITS,
 };
 use stocksync::error::NodeError;
 
@@ -83,6 +84,19 @@ pub async fn post_revoke(
                 after,
                 roster_version,
             })
+    })
+    .await?;
+    Ok(Json(done))
+}
+
+/// `POST /v1/fleet/retire`: a [`RetireBody`] in, [`Retired`] out.
+pub async fn post_retire(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Retired>, ApiError> {
+    let req: RetireBody = parse(body)?;
+    let done = with_hub(&s, "retire", move |hub| {
+        hub.retire(&req.node, &req.reason, &req.heir).map(retired)
     })
     .await?;
     Ok(Json(done))

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use super::counter_key::{CounterKey, TransferLeg};
+use super::inherit::Inheritance;
 use crate::error::EventError;
 use crate::model::{NodeId, PoolKey, Sku};
 
@@ -123,6 +124,7 @@ pub struct StockBook {
     pools: BTreeMap<PoolKey, PoolState>,
     transits: BTreeMap<TransferLeg, TransitState>,
     skus: HashSet<Sku>,
+    inheritance: Inheritance,
 }
 
 impl StockBook {
@@ -227,12 +229,58 @@ impl StockBook {
         self.transits.iter()
     }
 
-    /// `node`'s rights in `pool` as this replica sees them.
+    /// `node`'s rights in `pool` as this replica sees them: its own share's,
+    /// plus those of the nodes retired to it; 0 for a retired node.
     pub fn rights(&self, pool: &PoolKey, node: &NodeId) -> i64 {
         self.pools
             .get(pool)
-            .map(|p| p.share(node).rights())
+            .map(|p| self.inheritance.rights(p, node))
             .unwrap_or(0)
+    }
+
+    /// The pool's uncovered deficit, a retired node's counted at its heir.
+    pub fn deficit(&self, pool: &PoolKey) -> i64 {
+        self.pools
+            .get(pool)
+            .map(|p| self.inheritance.deficit(p))
+            .unwrap_or(0)
+    }
+
+    /// Every node's rights in `pool` (see [`StockBook::rights`]); retired nodes left out.
+    pub fn rights_by_node(&self, pool: &PoolKey) -> BTreeMap<NodeId, i64> {
+        self.pools
+            .get(pool)
+            .map(|p| self.inheritance.rights_by_node(p))
+            .unwrap_or_default()
+    }
+
+    /// The inheritance in force.
+    pub fn inheritance(&self) -> &Inheritance {
+        &self.inheritance
+    }
+
+    /// Sets which retired node's rights count as which heir's (`direct`:
+    /// retired → named heir; chains resolved by [`Inheritance::resolve`]).
+    /// Returns the pools whose figures changed (where a node whose heir
+    /// changed holds a share).
+    pub fn set_inheritance(&mut self, direct: &BTreeMap<NodeId, NodeId>) -> Vec<PoolKey> {
+        let next = Inheritance::resolve(direct);
+        if next == self.inheritance {
+            return Vec::new();
+        }
+        let moved: HashSet<NodeId> = self
+            .inheritance
+            .iter()
+            .chain(next.iter())
+            .filter(|(r, h)| self.inheritance.heir_of(r) != Some(h) || next.heir_of(r) != Some(h))
+            .map(|(r, _)| *r)
+            .collect();
+        self.inheritance = next;
+        self.pools
+            .iter()
+            .filter(|(_, p)| p.shares.keys().any(|n| moved.contains(n)))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// True when some pool or transfer mentions `sku`.

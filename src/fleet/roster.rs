@@ -51,6 +51,23 @@ pub enum RosterError {
         /// The pool's location.
         location: LocationId,
     },
+    /// A retired node's heir is not an unrevoked member.
+    #[error("heir {heir} is not an unrevoked member of the fleet")]
+    HeirNotMember {
+        /// The heir named.
+        heir: NodeId,
+    },
+    /// A retired node's heir does not hold every location of the retired node.
+    #[error("heir {heir} does not hold location {location} of the retired node")]
+    HeirOutsideLocations {
+        /// The heir named.
+        heir: NodeId,
+        /// A location of the retired node the heir does not hold.
+        location: LocationId,
+    },
+    /// A node cannot be its own heir.
+    #[error("a node cannot be its own heir")]
+    HeirIsSelf,
 }
 
 /// A revocation: the member's changes after `after` are refused.
@@ -127,6 +144,19 @@ pub struct Roster {
     pub version: u64,
     /// The members, by node id.
     pub members: BTreeMap<NodeId, Member>,
+    /// Retired members and their heirs (see docs/escrow.md, "Retiring a
+    /// node"). Last, so a node built before retirement existed, which
+    /// ignores bytes after the members, still reads the roster (without heirs).
+    #[serde(default)]
+    pub heirs: BTreeMap<NodeId, NodeId>,
+}
+
+/// The roster as encoded before retirement existed (no heirs).
+#[derive(Deserialize)]
+struct LegacyRoster {
+    fleet: FleetId,
+    version: u64,
+    members: BTreeMap<NodeId, Member>,
 }
 
 /// Whether a grant's receiver must be unrevoked (own events) or only listed
@@ -144,6 +174,7 @@ impl Roster {
             fleet,
             version: 0,
             members: BTreeMap::new(),
+            heirs: BTreeMap::new(),
         }
     }
 
@@ -172,8 +203,71 @@ impl Roster {
             after,
             reason: reason.into(),
         });
+        self.heirs.remove(node);
         self.version = self.version.saturating_add(1);
         Ok(())
+    }
+
+    /// Retires `node`: revokes it after `after` (as [`Roster::revoke`]) and
+    /// names `heir`, whose rights its remaining rights count as. The heir
+    /// must be an unrevoked member holding every location of `node`.
+    /// Nothing changes on an error. Retiring a revoked node replaces its
+    /// revocation (a new version).
+    pub fn retire(
+        &mut self,
+        node: &NodeId,
+        after: Position,
+        reason: impl Into<String>,
+        heir: NodeId,
+    ) -> Result<(), RosterError> {
+        if node == &heir {
+            return Err(RosterError::HeirIsSelf);
+        }
+        let retired = self.members.get(node).ok_or(RosterError::NotMember)?;
+        let h = self
+            .members
+            .get(&heir)
+            .filter(|h| h.revoked.is_none())
+            .ok_or(RosterError::HeirNotMember { heir })?;
+        if let Some(location) = retired.locations.difference(&h.locations).next() {
+            return Err(RosterError::HeirOutsideLocations {
+                heir,
+                location: location.clone(),
+            });
+        }
+        self.revoke(node, after, reason)?;
+        self.heirs.insert(*node, heir);
+        Ok(())
+    }
+
+    /// The heir of `node`, if it is retired (revoked with an heir).
+    pub fn heir_of(&self, node: &NodeId) -> Option<NodeId> {
+        self.members.get(node)?.revoked.as_ref()?;
+        self.heirs.get(node).copied()
+    }
+
+    /// Every retired member with its heir and revocation point, in id order.
+    pub fn retirements(&self) -> impl Iterator<Item = (NodeId, NodeId, Position)> + '_ {
+        self.heirs.iter().filter_map(|(id, heir)| {
+            let r = self.members.get(id)?.revoked.as_ref()?;
+            Some((*id, *heir, r.after))
+        })
+    }
+
+    /// Decodes a roster body (postcard) without checking its signature. A
+    /// body written before retirement existed ends after the members: it
+    /// decodes with no heirs.
+    pub fn decode(body: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<Roster>(body).or_else(|e| {
+            postcard::from_bytes::<LegacyRoster>(body)
+                .map(|l| Roster {
+                    fleet: l.fleet,
+                    version: l.version,
+                    members: l.members,
+                    heirs: BTreeMap::new(),
+                })
+                .map_err(|_| e)
+        })
     }
 
     /// The entry of `id`, if it is listed (revoked or not).

@@ -128,8 +128,8 @@ impl SignedRoster {
             .map_err(|_| SignedRosterError::BadSignature)?;
         key.verify_strict(&signed_message(&self.body), &Signature::from_bytes(&sig))
             .map_err(|_| SignedRosterError::BadSignature)?;
-        let roster: Roster = postcard::from_bytes(&self.body)
-            .map_err(|e| SignedRosterError::Malformed(e.to_string()))?;
+        let roster =
+            Roster::decode(&self.body).map_err(|e| SignedRosterError::Malformed(e.to_string()))?;
         if roster.fleet != *fleet {
             return Err(SignedRosterError::WrongFleet {
                 named: roster.fleet,

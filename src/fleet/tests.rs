@@ -324,3 +324,37 @@ fn a_revoked_member_keeps_its_changes_up_to_the_point_and_no_later() {
     // Still listed: a revocation is not a removal.
     assert!(r.member(&TILL).is_some());
 }
+
+/// The roster as encoded before retirement existed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OldRoster {
+    fleet: FleetId,
+    version: u64,
+    members: std::collections::BTreeMap<NodeId, Member>,
+}
+
+#[test]
+fn heirs_are_encoded_last_so_older_rosters_and_older_readers_both_work() {
+    let mut r = roster();
+    r.revoke(&CHANNEL, Position::default(), "gone").unwrap();
+    let old = OldRoster {
+        fleet: r.fleet,
+        version: r.version,
+        members: r.members.clone(),
+    };
+    // An older body decodes, with no heirs.
+    let body = postcard::to_allocvec(&old).unwrap();
+    assert_eq!(Roster::decode(&body).unwrap(), r);
+    // A newer body with an heir: an older reader sees the members and revocation.
+    r.retire(&TILL, Position { epoch: 1, seq: 2 }, "stolen", STORE)
+        .unwrap();
+    assert_eq!(r.heir_of(&TILL), Some(STORE));
+    let body = postcard::to_allocvec(&r).unwrap();
+    let seen: OldRoster = postcard::from_bytes(&body).unwrap();
+    assert_eq!(seen.members, r.members);
+    assert_eq!(Roster::decode(&body).unwrap(), r);
+    // Revoking again (without an heir) drops the heir.
+    r.revoke(&TILL, Position { epoch: 1, seq: 2 }, "stolen")
+        .unwrap();
+    assert_eq!(r.heir_of(&TILL), None);
+}

@@ -22,7 +22,7 @@ pub use group::Ticket;
 pub use manager::{HolderRow, MoveRow, PoolRebalance, RebalanceCommand, RebalanceReport};
 pub use outbox::Outgoing;
 pub use rights::RightsStats;
-pub use status::{ForkStatus, SyncStatus};
+pub use status::{ForkStatus, RetiredStatus, SyncStatus};
 pub(crate) use writer::Writer;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -251,6 +251,16 @@ impl Shared {
                         }
                         SyncEvent::OwnHistoryRecovered { from, held, seen } => {
                             warn!(node = %self.meta.id, peer = %from, ?held, ?seen, "own history recovered from a peer (restored backup)")
+                        }
+                        SyncEvent::RetiredNodeWrote {
+                            from,
+                            writer,
+                            after,
+                            last,
+                            spent,
+                            ..
+                        } => {
+                            error!(node = %self.meta.id, peer = %from, %writer, ?after, ?last, ?spent, "a revoked node wrote after its revocation point: refused; its spending is a deficit to reconcile")
                         }
                         SyncEvent::Applied {
                             from,

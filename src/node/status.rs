@@ -1,11 +1,11 @@
 //! What a node's sync has seen: counters, the peers it is connected to, and a
 //! bounded log of reported events (applied, refused, persist failures).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::Serialize;
 
-use crate::model::NodeId;
+use crate::model::{NodeId, Position};
 use crate::sync::{SyncEvent, SyncStats};
 
 /// Reported events kept until a caller takes them; older ones are dropped (and counted).
@@ -51,6 +51,49 @@ pub struct SyncStatus {
     /// Writers seen signing two histories (cloned devices, restored backups),
     /// as reported since the node started and as stored before.
     pub forks: Vec<ForkStatus>,
+    /// Changes revoked (retired) writers signed after their revocation
+    /// point, refused and reported: how many positions, over all writers.
+    pub retired_writes: u64,
+    /// Units those changes consumed or granted: left the store without
+    /// rights, a deficit to reconcile.
+    pub retired_units_spent: i64,
+    /// The same, per revoked writer.
+    pub retired: Vec<RetiredStatus>,
+}
+
+/// What one revoked writer did after its revocation point, as the status shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RetiredStatus {
+    /// The writer.
+    pub writer: String,
+    /// `epoch/seq` of its revocation point.
+    pub after: String,
+    /// `epoch/seq` of the furthest refused change seen.
+    pub last: String,
+    /// Refused positions after the revocation point.
+    pub writes: u64,
+    /// Units they consumed or granted.
+    pub units_spent: i64,
+}
+
+/// The furthest refused change of one revoked writer and what it spent.
+#[derive(Clone, Copy, Default)]
+struct RetiredWrites {
+    after: Position,
+    last: Position,
+    spent: i64,
+}
+
+impl RetiredWrites {
+    /// Refused positions after the revocation point (in a later epoch, its
+    /// positions only: the earlier epoch's tail is not known here).
+    fn writes(&self) -> u64 {
+        if self.last.epoch == self.after.epoch {
+            self.last.seq.saturating_sub(self.after.seq)
+        } else {
+            self.last.seq
+        }
+    }
 }
 
 /// One fork, as the status shows it.
@@ -73,6 +116,7 @@ pub(crate) struct StatusLog {
     last_rejection: Option<String>,
     own_conflict: Option<String>,
     last_refused_by_peer: Option<String>,
+    retired: BTreeMap<NodeId, RetiredWrites>,
 }
 
 impl StatusLog {
@@ -104,6 +148,21 @@ impl StatusLog {
                 ));
             }
             SyncEvent::OwnHistoryRecovered { .. } => {}
+            SyncEvent::RetiredNodeWrote {
+                writer,
+                after,
+                last,
+                spent,
+                ..
+            } => {
+                // Spending is absolute (counter values): the furthest report wins.
+                let r = self.retired.entry(*writer).or_default();
+                if *last >= r.last {
+                    r.after = *after;
+                    r.last = *last;
+                    r.spent = spent.iter().map(|(_, u)| *u).fold(0, i64::saturating_add);
+                }
+            }
             SyncEvent::OwnHistoryConflict { from, held, seen } => {
                 self.own_conflict = Some(format!(
                     "peer {from} holds own change {}/{} signed with this node's key; this node holds {}/{}",
@@ -143,6 +202,23 @@ impl StatusLog {
             roster_version: 0,
             last_refused_by_peer: self.last_refused_by_peer.clone(),
             forks: Vec::new(),
+            retired_writes: self.retired.values().map(RetiredWrites::writes).sum(),
+            retired_units_spent: self
+                .retired
+                .values()
+                .map(|r| r.spent)
+                .fold(0, i64::saturating_add),
+            retired: self
+                .retired
+                .iter()
+                .map(|(w, r)| RetiredStatus {
+                    writer: w.to_hex(),
+                    after: format!("{}/{}", r.after.epoch, r.after.seq),
+                    last: format!("{}/{}", r.last.epoch, r.last.seq),
+                    writes: r.writes(),
+                    units_spent: r.spent,
+                })
+                .collect(),
         }
     }
 }

@@ -78,7 +78,25 @@ fn open_replica(
     let mut replica = Replica::open(*me, snapshot, epoch_changes)
         .map_err(|e| StoreError::Replica(e.to_string()))?;
     replica.set_fleet(state);
+    refresh_inherited_stock(store, &mut replica, me);
     Ok(replica)
+}
+
+/// Writes again the stock rows of the pools whose figures moved because a
+/// retired node's rights started (or stopped) counting as its heir's. A
+/// failure is logged: the rows are written again at the pool's next change.
+fn refresh_inherited_stock(store: &mut dyn Store, replica: &mut Replica, me: &NodeId) {
+    let pools = replica.take_inherited_pools();
+    if pools.is_empty() {
+        return;
+    }
+    let rows: Vec<StockRow> = pools
+        .iter()
+        .map(|p| StockRow::of(replica.book(), me, p))
+        .collect();
+    if let Err(e) = store.refresh_stock(&rows) {
+        error!(error = %e, pools = rows.len(), "writing the stock rows of inherited rights failed");
+    }
 }
 
 impl Writer {
@@ -141,10 +159,9 @@ impl Writer {
         let verified = replica.check_roster(&roster)?;
         let version = verified.version();
         self.store.set_roster(&verified)?;
-        self.replica
-            .as_mut()
-            .ok_or(NodeError::Stopped)?
-            .install_roster(verified)?;
+        let replica = self.replica.as_mut().ok_or(NodeError::Stopped)?;
+        replica.install_roster(verified)?;
+        refresh_inherited_stock(self.store.as_mut(), replica, &self.meta.id);
         Ok(version)
     }
 
@@ -279,6 +296,9 @@ impl Writer {
                 }
                 self.applied
                     .extend(persist.iter().map(|p| (p.writer, p.counters.clone())));
+            }
+            if let Some(replica) = self.replica.as_mut() {
+                refresh_inherited_stock(self.store.as_mut(), replica, &self.meta.id);
             }
             out.extend(reports);
             out.extend(sends);

@@ -1,16 +1,19 @@
 //! The replica's fleet: its roster, which writers and own events it admits,
 //! and installing a newer roster.
 
+use std::collections::BTreeMap;
+
 use super::Replica;
 use crate::error::ChangeError;
 use crate::fleet::{FleetState, InstallError, Roster, RosterError, SignedRoster, VerifiedRoster};
-use crate::model::{NodeId, Position};
+use crate::model::{NodeId, PoolKey, Position};
 
 impl Replica {
     /// Puts the replica in a fleet (`Some`: writers and own events are checked
     /// against its roster) or in open mode (`None`: nothing is checked).
     pub fn set_fleet(&mut self, fleet: Option<FleetState>) {
         self.fleet = fleet;
+        self.refresh_inheritance();
     }
 
     /// The fleet, if the replica is in one.
@@ -48,7 +51,37 @@ impl Replica {
         self.fleet
             .as_mut()
             .ok_or(InstallError::OpenMode)?
-            .install(roster)
+            .install(roster)?;
+        self.refresh_inheritance();
+        Ok(())
+    }
+
+    /// Derives from the roster which retired writers' rights count as their
+    /// heirs' (see docs/escrow.md, "Retiring a node"): a retired writer's
+    /// rights move only once this replica holds its history up to its
+    /// revocation point, so that every spending it did before then is counted
+    /// (after it, its changes are refused: its counters are frozen).
+    pub(super) fn refresh_inheritance(&mut self) {
+        let direct: BTreeMap<NodeId, NodeId> = match self.roster() {
+            None => BTreeMap::new(),
+            Some(r) => r
+                .retirements()
+                .filter(|(id, _, after)| {
+                    self.heads.get(id).map(|h| h.position).unwrap_or_default() >= *after
+                })
+                .map(|(id, heir, _)| (id, heir))
+                .collect(),
+        };
+        let moved = self.book.set_inheritance(&direct);
+        self.inherited_pools.extend(moved);
+    }
+
+    /// The pools whose figures an inheritance change moved since the last
+    /// call (their stock rows are to be written again).
+    pub fn take_inherited_pools(&mut self) -> Vec<PoolKey> {
+        std::mem::take(&mut self.inherited_pools)
+            .into_iter()
+            .collect()
     }
 
     /// Would a change of `writer` at `at` be admitted by the roster (a member,

@@ -12,6 +12,7 @@ mod own_doc;
 pub mod raw_change;
 mod recover;
 mod remote;
+mod retired;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -79,6 +80,8 @@ pub struct Replica {
     epoch_changes: u64,
     /// The fleet and its roster; `None` is open mode (no membership checks).
     fleet: Option<crate::fleet::FleetState>,
+    /// Pools whose figures an inheritance change moved, for the stock table.
+    inherited_pools: BTreeSet<PoolKey>,
 }
 
 impl Replica {
@@ -123,6 +126,7 @@ impl Replica {
             heads: HeadIndex::from_heads(heads),
             epoch_changes: epoch_changes.max(1),
             fleet: None,
+            inherited_pools: BTreeSet::new(),
         })
     }
 
@@ -177,7 +181,7 @@ impl Replica {
             pool: req.pool.clone(),
             qty: req.qty.get(),
             deficit_created: plan.deficit_created,
-            rights_after: pool.map(|p| p.share(&self.me).rights()).unwrap_or(0),
+            rights_after: self.book.rights(&req.pool, &self.me),
             on_hand_after: pool.map(|p| p.on_hand()).unwrap_or(0),
             position: Default::default(),
             replayed: false,
@@ -316,6 +320,10 @@ impl Replica {
                     self.book.raise(*writer, k, *v)?;
                 }
                 self.heads.insert(*writer, valid.head);
+                if self.roster().is_some_and(|r| r.heir_of(writer).is_some()) {
+                    // A retired writer's history may now reach its revocation point.
+                    self.refresh_inheritance();
+                }
                 Ok(Some(valid))
             }
         }

@@ -214,7 +214,7 @@ impl Replica {
                     deficit_created: line.deficit,
                     rights_after: line
                         .rights
-                        .unwrap_or_else(|| pool.map(|p| p.share(&self.me).rights()).unwrap_or(0)),
+                        .unwrap_or_else(|| self.book.rights(&req.pool, &self.me)),
                     on_hand_after: line
                         .on_hand
                         .unwrap_or_else(|| pool.map(|p| p.on_hand()).unwrap_or(0)),

@@ -130,6 +130,13 @@ pub trait Store: Send {
             "this store cannot remember own history seen ahead".into(),
         ))
     }
+    /// Writes stock rows again (their pools' figures moved without a change:
+    /// a retired node's rights started to count as its heir's). The default,
+    /// for stores without a stock table, has nothing to write.
+    fn refresh_stock(&mut self, stock: &[StockRow]) -> Result<(), StoreError> {
+        let _ = stock;
+        Ok(())
+    }
     /// Replaces the stored roster. The default refuses: a store that keeps no
     /// roster cannot serve a node in a fleet.
     fn set_roster(&mut self, roster: &VerifiedRoster) -> Result<(), StoreError> {
@@ -188,8 +195,8 @@ impl StockRow {
             sku: pool.sku.to_string(),
             on_hand: state.map(|p| p.on_hand()).unwrap_or(0),
             held: state.map(|p| p.held()).unwrap_or(0),
-            rights: state.map(|p| p.share(me).rights()).unwrap_or(0),
-            deficit: state.map(|p| p.deficit()).unwrap_or(0),
+            rights: book.rights(pool, me),
+            deficit: book.deficit(pool),
         }
     }
 }

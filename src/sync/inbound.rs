@@ -47,6 +47,9 @@ impl SyncEngine {
             seq: bundle.first_seq,
         };
         if let Err(e) = replica.admits_writer(&writer, first) {
+            if let crate::error::ChangeError::Revoked { after, .. } = e {
+                self.report_revoked_bundle(replica, from, &bundle, after, out);
+            }
             return self.reject(from, Some(writer), e.into(), out);
         }
         let (span, changes) = match bundle::verify(&bundle) {
@@ -251,7 +254,8 @@ impl SyncEngine {
         let epoch = span.first.epoch;
         let n = changes.len();
         let mut applied = false;
-        for (i, bytes) in changes.into_iter().enumerate() {
+        let mut changes = changes.into_iter().enumerate();
+        while let Some((i, bytes)) = changes.next() {
             let at = Position {
                 epoch,
                 seq: span.first.seq + i as u64,
@@ -302,6 +306,12 @@ impl SyncEngine {
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    if let crate::error::ChangeError::Revoked { after, got } = e {
+                        let rest: Vec<Vec<u8>> = std::iter::once(bytes)
+                            .chain(changes.by_ref().map(|(_, b)| b))
+                            .collect();
+                        self.report_revoked_changes(replica, from, writer, after, got, &rest, out);
+                    }
                     self.reject(from, Some(writer), e.into(), out);
                     break;
                 }

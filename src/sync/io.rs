@@ -157,6 +157,26 @@ pub enum SyncEvent {
         /// Its reason, as it stated it.
         reason: String,
     },
+    /// A revoked (retired) writer signed changes after its revocation point:
+    /// they were refused (nothing applied), and what they spent is reported,
+    /// decoded from the verified changes, so HQ sees the units that left the
+    /// store without rights as a deficit to reconcile.
+    RetiredNodeWrote {
+        /// The peer they came from.
+        from: NodeId,
+        /// The revoked writer.
+        writer: NodeId,
+        /// Its revocation point: its last accepted position.
+        after: Position,
+        /// The first and last refused positions of these changes.
+        first: Position,
+        /// See `first`.
+        last: Position,
+        /// Units consumed or granted beyond the counters this replica holds
+        /// for the writer, per pool (absolute values, so a later report of
+        /// the same writer supersedes an earlier one).
+        spent: Vec<(crate::model::PoolKey, i64)>,
+    },
     /// Remote changes were applied in memory but could not be made durable: they
     /// were dropped again (no ack, no relay); anti-entropy brings them back.
     PersistFailed {

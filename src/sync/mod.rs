@@ -13,6 +13,7 @@ mod outbound;
 mod parked;
 mod reconcile;
 mod refusal;
+mod retired;
 mod roster;
 pub mod signing;
 

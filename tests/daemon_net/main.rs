@@ -368,3 +368,35 @@ fn a_node_in_no_fleet_runs_alone_and_says_so() {
     // Nothing listens on the transport's port: it can be bound again.
     assert!(std::net::UdpSocket::bind(port).is_ok());
 }
+
+#[test]
+fn a_till_is_retired_through_the_running_hub() {
+    let fleet = Fleet::new("hub", "HQ");
+    let (t1, t2) = (fleet.join("till-1", "S1"), fleet.join("till-2", "S1"));
+    let hub = Daemon::start(&fleet.hub, free_port(), &[]);
+    // Through the hub's API: an heir outside S1 is refused (422, exit code 2).
+    let args = |heir: &'static str| {
+        [
+            "fleet",
+            "retire",
+            "--data",
+            p(&fleet.hub),
+            "till-1",
+            "--reason",
+            "stolen",
+            "--heir",
+            heir,
+            "--json",
+        ]
+        .map(str::to_string)
+    };
+    let out = support::run(&args("hub").each_ref().map(String::as_str));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not hold location S1"));
+    let out: Value =
+        serde_json::from_str(&ok(&args("till-2").each_ref().map(String::as_str))).expect("JSON");
+    assert_eq!(out["roster_version"], 4, "{out}");
+    assert_eq!(out["node_id"], node_id(&t1).as_str());
+    assert_eq!(out["heir"], node_id(&t2).as_str());
+    assert_eq!(hub.status()["sync"]["roster_version"], 4);
+}

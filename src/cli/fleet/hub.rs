@@ -151,33 +151,80 @@ impl Hub {
     /// Revokes `target` (a node id or a member's name) after the last change
     /// of it the hub holds; returns its id, that position and the new version.
     pub fn revoke(&self, target: &str, reason: &str) -> Result<(NodeId, Position, u64)> {
+        self.revoke_or_retire(target, reason, None)
+    }
+
+    /// Retires `target`: revokes it as [`Hub::revoke`] does (an already revoked
+    /// member keeps its revocation point) and names `heir` (a node id or a
+    /// member's name), whose rights its remaining rights count as.
+    pub fn retire(
+        &self,
+        target: &str,
+        reason: &str,
+        heir: &str,
+    ) -> Result<(NodeId, Position, u64, NodeId)> {
+        let (id, after, version) = self.revoke_or_retire(target, reason, Some(heir))?;
+        let roster = self.roster()?;
+        let heir = roster
+            .heirs
+            .get(&id)
+            .copied()
+            .ok_or_else(|| FleetError::Invalid(format!("{target}: no heir recorded")))?;
+        Ok((id, after, version, heir))
+    }
+
+    fn revoke_or_retire(
+        &self,
+        target: &str,
+        reason: &str,
+        heir: Option<&str>,
+    ) -> Result<(NodeId, Position, u64)> {
         let mut roster = self.roster()?;
-        let id = match NodeId::from_hex(target) {
-            Ok(id) => id,
-            Err(_) => *roster
-                .members
-                .iter()
-                .find(|(_, m)| m.name == target)
-                .map(|(id, _)| id)
-                .ok_or_else(|| FleetError::Invalid(format!("no member named {target}")))?,
-        };
+        let id = member_id(&roster, target)?;
         if id == self.node.id() {
             return Err(FleetError::Invalid("the hub cannot revoke itself".into()).into());
         }
-        let after = self
-            .node
-            .query(|r| r.heads().get(&id).map(|h| h.position))?
-            .unwrap_or_default();
-        roster
-            .revoke(&id, after, reason)
-            .map_err(|e| FleetError::Invalid(format!("{target}: {e}")))?;
+        // Revocation is positional: a member revoked before keeps its point,
+        // or replicas that decided its changes under it would disagree.
+        let held = roster
+            .member(&id)
+            .and_then(|m| m.revoked.as_ref())
+            .map(|r| r.after);
+        let after = match held {
+            Some(after) => after,
+            None => self
+                .node
+                .query(|r| r.heads().get(&id).map(|h| h.position))?
+                .unwrap_or_default(),
+        };
+        let edit = match heir {
+            None => roster.revoke(&id, after, reason),
+            Some(h) => {
+                let heir = member_id(&roster, h)?;
+                roster.retire(&id, after, reason, heir)
+            }
+        };
+        edit.map_err(|e| FleetError::Invalid(format!("{target}: {e}")))?;
         let version = self.publish(&roster)?;
-        info!(node = %id, ?after, version, "member revoked");
+        info!(node = %id, ?after, version, heir, "member revoked");
         Ok((id, after, version))
     }
 
     /// Releases the hub's directory.
     pub fn close(self) {
         self.node.shutdown();
+    }
+}
+
+/// The member `target` names: a node id, or a member's name.
+fn member_id(roster: &stocksync::fleet::Roster, target: &str) -> Result<NodeId> {
+    match NodeId::from_hex(target) {
+        Ok(id) => Ok(id),
+        Err(_) => Ok(*roster
+            .members
+            .iter()
+            .find(|(_, m)| m.name == target)
+            .map(|(id, _)| id)
+            .ok_or_else(|| FleetError::Invalid(format!("no member named {target}")))?),
     }
 }

@@ -94,6 +94,31 @@ pub struct Revoked {
     pub roster_version: u64,
 }
 
+/// `POST /v1/fleet/retire`'s body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireBody {
+    /// The member: node id (hex) or name.
+    pub node: String,
+    /// Why.
+    pub reason: String,
+    /// The member whose rights its remaining rights count as: node id (hex) or name.
+    pub heir: String,
+}
+
+/// What a retirement did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Retired {
+    /// The member retired (hex).
+    pub node_id: String,
+    /// Its last change that stays accepted.
+    pub after: Position,
+    /// Its heir (hex).
+    pub heir: String,
+    /// The roster version that retires it.
+    pub roster_version: u64,
+}
+
 /// The bundle for `req` from the hub in `hub_dir`: through its daemon's API
 /// when one runs, else by opening the directory.
 fn enrol_at(hub_dir: &Path, req: &EnrolRequest) -> Result<Bundle> {
@@ -180,6 +205,49 @@ pub fn revoke(hub_dir: &Path, target: &str, reason: &str, as_json: bool) -> Resu
     Ok(())
 }
 
+/// `fleet retire NODE --reason TEXT --heir NODE`.
+pub fn retire(hub_dir: &Path, target: &str, reason: &str, heir: &str, as_json: bool) -> Result<()> {
+    let body = RetireBody {
+        node: target.to_string(),
+        reason: reason.to_string(),
+        heir: heir.to_string(),
+    };
+    let done: Retired = match super::daemon_client::find(hub_dir) {
+        Some(client) => client.post("/v1/fleet/retire", &body)?,
+        None => {
+            let hub = Hub::open(hub_dir)?;
+            let done = hub.retire(target, reason, heir);
+            hub.close();
+            retired(done?)
+        }
+    };
+    if as_json {
+        return print_json(&serde_json::to_value(&done)?);
+    }
+    println!(
+        "retired {} after {}/{}; its remaining rights count as {}'s; roster version {} installed at the hub (it spreads to the fleet as nodes sync)",
+        done.node_id, done.after.epoch, done.after.seq, done.heir, done.roster_version
+    );
+    Ok(())
+}
+
+/// The answer for what [`Hub::retire`] returned.
+pub fn retired(
+    (id, after, roster_version, heir): (
+        stocksync::model::NodeId,
+        Position,
+        u64,
+        stocksync::model::NodeId,
+    ),
+) -> Retired {
+    Retired {
+        node_id: id.to_hex(),
+        after,
+        heir: heir.to_hex(),
+        roster_version,
+    }
+}
+
 /// `fleet roster`: the roster the node in `dir` holds (read without the lock).
 pub fn roster(dir: &Path, as_json: bool) -> Result<()> {
     let Some(fleet) = data_dir::fleet_id(dir)? else {
@@ -205,6 +273,7 @@ pub fn roster(dir: &Path, as_json: bool) -> Result<()> {
                 json!({
                     "node_id": id.to_hex(), "name": m.name, "role": m.role,
                     "locations": m.locations, "revoked": m.revoked,
+                    "heir": roster.heirs.get(id).map(|h| h.to_hex()),
                 })
             })
             .collect();
@@ -216,10 +285,16 @@ pub fn roster(dir: &Path, as_json: bool) -> Result<()> {
     for (id, m) in &roster.members {
         let locations: Vec<&str> = m.locations.iter().map(|l| l.as_str()).collect();
         let state = match &m.revoked {
-            Some(r) => format!(
-                "REVOKED after {}/{}: {}",
-                r.after.epoch, r.after.seq, r.reason
-            ),
+            Some(r) => match roster.heirs.get(id) {
+                Some(h) => format!(
+                    "RETIRED after {}/{} to {h}: {}",
+                    r.after.epoch, r.after.seq, r.reason
+                ),
+                None => format!(
+                    "REVOKED after {}/{}: {}",
+                    r.after.epoch, r.after.seq, r.reason
+                ),
+            },
             None => "active".into(),
         };
         println!(

@@ -474,6 +474,16 @@ impl Store for SqliteStore {
         roster::save(&self.conn, roster)
     }
 
+    fn refresh_stock(&mut self, stock: &[StockRow]) -> Result<(), StoreError> {
+        let me = NodeId([0; 32]);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        Self::write_rows(&tx, &me, &[], stock).map_err(map_err)?;
+        tx.commit().map_err(map_err)
+    }
+
     fn commit_recovered(
         &mut self,
         me: &NodeId,

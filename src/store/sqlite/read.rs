@@ -227,6 +227,11 @@ impl<'a> ReadOnly<'a> {
         Ok(rows)
     }
 
+    /// The stored signed roster, if any (its signature is not checked here).
+    pub fn roster(&self) -> Result<Option<crate::fleet::SignedRoster>, StoreError> {
+        super::roster::load(self.conn)
+    }
+
     /// Every stored change, grouped by writer and in order.
     pub fn all_changes(&self) -> Result<Vec<(NodeId, StoredChange)>, StoreError> {
         let mut stmt = self
