@@ -3,6 +3,7 @@
 
 mod args;
 mod bench_api;
+mod bench_hub;
 mod bench_local;
 mod bench_sync;
 mod daemon_client;
@@ -256,6 +257,7 @@ fn run(cli: Cli) -> Result<()> {
                 sales,
                 dir,
             } => bench_api::run(*clients, *sales, dir.clone(), cli.json),
+            BenchKind::Hub { stores, skus } => bench_hub::run(*stores, *skus, cli.json),
         },
         Command::Info => {
             let dir = data_dir(&cli)?;

@@ -7,6 +7,6 @@ mod counter_key;
 pub mod flaw;
 mod rule;
 
-pub use book::{PoolState, Share, StockBook, TransitState, MAX_COUNTER};
+pub use book::{PoolState, Raise, Share, StockBook, TransitState, MAX_COUNTER};
 pub use counter_key::{CounterKey, TransferLeg};
 pub use rule::{apply, counter_deltas, plan, Hold, Holds, Plan};
