@@ -149,6 +149,10 @@ impl Aggregate {
             });
         }
         for t in &slot.transit {
+            if t.inbound == 0 && t.outbound == 0 {
+                // A leg back at zero in transit leaves its row; it says nothing.
+                continue;
+            }
             let name = loc(t.loc)?;
             let i = match per_location.iter().position(|v| v.location == name) {
                 Some(i) => i,
