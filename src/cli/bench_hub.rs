@@ -198,10 +198,11 @@ fn real_ingest(
     with_hub: Option<&std::path::Path>,
 ) -> Result<(u64, u64, f64, Option<i64>)> {
     let mut m = Mesh::new(SyncConfig::default());
-    let hub_i = m.add([0xee; 32], MemoryStore::new(), |id| NodeMeta {
+    let hq = LocationId::new("HQ")?;
+    let hub_i = m.add([0xee; 32], MemoryStore::new(), move |id| NodeMeta {
         id,
         name: "hub".into(),
-        location: LocationId::new("HQ").expect("valid"),
+        location: hq,
         role: Role::Hub,
     })?;
     let hub = match with_hub {
