@@ -57,6 +57,7 @@
 //! - [`escrow`]: the stock book of grow-only counters and the escrow rule (pure).
 //! - [`fleet`]: the signed fleet roster: who may write, where, in which role (pure).
 //! - [`replica`]: the book plus the own Automerge document, and validation of other writers' changes (pure).
+//! - [`hub`]: the hub's live aggregate of the fleet (per SKU, per node) behind a storage seam.
 //! - [`sync`]: the sync protocol: wire messages, head signatures, the gossip state machine (pure).
 //! - [`store`]: the storage trait, its SQLite and in-memory implementations.
 //! - [`node`]: the node handle: group commit, idempotency, the sync engine, the outbox.
@@ -74,6 +75,7 @@ pub mod discovery;
 pub mod error;
 pub mod escrow;
 pub mod fleet;
+pub mod hub;
 pub mod identity;
 pub mod model;
 #[cfg(feature = "net")]

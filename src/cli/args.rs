@@ -482,6 +482,16 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 500)]
         samples: u64,
     },
+    /// The hub's aggregate: memory and SKU query latency of a generated fleet,
+    /// and the ingest of real changes with and without it.
+    Hub {
+        /// Stores in the generated fleet.
+        #[arg(long, default_value_t = 500)]
+        stores: usize,
+        /// SKUs per store in the generated fleet.
+        #[arg(long, default_value_t = 20_000)]
+        skus: usize,
+    },
     /// Internal: open a node and report its load time and peak memory.
     #[command(hide = true)]
     Restart {

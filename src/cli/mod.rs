@@ -3,6 +3,7 @@
 
 mod args;
 mod bench_api;
+mod bench_hub;
 mod bench_local;
 mod bench_net;
 mod bench_sync;
@@ -274,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
                 bench_net::run(&params, cli.json)
             }
             BenchKind::Rebalance { samples } => bench_net::rebalance::run(*samples, cli.json),
+            BenchKind::Hub { stores, skus } => bench_hub::run(*stores, *skus, cli.json),
         },
         Command::Info => {
             let dir = data_dir(&cli)?;

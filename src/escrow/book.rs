@@ -117,6 +117,19 @@ fn add(sum: &mut i64, d: i64) {
     *sum = sum.saturating_add(d);
 }
 
+/// One counter raise the book applied: `writer`'s `key` went from `old` to `new`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Raise {
+    /// The writer whose counter it is.
+    pub writer: NodeId,
+    /// The counter.
+    pub key: CounterKey,
+    /// Its value before.
+    pub old: i64,
+    /// Its value after (always above `old`).
+    pub new: i64,
+}
+
 /// Every counter of every writer, and the sums per pool and per transfer.
 #[derive(Clone, Debug, Default)]
 pub struct StockBook {
@@ -125,6 +138,8 @@ pub struct StockBook {
     transits: BTreeMap<TransferLeg, TransitState>,
     skus: HashSet<Sku>,
     inheritance: Inheritance,
+    /// Opt-in log of applied raises (`None`: nobody drains it, nothing is kept).
+    raises: Option<Vec<Raise>>,
 }
 
 impl StockBook {
@@ -150,6 +165,21 @@ impl StockBook {
             .flat_map(|m| m.iter().map(|(k, v)| (k, *v)))
     }
 
+    /// Starts logging every raise that changes a counter (for [`StockBook::take_raises`]).
+    pub fn log_raises(&mut self) {
+        self.raises.get_or_insert_with(Vec::new);
+    }
+
+    /// True when raises are being logged.
+    pub fn logs_raises(&self) -> bool {
+        self.raises.is_some()
+    }
+
+    /// Takes the raises logged since the last call (empty when logging is off).
+    pub fn take_raises(&mut self) -> Vec<Raise> {
+        self.raises.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// Every writer that has at least one counter.
     pub fn writers(&self) -> impl Iterator<Item = &NodeId> {
         self.counters.keys()
@@ -172,6 +202,14 @@ impl StockBook {
             return Ok(0);
         }
         let d = value - old;
+        if let Some(log) = &mut self.raises {
+            log.push(Raise {
+                writer,
+                key: key.clone(),
+                old,
+                new: value,
+            });
+        }
         self.counters
             .entry(writer)
             .or_default()

@@ -8,7 +8,7 @@ pub mod flaw;
 mod inherit;
 mod rule;
 
-pub use book::{PoolState, Share, StockBook, TransitState, MAX_COUNTER};
+pub use book::{PoolState, Raise, Share, StockBook, TransitState, MAX_COUNTER};
 pub use counter_key::{CounterKey, TransferLeg};
 pub use inherit::{Inheritance, MAX_HEIR_DEPTH};
 pub use rule::{apply, counter_deltas, plan, Hold, Holds, Plan};

@@ -123,6 +123,7 @@ impl Shared {
                 let kinds: Vec<crate::model::EventKind> =
                     requests.iter().map(|r| r.kind.clone()).collect();
                 let answers = core.writer.commit_group(requests);
+                core.flush_deltas();
                 // The committed change goes to the sync engine before any caller
                 // hears back: an acknowledged sale is already on its way out.
                 for change in core.writer.take_committed() {

@@ -94,12 +94,39 @@ impl Default for NodeOptions {
     }
 }
 
+/// Receives what the replica applied (own and remote counter raises), under the
+/// node's lock, right after it is durable (see [`Node::attach_delta_sink`]).
+pub trait DeltaSink: Send + Sync {
+    /// `deltas` were applied; with `deltas.reset`, catch up from `replica`'s whole book.
+    fn apply(&self, deltas: crate::replica::Deltas, replica: &Replica);
+}
+
 /// The replica's writer and the sync engine, used under one lock.
 pub(crate) struct Core {
     pub(crate) writer: Writer,
     engine: SyncEngine,
     status: StatusLog,
     rights: RightsDesk,
+    /// Where the delta log goes, if anyone listens.
+    sink: Option<Arc<dyn DeltaSink>>,
+}
+
+impl Core {
+    /// Hands the delta log to the sink, if one is attached.
+    pub(crate) fn flush_deltas(&mut self) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let Some(deltas) = self.writer.take_deltas() else {
+            return;
+        };
+        if deltas.raises.is_empty() && deltas.heard.is_empty() && !deltas.reset {
+            return;
+        }
+        if let Some(replica) = self.writer.replica() {
+            sink.apply(deltas, replica);
+        }
+    }
 }
 
 impl Core {
@@ -196,6 +223,7 @@ impl Shared {
             engine,
             status,
             rights,
+            ..
         } = core;
         let mut woke = false;
         for effect in writer.sync(engine, now, input) {
@@ -286,6 +314,7 @@ impl Shared {
         for (from, counters) in writer.take_applied() {
             rights.observe(from, &counters, &home, now);
         }
+        core.flush_deltas();
         if woke {
             self.rights_changed.notify_all();
         }
@@ -373,6 +402,7 @@ impl Node {
                     engine,
                     status: StatusLog::default(),
                     rights: RightsDesk::new(options.rebalance.clone()),
+                    sink: None,
                 }),
                 outbox: Outbox::new(options.outbox_bytes_per_peer),
                 rights_changed: Condvar::new(),
@@ -452,6 +482,19 @@ impl Node {
     pub fn query<R>(&self, f: impl FnOnce(&Replica) -> R) -> Result<R, NodeError> {
         let core = self.shared.core();
         core.writer.replica().map(f).ok_or(NodeError::Stopped)
+    }
+
+    /// Attaches `sink` and turns the delta log on: `sink` first gets a reset
+    /// (catch up from the whole book), then every raise as it becomes durable.
+    pub fn attach_delta_sink(&self, sink: Arc<dyn DeltaSink>) -> Result<(), NodeError> {
+        let mut core = self.shared.core();
+        core.writer.log_deltas();
+        let mut first = core.writer.take_deltas().unwrap_or_default();
+        first.reset = true;
+        let replica = core.writer.replica().ok_or(NodeError::Stopped)?;
+        sink.apply(first, replica);
+        core.sink = Some(sink);
+        Ok(())
     }
 
     /// A transport connected to `peer`, whose identity it authenticated.

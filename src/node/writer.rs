@@ -52,6 +52,10 @@ pub(crate) struct Writer {
     /// Counters other writers' durable changes raised, not yet taken by
     /// [`Writer::take_applied`] (what the rights desk learns velocity from).
     applied: Vec<(NodeId, Vec<(CounterKey, i64)>)>,
+    /// The replica's delta log is on (kept on across reloads).
+    log_deltas: bool,
+    /// The replica was rebuilt since the log was last drained: the log is incomplete.
+    deltas_reset: bool,
 }
 
 /// Loads the replica of `me` from `store`, with the stored roster verified
@@ -122,6 +126,8 @@ impl Writer {
             clock,
             committed: Vec::new(),
             applied: Vec::new(),
+            log_deltas: false,
+            deltas_reset: false,
         })
     }
 
@@ -163,6 +169,24 @@ impl Writer {
         replica.install_roster(verified)?;
         refresh_inherited_stock(self.store.as_mut(), replica, &self.meta.id);
         Ok(version)
+    }
+
+    /// Turns the replica's delta log on, now and after every reload.
+    pub(crate) fn log_deltas(&mut self) {
+        self.log_deltas = true;
+        if let Some(r) = self.replica.as_mut() {
+            r.log_deltas();
+        }
+    }
+
+    /// Drains the replica's delta log (`None` when it is off or there is no replica).
+    pub(crate) fn take_deltas(&mut self) -> Option<crate::replica::Deltas> {
+        if !self.log_deltas {
+            return None;
+        }
+        let mut d = self.replica.as_mut()?.take_deltas();
+        d.reset = std::mem::take(&mut self.deltas_reset);
+        Some(d)
     }
 
     /// Own changes committed since the last call, in order (for the sync engine).
@@ -470,7 +494,15 @@ impl Writer {
             self.epoch_changes,
             self.fleet,
         ) {
-            Ok(r) => self.replica = Some(r),
+            Ok(mut r) => {
+                if self.log_deltas {
+                    // What the old replica logged may not be durable, and what
+                    // was durable may not have been drained: consumers catch up.
+                    r.log_deltas();
+                    self.deltas_reset = true;
+                }
+                self.replica = Some(r)
+            }
             Err(e) => error!(error = %e, "reload failed; the node refuses events until restarted"),
         }
     }

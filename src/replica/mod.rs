@@ -57,6 +57,29 @@ pub struct SealedBatch {
     pub pools: BTreeSet<PoolKey>,
 }
 
+/// A writer's change this replica applied (own or remote), as the delta log records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    /// The writer.
+    pub writer: NodeId,
+    /// The change's position.
+    pub position: crate::model::Position,
+    /// The change's time (the writer's clock, Unix milliseconds).
+    pub time_ms: i64,
+}
+
+/// What the replica applied since the delta log was last drained.
+#[derive(Clone, Debug, Default)]
+pub struct Deltas {
+    /// Every counter raise, in order.
+    pub raises: Vec<escrow::Raise>,
+    /// Every change applied, in order.
+    pub heard: Vec<Heard>,
+    /// True when the log is incomplete (the replica was rebuilt from storage):
+    /// a consumer must catch up from the whole book.
+    pub reset: bool,
+}
+
 /// Everything a node needs to resume: every writer's counters, its own holds and heads.
 #[derive(Default)]
 pub struct Snapshot {
@@ -82,6 +105,8 @@ pub struct Replica {
     fleet: Option<crate::fleet::FleetState>,
     /// Pools whose figures an inheritance change moved, for the stock table.
     inherited_pools: BTreeSet<PoolKey>,
+    /// Changes applied since the last drain, kept only while the book logs raises.
+    heard: Vec<Heard>,
 }
 
 impl Replica {
@@ -127,6 +152,7 @@ impl Replica {
             epoch_changes: epoch_changes.max(1),
             fleet: None,
             inherited_pools: BTreeSet::new(),
+            heard: Vec::new(),
         })
     }
 
@@ -138,6 +164,21 @@ impl Replica {
     /// The stock book.
     pub fn book(&self) -> &StockBook {
         &self.book
+    }
+
+    /// Starts the opt-in delta log: every counter raise and applied change from
+    /// now on is kept until [`Replica::take_deltas`] (one `Vec` push each).
+    pub fn log_deltas(&mut self) {
+        self.book.log_raises();
+    }
+
+    /// Takes what the delta log holds (empty when it is off).
+    pub fn take_deltas(&mut self) -> Deltas {
+        Deltas {
+            raises: self.book.take_raises(),
+            heard: std::mem::take(&mut self.heard),
+            reset: false,
+        }
     }
 
     /// This node's open holds.
@@ -228,6 +269,13 @@ impl Replica {
                     hash: c.hash,
                 },
             );
+            if self.book.logs_raises() {
+                self.heard.push(Heard {
+                    writer: self.me,
+                    position: c.position,
+                    time_ms,
+                });
+            }
         }
         let position = change.as_ref().map(|c| c.position).unwrap_or_default();
         let events = batch
@@ -323,6 +371,13 @@ impl Replica {
                 if self.roster().is_some_and(|r| r.heir_of(writer).is_some()) {
                     // A retired writer's history may now reach its revocation point.
                     self.refresh_inheritance();
+                }
+                if self.book.logs_raises() {
+                    self.heard.push(Heard {
+                        writer: *writer,
+                        position: valid.head.position,
+                        time_ms: valid.time_ms,
+                    });
                 }
                 Ok(Some(valid))
             }

@@ -45,6 +45,8 @@ pub struct ValidChange {
     pub head: WriterHead,
     /// `(counter, new absolute value)`, in the change's order.
     pub writes: Vec<(CounterKey, i64)>,
+    /// The change's time (the writer's clock, Unix milliseconds).
+    pub time_ms: i64,
 }
 
 /// Largest change accepted, in bytes.
@@ -179,5 +181,6 @@ pub fn validate(
             hash: change.hash().0,
         },
         writes,
+        time_ms: change.timestamp(),
     }))
 }
