@@ -155,9 +155,13 @@ impl<'a> NsDaemon<'a> {
     fn start(at: &Place<'a>, hub: Option<&str>, mdns: bool) -> Self {
         let cfg = at.dir.with_extension("toml");
         let hub = hub.map(|h| format!("hub = \"{h}\"\n")).unwrap_or_default();
+        // Rights stay where the receipts put them: the ground truth counts
+        // each till's own rights (rights moving between tills is
+        // tests/daemon_rebalance.rs's subject), so no pull and no borrow.
         let text = format!(
             "[api]\naddress = \"127.0.0.1:7480\"\n[network]\nlisten = \"0.0.0.0:{PORT}\"\n\
-             {hub}mdns = {mdns}\nmdns_interfaces = [\"lan0\"]\n"
+             {hub}mdns = {mdns}\nmdns_interfaces = [\"lan0\"]\n\
+             [rebalance]\nauto_pull = false\nborrow_deadline_ms = 0\n"
         );
         std::fs::write(&cfg, text).expect("config");
         let log = std::fs::OpenOptions::new()
