@@ -10,6 +10,8 @@
 //! benches and the command line all run this one type.
 
 mod counters;
+mod exchange;
+mod grant;
 mod group;
 mod manager;
 mod outbox;
@@ -26,7 +28,7 @@ pub use status::{ForkStatus, RetiredStatus, SyncStatus};
 pub(crate) use writer::Writer;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, error, warn};
 
@@ -38,10 +40,9 @@ use crate::error::{EventError, NodeError, StoreError};
 use crate::fleet::{FleetId, Roster, SignedRoster};
 use crate::identity::Identity;
 use crate::model::{EventOutcome, EventRequest, NodeId, NodeMeta, Policy};
-use crate::rebalance::{RebalanceSettings, RightsAnswer, RightsRequest};
+use crate::rebalance::RebalanceSettings;
 use crate::replica::Replica;
 use crate::store::Store;
-use crate::sync::message::{self, Message};
 use crate::sync::{Effect, Input, RightsMessage, SyncConfig, SyncEngine, SyncEvent};
 use rights::RightsDesk;
 
@@ -319,52 +320,6 @@ impl Shared {
             self.rights_changed.notify_all();
         }
     }
-
-    /// Queues rights requests for their peers.
-    fn send_requests(&self, sends: Vec<(NodeId, RightsRequest)>) {
-        for (to, req) in sends {
-            self.outbox
-                .push(to, message::encode(&Message::RightsRequest(req)));
-        }
-    }
-
-    /// Queues an answer to a peer's rights request.
-    fn send_answer(&self, to: NodeId, answer: RightsAnswer) {
-        self.outbox
-            .push(to, message::encode(&Message::RightsAnswer(answer)));
-    }
-
-    /// Sales velocity and automatic pull after a group's commit.
-    fn after_commit(
-        &self,
-        core: &mut Core,
-        kinds: &[crate::model::EventKind],
-        answers: &[writer::Answer],
-    ) {
-        let now = self.now();
-        let peers = Self::peers(core);
-        let Core { writer, rights, .. } = core;
-        let Some(replica) = writer.replica() else {
-            return;
-        };
-        for (kind, answer) in kinds.iter().zip(answers) {
-            if let Ok(outcome) = answer {
-                // A donor's grant settles its promise in the same critical
-                // section as its commit: no decision in between counts it
-                // both as promised and as gone from the rights.
-                if matches!(kind, crate::model::EventKind::Grant { .. }) {
-                    rights.settle(outcome);
-                }
-                let asks = rights.on_local(kind, outcome, replica, &peers, now);
-                self.send_requests(asks);
-            }
-        }
-    }
-
-    /// The connected peers, as the engine knows them.
-    fn peers(core: &Core) -> Vec<NodeId> {
-        core.engine.peers().copied().collect()
-    }
 }
 
 /// A handle on a running node; clones share the node.
@@ -571,91 +526,6 @@ impl Node {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    /// Counters of the rights exchange (requests, grants, rights moved).
-    pub fn rights_stats(&self) -> RightsStats {
-        self.shared.core().rights.stats()
-    }
-
-    /// Borrows `need` rights for `req` from connected peers, waiting up to the
-    /// borrow deadline, then retries it; `None` when borrowing is off or no
-    /// peer is connected (the first answer stands).
-    fn borrow(&self, req: EventRequest, need: u64) -> Option<Result<EventOutcome, NodeError>> {
-        let started = Instant::now();
-        let deadline_ms = {
-            let core = self.shared.core();
-            core.rights.settings.borrow_deadline_ms
-        };
-        if deadline_ms == 0 {
-            return None;
-        }
-        let deadline = started + Duration::from_millis(deadline_ms);
-        let pool = req.pool.clone();
-        let requested = req.qty.get();
-        let mut core = self.shared.core();
-        let peers = Shared::peers(&core);
-        if peers.is_empty() {
-            return None;
-        }
-        // Starts a round for what the sale lacks; false when one was already
-        // open (an automatic pull, another sale's borrow): that one is waited
-        // for first, then this sale's own follows if still short.
-        let ask = |core: &mut Core| -> Option<bool> {
-            let now = self.shared.now();
-            let Core { writer, rights, .. } = core;
-            let replica = writer.replica()?;
-            let asks = rights.pull(&pool, need, replica, &peers, now);
-            let sent = !asks.is_empty();
-            self.shared.send_requests(asks);
-            Some(sent)
-        };
-        let mut own_round = ask(&mut core)?;
-        loop {
-            let replica = core.writer.replica()?;
-            let enough = replica.book().rights(&pool, replica.me()) >= requested as i64;
-            let settled = core
-                .rights
-                .round(&pool)
-                .is_none_or(|r| !r.is_open() && rights::grants_arrived(r, replica));
-            let left = deadline.saturating_duration_since(Instant::now());
-            if enough || left.is_zero() {
-                break;
-            }
-            if settled {
-                if own_round {
-                    break;
-                }
-                own_round = true;
-                if !ask(&mut core)? {
-                    break;
-                }
-                continue;
-            }
-            core = match self.shared.rights_changed.wait_timeout(core, left) {
-                Ok((g, _)) => g,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-        drop(core);
-        let second = self.submit_uncounted(req).wait();
-        if let Err(NodeError::Event(EventError::InsufficientRights { .. })) = &second {
-            let core = self.shared.core();
-            let replica = core.writer.replica()?;
-            let waited = started.elapsed().as_millis() as u64;
-            let report =
-                rights::borrow_report(&pool, core.rights.round(&pool), replica, requested, waited);
-            return Some(Err(
-                EventError::InsufficientAfterBorrow(Box::new(report)).into()
-            ));
-        }
-        Some(second)
-    }
-
-    /// How long until [`Node::tick`] is due, by the node's clock.
-    pub fn tick_in(&self) -> Option<Duration> {
-        let due = self.poll_timeout()?;
-        Some(Duration::from_millis(due.saturating_sub(self.shared.now())))
     }
 
     /// Takes every message waiting to be sent, oldest first.
