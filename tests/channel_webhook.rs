@@ -387,7 +387,11 @@ fn scenario_9_an_endpoint_down_for_minutes_gets_every_newest_value_in_order() {
 fn a_runner_restarted_mid_outage_resumes_and_delivers() {
     let dir = tempfile::tempdir().unwrap();
     let mut rx = Receiver::start("s3cret");
-    let cfg = channel(&rx.url(), PublishMode::Realtime { coalesce_ms: 10 });
+    let mut cfg = channel(&rx.url(), PublishMode::Realtime { coalesce_ms: 10 });
+    // Backoff here is 10-200 ms with full jitter: the default 12 attempts can
+    // run out during this outage on a loaded machine (seen in CI: every value
+    // dead-lettered, none delivered). This test is about the restart.
+    cfg.channel[0].max_attempts = 1_000;
     let mut last = BTreeMap::new();
     {
         let runner = start(dir.path(), &cfg);
@@ -422,6 +426,7 @@ fn a_runner_restarted_mid_outage_resumes_and_delivers() {
     wait_for("every newest value", Duration::from_secs(10), || {
         newest_delivered(&rx, &last)
     });
+    assert_eq!(runner.status(&web()).unwrap().dead_letters, 0);
     let got = rx.got();
     check_order(&got, &last);
     let b: Vec<u64> = got
