@@ -144,8 +144,16 @@ impl RightsDesk {
             self.remember(from, a.clone());
             return Some(a);
         }
+        // A pool this node holds no rights in gets no state: a peer's
+        // requests for made-up pools cost nothing but their answer.
+        let held = replica.book().rights(&req.pool, replica.me());
+        if held <= 0 {
+            let a = refuse(Shortfall::NoSurplus);
+            self.remember(from, a.clone());
+            return Some(a);
+        }
         let donor = self.donors.entry(req.pool.clone()).or_default();
-        donor.rights = replica.book().rights(&req.pool, replica.me());
+        donor.rights = held;
         let qty = req.qty.min(i64::MAX as u64) as i64;
         let answer = if order {
             // A manager's order: no cool-down or bounce rule (the manager
