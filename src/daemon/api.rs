@@ -116,6 +116,8 @@ pub struct AppState {
     network: Arc<NetworkHandle>,
     started: Instant,
     metrics_public: bool,
+    hub: Option<Arc<super::hub_api::HubServices>>,
+    channels: Option<Arc<super::channel_api::ChannelServices>>,
 }
 
 impl AppState {
@@ -134,7 +136,24 @@ impl AppState {
             network,
             started: Instant::now(),
             metrics_public: false,
+            hub: None,
+            channels: None,
         }
+    }
+
+    /// Serves the hub's routes with `hub` (a hub daemon only).
+    pub fn with_hub(mut self, hub: Option<Arc<super::hub_api::HubServices>>) -> Self {
+        self.hub = hub;
+        self
+    }
+
+    /// Serves the channels' routes with `channels` (a hub running channels).
+    pub fn with_channels(
+        mut self,
+        channels: Option<Arc<super::channel_api::ChannelServices>>,
+    ) -> Self {
+        self.channels = channels;
+        self
     }
 
     /// Serves `/metrics` without the token (`[api] metrics_without_token`).
@@ -168,6 +187,16 @@ impl AppState {
     /// The peer network.
     pub fn network(&self) -> &NetworkHandle {
         &self.network
+    }
+
+    /// The hub's services, on a hub daemon.
+    pub fn hub(&self) -> Option<&Arc<super::hub_api::HubServices>> {
+        self.hub.as_ref()
+    }
+
+    /// The channels running in this daemon, if any.
+    pub fn channels(&self) -> Option<&Arc<super::channel_api::ChannelServices>> {
+        self.channels.as_ref()
     }
 }
 
@@ -490,12 +519,27 @@ async fn get_health(State(s): State<AppState>) -> Json<Value> {
 async fn get_openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::DOCUMENT,
+        super::openapi::document(),
     )
 }
 
-/// The handler of route `r` (every entry of [`ROUTES`] has one).
+/// Every route served: the node's [`ROUTES`], then the hub's and the channels'.
+pub fn all_routes() -> impl Iterator<Item = &'static Route> {
+    ROUTES
+        .iter()
+        .chain(super::hub_api::ROUTES)
+        .chain(super::channel_api::ROUTES)
+}
+
+/// The handler of route `r` (every route of [`all_routes`] has one).
 fn handler(r: &Route) -> Option<MethodRouter<AppState>> {
+    node_handler(r)
+        .or_else(|| super::hub_api::handler(r))
+        .or_else(|| super::channel_api::handler(r))
+}
+
+/// The handler of one of the node's [`ROUTES`].
+fn node_handler(r: &Route) -> Option<MethodRouter<AppState>> {
     Some(match (r.method, r.path) {
         ("post", "/v1/events") => post(post_event),
         ("post", "/v1/rebalance") => post(post_rebalance),
@@ -513,11 +557,11 @@ fn handler(r: &Route) -> Option<MethodRouter<AppState>> {
     })
 }
 
-/// The API's router: [`ROUTES`], the token on those that need it, the body limit.
+/// The API's router: [`all_routes`], the token on those that need it, the body limit.
 pub fn router(state: AppState, token: Token, body_limit: usize) -> Router {
     let mut protected = Router::new();
     let mut public = Router::new();
-    for r in ROUTES {
+    for r in all_routes() {
         // Proven by the test `every_route_has_a_handler`.
         let Some(h) = handler(r) else { continue };
         let open_metrics = r.path == METRICS_PATH && state.metrics_public;
@@ -544,7 +588,7 @@ mod tests {
 
     #[test]
     fn every_route_has_a_handler() {
-        for r in ROUTES {
+        for r in all_routes() {
             assert!(handler(r).is_some(), "{} {}", r.method, r.path);
         }
     }

@@ -332,7 +332,14 @@ async fn gather(s: &AppState) -> Result<Snapshot, ApiError> {
 /// `GET /metrics`.
 pub(super) async fn get_metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let snapshot = gather(&s).await?;
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&snapshot)))
+    let mut text = render(&snapshot);
+    if let Some(h) = s.hub() {
+        text.push_str(&h.metrics());
+    }
+    if let Some(c) = s.channels() {
+        text.push_str(&c.metrics());
+    }
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text))
 }
 
 #[cfg(test)]

@@ -12,13 +12,17 @@
 //! - [`discovery`]: static peers, the hub and mDNS feeding the transport's dial targets.
 //! - [`fleet_api`]: a hub's enrolment and revocation routes.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
+//! - [`hub_api`]: a hub's `/v1/hub/...` routes and dashboard.
+//! - [`channel_api`]: online channels run inside a hub, and their routes.
 
 pub mod api;
 pub mod auth;
+pub mod channel_api;
 pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod fleet_api;
+pub mod hub_api;
 pub mod metrics;
 pub mod network;
 pub mod openapi;

@@ -19,6 +19,7 @@ use super::auth::{self, Token};
 use super::config::Config;
 use super::network::{self, NetworkHandle};
 use super::runtime_file::{self, RuntimeInfo};
+use super::{channel_api, hub_api};
 use stocksync::data_dir;
 use stocksync::node::{system_clock, Node};
 
@@ -67,6 +68,8 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
         .with_context(|| format!("cannot bind the API to {}", cfg.api.address))?;
     let api = listener.local_addr()?;
     let network = Arc::new(network::start_network(&node, dir, &cfg.network).await?);
+    let hub = hub_api::start(&node, dir, cfg, &network)?;
+    let channels = channel_api::start(&node, dir, cfg, &network)?;
     let info = RuntimeInfo {
         api,
         pid: std::process::id(),
@@ -79,7 +82,9 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
         info.clone(),
         network.clone(),
     )
-    .with_public_metrics(cfg.api.metrics_without_token);
+    .with_public_metrics(cfg.api.metrics_without_token)
+    .with_hub(hub.clone())
+    .with_channels(channels.clone());
     let app = api::router(state, token, cfg.api.body_limit);
     let (stop_tx, stop_rx) = watch::channel(false);
     let timer = tokio::spawn(timer_loop(node.clone(), stop_rx.clone()));
@@ -103,6 +108,12 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
         ),
     }
     let _ = timer.await;
+    if let Some(c) = &channels {
+        c.shutdown();
+    }
+    if let Some(h) = &hub {
+        h.shutdown();
+    }
     network.shutdown().await;
     Ok(())
 }
