@@ -1,12 +1,12 @@
 //! The day's acts, in order. Each act does its part through the library
 //! calls a node's API uses, then narrates what happened with the figures.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, ensure, Result};
 
 use super::channel::WebChannel;
-use super::day::{pool_at, wait_for, Day, MUG, TSHIRT};
+use super::day::{pool_at, wait_for, Day, LIMIT, MUG, TSHIRT};
 use super::fleet::HUB;
 use super::webhook::Receiver;
 use stocksync::error::NodeError;
@@ -158,11 +158,11 @@ pub fn sales(d: &mut Day) -> Result<()> {
     d.sell(T2A, TSHIRT, 2, 2)?;
     d.sell(T2A, MUG, 2, 1)?;
     d.sell(T2B, TSHIRT, 6, 1)?;
-    d.sell(T2B, MUG, 1, 1)?;
+    d.sell(T2B, MUG, 3, 1)?;
     d.event(WEB, TSHIRT, 1, EventKind::OnlineOrder)?;
     d.event(WEB, TSHIRT, 1, EventKind::OnlineOrder)?;
     d.event(WEB, MUG, 2, EventKind::OnlineOrder)?;
-    d.out.say("till-1a 3 T-shirts, 1 mug; till-1b 2 T-shirts; till-2a 4 T-shirts, 2 mugs; till-2b 6 T-shirts, 1 mug");
+    d.out.say("till-1a 3 T-shirts, 1 mug; till-1b 2 T-shirts; till-2a 4 T-shirts, 2 mugs; till-2b 6 T-shirts, 3 mugs");
     d.out
         .say("web orders: 2 T-shirts, 2 mugs (strict: from the channel's own rights)");
     let took = d.settle_all()?;
@@ -400,7 +400,7 @@ pub fn webhook_outage(d: &mut Day, shop: &mut Shop, found: &mut Findings) -> Res
 
 /// 17:00: till-2b's disk is replaced by the morning backup; it recovers its
 /// own history from the hub before it may sell again.
-pub fn restored_till(d: &mut Day, backup: &PathBuf, found: &mut Findings) -> Result<()> {
+pub fn restored_till(d: &mut Day, backup: &Path, found: &mut Findings) -> Result<()> {
     d.out
         .step("17:00", "till-2b is restored from the morning's backup");
     let dir = d.fleet.dir(T2B)?;
@@ -415,17 +415,25 @@ pub fn restored_till(d: &mut Day, backup: &PathBuf, found: &mut Findings) -> Res
         "its history now ends at change {}; the fleet holds it up to change {}",
         restored.seq, truth.seq
     ));
-    // Caught part-way: as soon as it knows it is behind, its uplink is cut.
+    // Caught part-way: as soon as it knows it is behind, its uplink is cut
+    // (looked at without sleeping: the hub sends one change per round trip).
     let mut caught = false;
-    wait_for("till-2b to learn it is behind", || {
+    let t0 = std::time::Instant::now();
+    loop {
         let node = d.fleet.node(T2B)?;
         if node.sync_status().own_history_recovering.is_some() {
             d.fleet.cut(T2B)?;
             caught = true;
-            return Ok(true);
+            break;
         }
-        Ok(d.fleet.head(T2B, &me)? >= Some(truth))
-    })?;
+        if d.fleet.head(T2B, &me)? >= Some(truth) {
+            break;
+        }
+        if t0.elapsed() > LIMIT {
+            return Err(anyhow!("till-2b never learnt it is behind"));
+        }
+        std::thread::yield_now();
+    }
     if caught {
         let held = d.fleet.head(T2B, &me)?.unwrap_or_default();
         match d.try_event(T2B, TSHIRT, 1, EventKind::Sale, Some(Policy::Strict))? {
@@ -457,13 +465,13 @@ pub fn restored_till(d: &mut Day, backup: &PathBuf, found: &mut Findings) -> Res
             && d.fleet.head(T2B, &me)? >= Some(truth))
     })?;
     let sold = d.event(T2B, TSHIRT, 1, EventKind::Sale)?;
-    d.out.say(format!(
-        "history back in {} ms; it sells again at change {} (the next one), {}",
-        took.as_millis(),
-        sold.position.seq,
-        d.figures(T2B, "STORE-2")?
-    ));
     d.fleet.join_lan(T2B)?;
     d.settle_all()?;
+    d.out.say(format!(
+        "history back in {} ms; it sells again at change {} (the next one); the hub: {}",
+        took.as_millis(),
+        sold.position.seq,
+        d.figures(HUB, "STORE-2")?
+    ));
     Ok(())
 }

@@ -86,7 +86,7 @@ pub fn check(d: &Day, shop: &Shop, found: &Findings) -> Result<bool> {
     let mut off = Vec::new();
     for &i in &all {
         for (p, got, want) in d.off_tally(i)? {
-            off.push(format!("{} {p:?}: {got}, tally {want}", d.fleet.name(i)));
+            off.push(format!("{} {p}: {got}, tally {want}", d.fleet.name(i)));
         }
     }
     let synced = d.synced(&all)?;
@@ -117,10 +117,7 @@ pub fn check(d: &Day, shop: &Shop, found: &Findings) -> Result<bool> {
                 .map(|(k, _)| k.clone())
                 .collect::<Vec<PoolKey>>()
         })?;
-        over.extend(
-            bad.into_iter()
-                .map(|k| format!("{} {k:?}", d.fleet.name(i))),
-        );
+        over.extend(bad.into_iter().map(|k| format!("{} {k}", d.fleet.name(i))));
     }
     lines.push(Line {
         ok: over.is_empty(),

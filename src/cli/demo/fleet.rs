@@ -246,6 +246,8 @@ impl Fleet {
         let node = data_dir::open(&m.dir, m.options.clone(), system_clock())
             .with_context(|| format!("open {}", m.name))?;
         let tls = NodeTls::load(&m.dir)?;
+        // Every field is set today; the rest defaults should one be added.
+        #[allow(clippy::needless_update)]
         let config = NetConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             peers: std::iter::once(m.uplink.addr())
