@@ -53,7 +53,7 @@ fn the_demo_plays_the_day_and_its_check_passes() {
         "LAN rebalance",
         "refused:",
         "internet link is back",
-        "a transfer",
+        "transfers between the stores",
         "webhook receiver goes down",
         "restored from the morning's backup",
         "recovering own history",

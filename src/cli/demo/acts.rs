@@ -305,10 +305,10 @@ fn hub_in_transit(d: &Day, transfer: &TransferId) -> Result<i64> {
     })?)
 }
 
-/// 15:00: store 2 sends store 1 four T-shirts; in transit at the hub until received.
+/// 15:00: store 2 sends store 1 four T-shirts, in transit at the hub until
+/// received; store 1 sends store 2 two mugs, still on the road at closing.
 pub fn transfer(d: &mut Day) -> Result<()> {
-    d.out
-        .step("15:00", "a transfer: STORE-2 sends STORE-1 four T-shirts");
+    d.out.step("15:00", "transfers between the stores");
     let id = TransferId::new("T-0001")?;
     let out = EventKind::TransferOut {
         to: LocationId::new("STORE-1")?,
@@ -335,6 +335,17 @@ pub fn transfer(d: &mut Day) -> Result<()> {
         "till-1b receives them: in transit {}; {}",
         hub_in_transit(d, &id)?,
         d.figures(HUB, "STORE-1")?
+    ));
+    let id = TransferId::new("T-0002")?;
+    let out = EventKind::TransferOut {
+        to: LocationId::new("STORE-2")?,
+        transfer: id.clone(),
+    };
+    d.event(T1A, MUG, 2, out)?;
+    d.settle_all()?;
+    d.out.say(format!(
+        "till-1a ships 2 mugs to STORE-2 (transfer {id}, arriving tomorrow): {} in transit at the hub",
+        hub_in_transit(d, &id)?
     ));
     Ok(())
 }

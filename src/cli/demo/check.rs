@@ -68,6 +68,7 @@ pub fn table(d: &Day) -> Result<()> {
             who.join(" ")
         );
     }
+    println!("    (in transit: shipped from the location, not yet received)");
     Ok(())
 }
 

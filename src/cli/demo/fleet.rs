@@ -344,7 +344,9 @@ impl Fleet {
 
     /// Stops every member, then the hub's network; the hub node is released on drop.
     pub fn shutdown(mut self) {
-        for i in 1..=self.members.len() {
+        // Last started first: a node closes its link before the partner it
+        // dialled goes (a close towards a peer already gone waits for the idle timeout).
+        for i in (1..=self.members.len()).rev() {
             let _ = self.stop(i);
         }
         let net = self.hub_net.clone();
