@@ -10,7 +10,7 @@
 //! - [`link`]: an uplink that can be cut; [`webhook`]: the web shop's receiver.
 //! - [`channel`]: the web channel's runner over the channel node's rights.
 //! - [`day`], [`tally`], [`narrate`]: events, the demo's own truth, the progress lines.
-//! - [`acts`]: the day's acts; [`check`]: the table and the check.
+//! - [`acts`], [`outage`], [`restore`]: the day's acts; [`check`]: the table and the check.
 //! - [`serve`]: `--keep-running`, the hub's HTTP API.
 
 mod acts;
@@ -20,6 +20,8 @@ mod day;
 mod fleet;
 mod link;
 mod narrate;
+mod outage;
+mod restore;
 mod serve;
 mod tally;
 mod webhook;
@@ -89,13 +91,13 @@ fn day(base: &Path, keep_running: bool) -> Result<bool> {
     acts::goods_in(&mut d, &shop)?;
     acts::backup(&mut d, &backup)?;
     acts::sales(&mut d)?;
-    acts::outage(&mut d)?;
-    acts::lan_rebalance(&mut d, &mut found)?;
-    acts::oversell(&mut d, &mut found)?;
-    acts::reconnect(&mut d)?;
+    outage::outage(&mut d)?;
+    outage::lan_rebalance(&mut d, &mut found)?;
+    outage::oversell(&mut d, &mut found)?;
+    outage::reconnect(&mut d)?;
     acts::transfer(&mut d)?;
     acts::webhook_outage(&mut d, &mut shop, &mut found)?;
-    acts::restored_till(&mut d, &backup, &mut found)?;
+    restore::restored_till(&mut d, &backup, &mut found)?;
     d.out
         .step("18:00", "closing: the hub's table and the check");
     d.settle_all()?;
