@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,18 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
     (status, body.to_string())
+}
+
+/// Kills the demo if the test fails before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 #[test]
@@ -65,12 +77,15 @@ fn the_demo_plays_the_day_and_its_check_passes() {
 
 #[test]
 fn keep_running_serves_the_hubs_api_until_stopped() {
-    let mut child = Command::new(BIN)
-        .args(["demo", "--keep-running"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the demo");
+    let mut running = Running(
+        Command::new(BIN)
+            .args(["demo", "--keep-running"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the demo"),
+    );
+    let child = &mut running.0;
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -86,10 +101,7 @@ fn keep_running_serves_the_hubs_api_until_stopped() {
         let left = DEADLINE.saturating_sub(t0.elapsed());
         let line = match rx.recv_timeout(left) {
             Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no address printed:\n{}", seen.join("\n"));
-            }
+            Err(_) => panic!("no address printed:\n{}", seen.join("\n")),
         };
         if let Some(rest) = line.split("the hub's API: http://").nth(1) {
             break rest.trim().parse().expect("an address");
@@ -118,10 +130,10 @@ fn keep_running_serves_the_hubs_api_until_stopped() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        if t1.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("the demo did not stop on SIGTERM");
-        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(30),
+            "the demo did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
