@@ -298,11 +298,14 @@ pub enum Command {
         #[arg(long, default_value_t = 3000)]
         wait_ms: u64,
     },
-    /// A narrated single-node day in a temporary directory.
+    /// A narrated day of a fleet (hub, two stores, a web channel) in one process.
     Demo {
-        /// Keep the demo's data directory here instead of a temporary one.
+        /// Keep the demo's data directories here instead of a temporary one.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// Leave the fleet up and serve the hub's HTTP API until ctrl-c.
+        #[arg(long)]
+        keep_running: bool,
     },
     /// Run the deterministic fleet simulator: one seed to replay a failure, or many.
     Sim {

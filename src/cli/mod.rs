@@ -243,7 +243,7 @@ fn run(cli: Cli) -> Result<()> {
                 EnrolCmd::Accept { bundle } => fleet::accept(&dir, bundle, cli.json),
             }
         }
-        Command::Demo { keep } => demo::run(keep.clone()),
+        Command::Demo { keep, keep_running } => demo::run(keep.clone(), *keep_running),
         Command::Sim {
             seed,
             seeds,

@@ -26,7 +26,7 @@ use stocksync::node::NodeOptions;
 use tracing::info;
 
 pub use bundle::{Bundle, EnrolRequest};
-pub use hub::Hub;
+pub use hub::{init as init_hub, Hub};
 pub use online::{join_online, TokenEnrolment};
 pub use token_cmd::{IssuedToken, TokenBody};
 
@@ -346,7 +346,7 @@ fn report_member(dir: &Path, meta: &NodeMeta, version: u64, as_json: bool) -> Re
 
 /// Checks `bundle` against the node in `dir` and installs it: the roster in
 /// the store, then the CA and certificate files, then the fleet id.
-fn install(dir: &Path, bundle: &Bundle) -> Result<(NodeMeta, u64)> {
+pub fn install(dir: &Path, bundle: &Bundle) -> Result<(NodeMeta, u64)> {
     let meta = Reader::open(dir)?.meta()?;
     let checked = bundle.check(&meta)?;
     if let Some(held) = data_dir::fleet_id(dir)?.filter(|f| *f != checked.fleet) {
