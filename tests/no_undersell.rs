@@ -27,7 +27,7 @@ use stocksync::rebalance::{
 use stocksync::replica::{Deltas, Replica};
 use stocksync::store::memory::MemoryStore;
 
-use fleet::req;
+use fleet::{req, Fleet};
 
 /// The hub's reserve.
 const RESERVE: i64 = 10;
@@ -76,7 +76,9 @@ fn on_hand(n: &Node) -> i64 {
 struct Watch {
     hub: NodeId,
     channel: NodeId,
-    state: Mutex<(i64, Vec<String>, u64)>,
+    /// The hub's rights, what broke, grants to the channel, the least the
+    /// hub kept after one.
+    state: Mutex<(i64, Vec<String>, u64, i64)>,
 }
 
 impl DeltaSink for Watch {
@@ -99,6 +101,7 @@ impl DeltaSink for Watch {
                     }
                     if *to == self.channel {
                         g.2 += 1;
+                        g.3 = g.3.min(g.0);
                         if g.0 < RESERVE + SAFETY {
                             let m = format!(
                                 "a grant of {d} to the channel left the hub at {} < reserve + safety stock",
@@ -264,7 +267,7 @@ fn web_orders_for_units_the_fleet_holds_succeed_and_the_channel_never_holds_its_
     let watch = Arc::new(Watch {
         hub: hub.id(),
         channel: channel_id,
-        state: Mutex::new((0, Vec::new(), 0)),
+        state: Mutex::new((0, Vec::new(), 0, i64::MAX)),
     });
     hub.attach_delta_sink(watch.clone()).unwrap();
     // The channel's only peer is the hub; the stores see the hub and each other.
@@ -330,13 +333,13 @@ fn web_orders_for_units_the_fleet_holds_succeed_and_the_channel_never_holds_its_
                 .all(|n| on_hand(n) == truth && view(n) == first)
         },
     );
-    let (hub_rights_watched, broken, grants_to_channel) = {
+    let (hub_rights_watched, broken, grants_to_channel, least_kept) = {
         let g = watch.state.lock().unwrap();
-        (g.0, g.1.clone(), g.2)
+        (g.0, g.1.clone(), g.2, g.3)
     };
     println!(
         "orders for available units: {available_orders}, refused: {refused_available}; \
-         orders beyond what the fleet held: {}, grants to the channel: {grants_to_channel}, on hand at the end: {truth}",
+         orders beyond what the fleet held: {}, grants to the channel: {grants_to_channel} (the hub kept at least {least_kept} after one), on hand at the end: {truth}",
         300 - available_orders,
     );
     for r in &refusals {
@@ -356,4 +359,92 @@ fn web_orders_for_units_the_fleet_holds_succeed_and_the_channel_never_holds_its_
     assert_eq!(all.iter().sum::<i64>(), truth);
     assert!(all.iter().all(|r| *r >= 0), "{all:?}");
     assert!(truth >= 0);
+}
+
+#[test]
+fn a_channel_asking_the_hub_gets_nothing_of_the_reserve_or_its_safety_stock_and_the_hub_pulls_the_rest_from_a_store(
+) {
+    let mut f = Fleet::new();
+    let web_id = Identity::from_seed([4; 32]).node_id();
+    let quiet = RebalanceSettings {
+        low_water: Some(1),
+        floor: Some(0),
+        ..RebalanceSettings::lan()
+    };
+    let hub = f.start(
+        1,
+        MemoryStore::new(),
+        NodeOptions {
+            rebalance: RebalanceSettings {
+                reserves: vec![Reserve {
+                    scope: scope(),
+                    units: RESERVE as u64,
+                }],
+                safety_stocks: vec![SafetyStock {
+                    channel: NodeRef::Id(web_id),
+                    scope: scope(),
+                    units: SAFETY as u64,
+                }],
+                ..quiet.clone()
+            },
+            ..NodeOptions::default()
+        },
+    );
+    let store = f.start(
+        2,
+        MemoryStore::new(),
+        NodeOptions {
+            rebalance: RebalanceSettings {
+                auto_pull: false,
+                floor: Some(STORE_FLOOR as u64),
+                ..quiet.clone()
+            },
+            ..NodeOptions::default()
+        },
+    );
+    let web = f.start(
+        4,
+        MemoryStore::new(),
+        NodeOptions {
+            rebalance: RebalanceSettings {
+                low_water: Some(4),
+                floor: Some(1_000_000),
+                ..RebalanceSettings::lan()
+            },
+            ..NodeOptions::default()
+        },
+    );
+    assert_eq!(f.nodes[web].id(), web_id);
+    f.connect(hub, store);
+    f.connect(hub, web);
+    f.event(store, req("rs", 20, EventKind::Receipt));
+    f.event(hub, req("rh", 23, EventKind::Receipt));
+    f.event(hub, req("g", 2, EventKind::Grant { to: web_id }));
+    f.settle();
+    // The channel sells 1: 1 left, below its mark of 4, it asks the hub for
+    // 8 − 1 = 7. The hub holds 21 and keeps 10 (reserve) + 8 (safety
+    // stock): it grants 3, and pulls the 4 it lacked from the store.
+    f.event(web, req("w1", 1, EventKind::OnlineOrder));
+    f.settle();
+    let nodes = f.nodes.clone();
+    let of = |i: usize| rights(&nodes[i]);
+    assert_eq!(
+        of(web),
+        4,
+        "the channel got only what lies above reserve + safety stock"
+    );
+    assert_eq!(
+        of(hub),
+        RESERVE + SAFETY + 4,
+        "the hub pulled what it lacked from the store"
+    );
+    assert_eq!(of(store), 16);
+    // The next sale takes the channel to 3: it asks for 5, the hub gives
+    // the 4 it has above 18 and pulls the 1 it lacked.
+    f.advance(f.now() + 1_000);
+    f.event(web, req("w2", 1, EventKind::OnlineOrder));
+    f.settle();
+    assert_eq!(of(web), 7);
+    assert_eq!(of(hub), RESERVE + SAFETY + 1);
+    assert_eq!(of(store), 15);
 }
