@@ -232,7 +232,10 @@ impl Node {
                     .filter(|r| r.scope.matches(&pool))
                 {
                     let Some(id) = resolve(replica, &rule.node) else {
-                        let n = format!("{:?}", rule.node);
+                        let n = match &rule.node {
+                            NodeRef::Name(n) => n.clone(),
+                            NodeRef::Id(id) => id.to_hex(),
+                        };
                         if !report.unknown_receivers.contains(&n) {
                             report.unknown_receivers.push(n);
                         }
