@@ -149,14 +149,6 @@ impl RightsDesk {
             self.remember(from, a.clone());
             return Some(a);
         }
-        // A pool this node holds no rights in gets no state: a peer's
-        // requests for made-up pools cost nothing but their answer.
-        let held = replica.book().rights(&req.pool, replica.me());
-        if held <= 0 {
-            let a = refuse(Shortfall::NoSurplus);
-            self.remember(from, a.clone());
-            return Some(a);
-        }
         // The floor this grant keeps: the node's own, or its reserve, raised
         // by the receiver's safety stock when the receiver is a channel.
         let safety = self.safety_stock(replica, &to, &req.pool);
@@ -165,9 +157,23 @@ impl RightsDesk {
             reserve_in(&self.settings.reserves, &req.pool),
             safety,
         );
+        let qty = req.qty.min(i64::MAX as u64) as i64;
+        // A pool this node holds no rights in gets no state: a peer's
+        // requests for made-up pools cost nothing but their answer (a
+        // configured channel's request is still pulled on from other peers).
+        let held = replica.book().rights(&req.pool, replica.me());
+        if held <= 0 {
+            if safety.is_some() && !order {
+                let need = levels.floor.saturating_add(qty).saturating_sub(held);
+                self.relays
+                    .push((req.pool.clone(), need.max(0) as u64, from));
+            }
+            let a = refuse(Shortfall::NoSurplus);
+            self.remember(from, a.clone());
+            return Some(a);
+        }
         let donor = self.donors.entry(req.pool.clone()).or_default();
         donor.rights = held;
-        let qty = req.qty.min(i64::MAX as u64) as i64;
         let need = levels
             .floor
             .saturating_add(qty)
