@@ -187,6 +187,7 @@ fn channel(url: &str, mode: PublishMode) -> ChannelsConfig {
         vec![PoolSelector {
             location: LocationId::new("WH-1").unwrap(),
             sku: None,
+            safety_stock: 0,
         }],
         url,
         "s3cret",

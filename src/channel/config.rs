@@ -105,12 +105,41 @@ pub struct PoolSelector {
     /// One SKU; none selects every SKU at the location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sku: Option<Sku>,
+    /// Units of each selected pool never granted to the channel: every donor
+    /// keeps this many of its own rights above its floor when it grants to
+    /// the channel (enforced by escrow at the donor's desk, not subtracted
+    /// when publishing).
+    #[serde(default)]
+    pub safety_stock: u64,
 }
 
 impl PoolSelector {
     /// Whether `pool` is one of the selected pools.
     pub fn matches(&self, pool: &PoolKey) -> bool {
         self.location == pool.location && self.sku.as_ref().is_none_or(|s| *s == pool.sku)
+    }
+}
+
+impl ChannelsConfig {
+    /// Every channel's safety stock, as the rules of the donor's desk: the
+    /// channel node is named by its roster name, the channel's id (enrol the
+    /// channel node under that name).
+    pub fn safety_stocks(&self) -> Vec<crate::rebalance::SafetyStock> {
+        self.channel
+            .iter()
+            .flat_map(|c| {
+                c.pools.iter().filter(|p| p.safety_stock > 0).map(|p| {
+                    crate::rebalance::SafetyStock {
+                        channel: crate::rebalance::NodeRef::Name(c.id.as_str().to_string()),
+                        scope: crate::rebalance::PoolScope {
+                            location: p.location.clone(),
+                            sku: p.sku.clone(),
+                        },
+                        units: p.safety_stock,
+                    }
+                })
+            })
+            .collect()
     }
 }
 
@@ -407,6 +436,7 @@ mod tests {
             vec![PoolSelector {
                 location: LocationId::new("WH").unwrap(),
                 sku: None,
+                safety_stock: 0,
             }],
             "http://127.0.0.1:9000/hook",
             "s3cret",

@@ -298,6 +298,19 @@ pub enum Command {
         #[arg(long, default_value_t = 3000)]
         wait_ms: u64,
     },
+    /// Allocate this node's rights above its reserve to the channels and
+    /// stores of its `[rebalance] allocate` entries (a hub's action).
+    Allocate {
+        /// The location whose pools are allocated.
+        #[arg(long)]
+        location: String,
+        /// A SKU to allocate (repeatable; none: every SKU held at the location).
+        #[arg(long = "sku", value_name = "SKU")]
+        skus: Vec<String>,
+        /// Print the allocation; grant nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// A narrated day of a fleet (hub, two stores, a web channel) in one process.
     Demo {
         /// Keep the demo's data directories here instead of a temporary one.

@@ -1,6 +1,7 @@
 //! The `stocksync` command line: parses arguments, opens the node, runs one
 //! command and maps errors to exit codes (0 done, 2 bad input, 3 refused, 1 other).
 
+mod allocate_cmd;
 mod args;
 mod bench_api;
 mod bench_hub;
@@ -284,6 +285,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Stock { sku } => daemon_cmd::stock(&data_dir(&cli)?, sku.as_deref(), cli.json),
         Command::Status => daemon_cmd::status(&data_dir(&cli)?, cli.json),
+        Command::Allocate {
+            location,
+            skus,
+            dry_run,
+        } => allocate_cmd::run(&data_dir(&cli)?, location, skus, *dry_run, cli.json),
         Command::Rebalance {
             location,
             skus,

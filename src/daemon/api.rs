@@ -52,6 +52,11 @@ pub const ROUTES: &[Route] = &[
         auth: true,
     },
     Route {
+        method: "post",
+        path: "/v1/allocate",
+        auth: true,
+    },
+    Route {
         method: "get",
         path: "/v1/stock",
         auth: true,
@@ -543,6 +548,7 @@ fn node_handler(r: &Route) -> Option<MethodRouter<AppState>> {
     Some(match (r.method, r.path) {
         ("post", "/v1/events") => post(post_event),
         ("post", "/v1/rebalance") => post(post_rebalance),
+        ("post", "/v1/allocate") => post(super::allocate_api::post_allocate),
         ("get", "/v1/stock") => get(get_stock),
         ("get", "/v1/stock/{sku}") => get(get_stock_sku),
         ("get", "/v1/status") => get(get_status),

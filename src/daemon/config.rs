@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use stocksync::node::NodeOptions;
-use stocksync::rebalance::RebalanceSettings;
+use stocksync::rebalance::{AllocationRule, NodeRef, PoolScope, RebalanceSettings, Reserve};
 use stocksync::sync::SyncConfig;
 
 /// Largest request body the API may be configured to accept.
@@ -202,6 +202,47 @@ pub struct RebalanceSection {
     pub borrow_deadline_ms: u64,
     /// A request unanswered this long counts as no answer (ms).
     pub answer_timeout_ms: u64,
+    /// Units this node keeps and never grants, per pool or location (a hub's reserve).
+    pub reserve: Vec<ReserveEntry>,
+    /// Who receives this node's rights above its reserve (on a receipt at its
+    /// location, and by `stocksync allocate`), and in what shares.
+    pub allocate: Vec<AllocateEntry>,
+}
+
+/// One `[rebalance] reserve` entry: `{ location = "WH", sku = "A", units = 20 }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveEntry {
+    /// The location.
+    pub location: stocksync::model::LocationId,
+    /// One SKU; absent: every SKU at the location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<stocksync::model::Sku>,
+    /// Units kept.
+    pub units: u64,
+}
+
+/// One `[rebalance] allocate` entry: `{ node = "web", location = "WH", share = 1, target = 50 }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocateEntry {
+    /// The receiver's roster name (a channel or a store node).
+    pub node: String,
+    /// The location.
+    pub location: stocksync::model::LocationId,
+    /// One SKU; absent: every SKU at the location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<stocksync::model::Sku>,
+    /// Its weight in the split.
+    #[serde(default = "one")]
+    pub share: u64,
+    /// Fill it up to this many rights at most; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl Default for RebalanceSection {
@@ -218,6 +259,8 @@ impl Default for RebalanceSection {
             velocity_half_life_minutes: r.velocity_half_life_ms / 60_000,
             borrow_deadline_ms: r.borrow_deadline_ms,
             answer_timeout_ms: r.answer_timeout_ms,
+            reserve: Vec::new(),
+            allocate: Vec::new(),
         }
     }
 }
@@ -236,6 +279,33 @@ impl RebalanceSection {
             velocity_half_life_ms: self.velocity_half_life_minutes.saturating_mul(60_000),
             borrow_deadline_ms: self.borrow_deadline_ms,
             answer_timeout_ms: self.answer_timeout_ms,
+            reserves: self
+                .reserve
+                .iter()
+                .map(|r| Reserve {
+                    scope: PoolScope {
+                        location: r.location.clone(),
+                        sku: r.sku.clone(),
+                    },
+                    units: r.units,
+                })
+                .collect(),
+            // A hub running channels: `node_options` sets these from the
+            // `[channels]` section (`ChannelsConfig::safety_stocks`).
+            safety_stocks: Vec::new(),
+            allocation: self
+                .allocate
+                .iter()
+                .map(|a| AllocationRule {
+                    node: NodeRef::Name(a.node.clone()),
+                    scope: PoolScope {
+                        location: a.location.clone(),
+                        sku: a.sku.clone(),
+                    },
+                    share: a.share,
+                    target: a.target,
+                })
+                .collect(),
         }
     }
 }

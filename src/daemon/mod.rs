@@ -15,6 +15,7 @@
 //! - [`hub_api`]: a hub's `/v1/hub/...` routes and dashboard.
 //! - [`channel_api`]: online channels run inside a hub, and their routes.
 
+pub mod allocate_api;
 pub mod api;
 pub mod auth;
 pub mod channel_api;

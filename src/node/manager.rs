@@ -16,7 +16,7 @@ use crate::error::NodeError;
 use crate::model::{
     EventId, EventKind, EventRequest, LocationId, NodeId, PoolKey, Quantity, Role, Sku,
 };
-use crate::rebalance::{plan, Holder, Strategy};
+use crate::rebalance::{plan, reserve_in, safety_stock_in, Holder, Strategy};
 use crate::replica::Replica;
 
 /// Most pools one rebalance may cover.
@@ -294,12 +294,24 @@ fn plan_all(
                         now as i64,
                     )
                     .floor;
+                // This node keeps its reserve; a channel is never planned
+                // its safety stock.
+                let settings = &core.rights.settings;
+                let floor = if *id == me {
+                    floor.max(reserve_in(&settings.reserves, &pool))
+                } else {
+                    floor
+                };
+                let who = replica
+                    .roster()
+                    .and_then(|r| r.member(id))
+                    .map(|m| m.name.as_str());
                 Holder {
                     node: *id,
                     rights: replica.book().rights(&pool, id),
                     floor,
                     velocity,
-                    safety_stock: None,
+                    safety_stock: safety_stock_in(&settings.safety_stocks, id, who, &pool),
                     reachable: *id == me || peers.contains(id),
                 }
             })

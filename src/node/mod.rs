@@ -9,6 +9,7 @@
 //! ([`Node::take_sends`], [`Node::wait_sends`]). The simulator, the examples, the
 //! benches and the command line all run this one type.
 
+mod allocation;
 mod counters;
 mod exchange;
 mod grant;
@@ -19,6 +20,7 @@ mod rights;
 mod status;
 mod writer;
 
+pub use allocation::{AllocationCommand, AllocationReport, GrantRow, PoolAllocation};
 pub use counters::EventCount;
 pub use group::Ticket;
 pub use manager::{HolderRow, MoveRow, PoolRebalance, RebalanceCommand, RebalanceReport};
@@ -239,6 +241,12 @@ impl Shared {
                             if let Some(a) = rights.on_request(from, req, replica, now) {
                                 self.send_answer(from, a);
                             }
+                            for (pool, need, channel) in rights.take_relays() {
+                                let peers: Vec<NodeId> =
+                                    engine.peers().copied().filter(|p| *p != channel).collect();
+                                let asks = rights.pull(&pool, need, replica, &peers, now);
+                                self.send_requests(asks);
+                            }
                         }
                         RightsMessage::Answer(a) => {
                             let more = rights.on_answer(from, &a, now);
@@ -426,6 +434,10 @@ impl Node {
             })) if req.effective_policy() == Policy::Strict => {
                 let need = requested.saturating_sub((*available).max(0) as u64);
                 self.borrow(req, need).unwrap_or(first)
+            }
+            Ok(outcome) => {
+                self.allocate_receipt(&req, outcome);
+                first
             }
             _ => first,
         };

@@ -16,8 +16,9 @@ use tracing::debug;
 use crate::error::{EventError, NodeError};
 use crate::model::{EventKind, EventOutcome, NodeId, PoolKey};
 use crate::rebalance::{
-    should_pull, Ask, Donor, PullRequest, RebalanceSettings, RightsAnswer, RightsRequest, Round,
-    Rounds, RoundsConfig, Shortfall, Velocity,
+    donor_floor, reserve_in, safety_stock_in, should_pull, Ask, Donor, PullRequest,
+    RebalanceSettings, RightsAnswer, RightsRequest, Round, Rounds, RoundsConfig, Shortfall,
+    Velocity,
 };
 use crate::replica::Replica;
 
@@ -65,6 +66,9 @@ pub(crate) struct RightsDesk {
     orders: HashMap<u64, (NodeId, Option<RightsAnswer>)>,
     next_id: u64,
     stats: RightsStats,
+    /// Pulls to start after a channel's request this node could not meet in
+    /// full: pool, units needed, and the channel (not asked back).
+    relays: Vec<(PoolKey, u64, NodeId)>,
 }
 
 impl RightsDesk {
@@ -89,6 +93,7 @@ impl RightsDesk {
             orders: HashMap::new(),
             next_id: u64::from_le_bytes(seed) | 1,
             stats: RightsStats::default(),
+            relays: Vec::new(),
         }
     }
 
@@ -133,7 +138,7 @@ impl RightsDesk {
             return Some(refuse(Shortfall::Busy));
         }
         let now = now_ms as i64;
-        let levels = self.settings.levels(
+        let mut levels = self.settings.levels(
             &self.velocity.get(&req.pool).copied().unwrap_or_default(),
             now,
         );
@@ -144,18 +149,56 @@ impl RightsDesk {
             self.remember(from, a.clone());
             return Some(a);
         }
+        // The floor this grant keeps: the node's own, or its reserve, raised
+        // by the receiver's safety stock when the receiver is a channel.
+        let safety = self.safety_stock(replica, &to, &req.pool);
+        levels.floor = donor_floor(
+            levels.floor,
+            reserve_in(&self.settings.reserves, &req.pool),
+            safety,
+        );
+        let qty = req.qty.min(i64::MAX as u64) as i64;
         // A pool this node holds no rights in gets no state: a peer's
-        // requests for made-up pools cost nothing but their answer.
+        // requests for made-up pools cost nothing but their answer (a
+        // configured channel's request is still pulled on from other peers).
         let held = replica.book().rights(&req.pool, replica.me());
         if held <= 0 {
+            if safety.is_some() && !order {
+                let need = levels.floor.saturating_add(qty).saturating_sub(held);
+                self.relays
+                    .push((req.pool.clone(), need.max(0) as u64, from));
+            }
             let a = refuse(Shortfall::NoSurplus);
             self.remember(from, a.clone());
             return Some(a);
         }
         let donor = self.donors.entry(req.pool.clone()).or_default();
         donor.rights = held;
-        let qty = req.qty.min(i64::MAX as u64) as i64;
-        let answer = if order {
+        let need = levels
+            .floor
+            .saturating_add(qty)
+            .saturating_sub(donor.rights - donor.promised)
+            .max(0) as u64;
+        let bounce = donor
+            .received_from
+            .get(&from)
+            .is_some_and(|&at| now < at.saturating_add(levels.cool_down_ms));
+        let answer = if safety.is_some() && !order {
+            // A channel's pull: no cool-down (rights this node just pulled
+            // from stores are meant to reach the channel), but no bounce, and
+            // what it cannot give now it pulls from its other peers.
+            if need > 0 {
+                self.relays.push((req.pool.clone(), need, from));
+            }
+            if bounce {
+                (0, Some(Shortfall::WouldBounce))
+            } else {
+                let surplus = (donor.rights - donor.promised - levels.floor).max(0);
+                let g = qty.min(surplus);
+                donor.promised += g;
+                (g, (g < qty).then_some(Shortfall::NoSurplus))
+            }
+        } else if order {
             // A manager's order: no cool-down or bounce rule (the manager
             // planned the move), but the donor keeps its floor.
             let surplus = (donor.rights - donor.promised - levels.floor).max(0);
@@ -191,6 +234,28 @@ impl RightsDesk {
                 Some(a)
             }
         }
+    }
+
+    /// The safety stock of receiver `to` in `pool`, if it is a channel with one.
+    fn safety_stock(&self, replica: &Replica, to: &NodeId, pool: &PoolKey) -> Option<i64> {
+        if self.settings.safety_stocks.is_empty() {
+            return None;
+        }
+        let name = replica
+            .roster()
+            .and_then(|r| r.member(to))
+            .map(|m| m.name.as_str());
+        safety_stock_in(&self.settings.safety_stocks, to, name, pool)
+    }
+
+    /// Pulls to start for channels' requests not met in full (see `relays`).
+    pub(crate) fn take_relays(&mut self) -> Vec<(PoolKey, u64, NodeId)> {
+        std::mem::take(&mut self.relays)
+    }
+
+    /// Rights of `pool` promised in decided grants not yet committed.
+    pub(crate) fn promised(&self, pool: &PoolKey) -> i64 {
+        self.donors.get(pool).map_or(0, |d| d.promised)
     }
 
     /// Counters another writer's change raised: its consumption at `home`

@@ -2,6 +2,7 @@
 //! derived from the holder's own recent sales velocity.
 
 use super::pull::PullLevels;
+use super::rules::{AllocationRule, Reserve, SafetyStock};
 use super::velocity::Velocity;
 
 /// Milliseconds in an hour.
@@ -35,6 +36,14 @@ pub struct RebalanceSettings {
     pub borrow_deadline_ms: u64,
     /// An ask unanswered this long counts as no answer.
     pub answer_timeout_ms: u64,
+    /// Units this node keeps per pool and never grants, to anyone (a hub's reserve).
+    pub reserves: Vec<Reserve>,
+    /// Channels' safety stock: a grant to a channel never leaves this node
+    /// with less than it above its floor.
+    pub safety_stocks: Vec<SafetyStock>,
+    /// Who receives this node's rights above its reserve, and in what
+    /// shares, on a receipt at its location and on request.
+    pub allocation: Vec<AllocationRule>,
 }
 
 impl Default for RebalanceSettings {
@@ -64,6 +73,9 @@ impl RebalanceSettings {
             velocity_half_life_ms: 60 * 60 * 1000,
             borrow_deadline_ms: 250,
             answer_timeout_ms: 2_000,
+            reserves: Vec::new(),
+            safety_stocks: Vec::new(),
+            allocation: Vec::new(),
         }
     }
 

@@ -72,7 +72,7 @@ pub struct Plan {
 }
 
 /// Splits `total` units by `weights` (largest remainder; ties to the earlier).
-fn apportion(total: i64, weights: &[f64]) -> Vec<i64> {
+pub(super) fn apportion(total: i64, weights: &[f64]) -> Vec<i64> {
     let sum: f64 = weights.iter().sum();
     if total <= 0 || weights.is_empty() {
         return vec![0; weights.len()];

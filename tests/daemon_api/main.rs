@@ -370,3 +370,41 @@ fn the_openapi_document_lists_every_route_and_each_answers() {
     }
     assert_eq!(d.get("/v1/nothing", Some(&d.token)).0, 404);
 }
+
+#[test]
+fn allocate_goes_through_the_daemon_and_names_receivers_not_in_the_roster() {
+    let (_t, dir) = fresh();
+    let config = dir.with_extension("toml");
+    std::fs::write(
+        &config,
+        "[rebalance]\nreserve = [{ location = \"S1\", units = 4 }]\n\
+         allocate = [{ node = \"web\", location = \"S1\", share = 1, target = 5 }]\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(&dir, &["--config", config.to_str().unwrap()]);
+    // A receipt at the node's own location is allocated; no receiver is
+    // enrolled, so nothing moves.
+    receive(&d, 10);
+    let out = cli(
+        &dir,
+        &["--json", "allocate", "--location", "S1", "--dry-run"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["dry_run"], true);
+    assert_eq!(r["unknown_receivers"], serde_json::json!(["web"]));
+    assert_eq!(r["allocated"], 0);
+    assert_eq!(on_hand(&d.stock("A")), 10);
+    // A bad location is refused with a usage error and changes nothing.
+    let out = cli(&dir, &["allocate", "--location", "BAD LOC"]);
+    assert!(!out.status.success());
+    assert_eq!(d.terminate(), Some(0));
+    // Without the daemon the command says it needs it.
+    let out = cli(&dir, &["allocate", "--location", "S1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("daemon"));
+}
