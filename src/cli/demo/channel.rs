@@ -63,6 +63,7 @@ impl WebChannel {
             vec![PoolSelector {
                 location: location.clone(),
                 sku: None,
+                safety_stock: 0,
             }],
             url,
             secret,
