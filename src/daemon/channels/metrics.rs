@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use super::super::metrics::text::{Exposition, Kind};
 use super::ChannelServices;
+use stocksync::channel::runner::ChannelStatus;
+
+/// A per-channel family: name, type, help, and its value in a status.
+type Family = (&'static str, Kind, &'static str, fn(&ChannelStatus) -> u64);
 
 /// The families' text.
 pub fn render(s: &ChannelServices) -> String {
@@ -21,12 +25,7 @@ pub fn render(s: &ChannelServices) -> String {
         })
         .collect();
     let mut e = Exposition::default();
-    let gauges: [(
-        &'static str,
-        Kind,
-        &str,
-        fn(&stocksync::channel::runner::ChannelStatus) -> u64,
-    ); 4] = [
+    let families: [Family; 4] = [
         (
             "stocksync_channel_outbox_depth",
             Kind::Gauge,
@@ -52,7 +51,7 @@ pub fn render(s: &ChannelServices) -> String {
             |st| st.failed_attempts,
         ),
     ];
-    for (name, kind, help, value) in gauges {
+    for (name, kind, help, value) in families {
         let mut f = e.family(name, kind, help);
         for (id, st, _) in &rows {
             f.sample(&[("channel", id)], value(st));
