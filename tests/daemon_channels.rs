@@ -281,7 +281,6 @@ fn wait_connected(hub: &Daemon, chans: &[&str]) {
 #[test]
 fn a_realtime_channel_publishes_within_a_second_and_an_interval_channel_once_per_interval() {
     let fleet = Fleet::new("hub", "HQ");
-    let till = fleet.join("till-1", "S1");
     let rx = Receiver::start();
     let chans = [
         Chan {
@@ -294,6 +293,8 @@ fn a_realtime_channel_publishes_within_a_second_and_an_interval_channel_once_per
         },
     ];
     let config = configure(&fleet, &chans, &rx.url(), "");
+    // Enrolled after the channels: its roster lists them.
+    let till = fleet.join("till-1", "S1");
     let (web_id, mkt_id) = (
         node_id(&fleet.hub.join("channels/web")),
         node_id(&fleet.hub.join("channels/mkt")),
@@ -380,13 +381,14 @@ fn a_realtime_channel_publishes_within_a_second_and_an_interval_channel_once_per
 #[test]
 fn an_endpoint_down_for_a_while_gets_every_newest_value_after_it_returns_in_order() {
     let fleet = Fleet::new("hub", "HQ");
-    let till = fleet.join("till-1", "S1");
     let mut rx = Receiver::start();
     let chans = [Chan {
         id: "web",
         mode: "{ kind = \"realtime\", coalesce_ms = 20 }",
     }];
     let config = configure(&fleet, &chans, &rx.url(), "");
+    // Enrolled after the channels: its roster lists them.
+    let till = fleet.join("till-1", "S1");
     let web_id = node_id(&fleet.hub.join("channels/web"));
     let (ph, pt) = (free_port(), free_port());
     let hub = start_hub(&fleet, ph, &config);
@@ -487,13 +489,14 @@ fn row(rows: &[Value]) -> (i64, i64) {
 /// keeps it.
 fn last_unit_race(at_web: bool) {
     let fleet = Fleet::new("hub", "HQ");
-    let till = fleet.join("till-1", "S1");
     let rx = Receiver::start();
     let chans = [Chan {
         id: "web",
         mode: "{ kind = \"realtime\", coalesce_ms = 20 }",
     }];
     let config = configure(&fleet, &chans, &rx.url(), "");
+    // Enrolled after the channels: its roster lists them.
+    let till = fleet.join("till-1", "S1");
     let web_id = node_id(&fleet.hub.join("channels/web"));
     let (ph, pt) = (free_port(), free_port());
     let hub = start_hub(&fleet, ph, &config);
@@ -540,6 +543,13 @@ fn last_unit_race(at_web: bool) {
     );
     // Who held the right sold it.
     assert_eq!(web_code == 201, at_web);
+    if !at_web {
+        // The web's refusal carries the borrow report: it asked the hub.
+        let (code, body) = order(&hub, "web", "o1", "LAST", 1);
+        assert_eq!(code, 409, "{body}");
+        let msg = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("asked peers"), "{msg}");
+    }
 
     // The link returns: every replica agrees on 0 on hand, no deficit.
     alone.terminate();
