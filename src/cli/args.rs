@@ -498,6 +498,14 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 500)]
         samples: u64,
     },
+    /// Real daemons on loopback: an online order, and a till's grant to the
+    /// channel over QUIC, until the channel's webhook has the new available,
+    /// against a plain HTTP POST to the same receiver (baseline).
+    Channel {
+        /// Changes timed per path.
+        #[arg(long, default_value_t = 300)]
+        samples: u64,
+    },
     /// The hub's aggregate: memory and SKU query latency of a generated fleet,
     /// and the ingest of real changes with and without it.
     Hub {

@@ -4,6 +4,7 @@
 mod allocate_cmd;
 mod args;
 mod bench_api;
+mod bench_channel;
 mod bench_hub;
 mod bench_local;
 mod bench_net;
@@ -277,6 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             BenchKind::Rebalance { samples } => bench_net::rebalance::run(*samples, cli.json),
             BenchKind::Hub { stores, skus } => bench_hub::run(*stores, *skus, cli.json),
+            BenchKind::Channel { samples } => bench_channel::run_bench(*samples, cli.json),
         },
         Command::Info => {
             let dir = data_dir(&cli)?;

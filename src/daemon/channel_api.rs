@@ -1,46 +1,45 @@
 //! The online channels run inside a hub daemon, and their HTTP API
-//! (`/v1/hub/channels/...`). Its routes are listed in
-//! [`ROUTES`] and documented in `openapi_channels.json`.
+//! (`/v1/hub/channels/...`). Its routes are listed in [`ROUTES`] and
+//! documented in `openapi_channels.json`; the services live in
+//! [`super::channels`].
 
-use std::path::Path;
-use std::sync::Arc;
-
-use anyhow::Result;
-use axum::routing::MethodRouter;
+use axum::routing::{get, post, MethodRouter};
 
 use super::api::{AppState, Route};
-use super::config::Config;
-use super::network::NetworkHandle;
-use stocksync::node::Node;
+use super::channels::routes;
+pub use super::channels::{start, ChannelServices};
 
 /// The channels' routes.
-pub const ROUTES: &[Route] = &[];
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/v1/hub/channels",
+        auth: true,
+    },
+    Route {
+        method: "post",
+        path: "/v1/hub/channels/{channel}/orders",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/v1/hub/channels/{channel}/dead-letters",
+        auth: true,
+    },
+    Route {
+        method: "post",
+        path: "/v1/hub/channels/{channel}/redrive",
+        auth: true,
+    },
+];
 
 /// The handler of one of [`ROUTES`].
-pub fn handler(_r: &Route) -> Option<MethodRouter<AppState>> {
-    None
-}
-
-/// The channel nodes and their publishing runner.
-#[allow(dead_code)] // built once channels run
-pub struct ChannelServices {}
-
-impl ChannelServices {
-    /// The channels' `/metrics` families (outbox depth, webhook failures), appended to the node's.
-    pub fn metrics(&self) -> String {
-        String::new()
-    }
-
-    /// Stops what the services run.
-    pub fn shutdown(&self) {}
-}
-
-/// Starts the configured channels (a hub daemon only); `None` when there are none.
-pub fn start(
-    _node: &Node,
-    _dir: &Path,
-    _cfg: &Config,
-    _network: &Arc<NetworkHandle>,
-) -> Result<Option<Arc<ChannelServices>>> {
-    Ok(None)
+pub fn handler(r: &Route) -> Option<MethodRouter<AppState>> {
+    Some(match (r.method, r.path) {
+        ("get", "/v1/hub/channels") => get(routes::get_channels),
+        ("post", "/v1/hub/channels/{channel}/orders") => post(routes::post_order),
+        ("get", "/v1/hub/channels/{channel}/dead-letters") => get(routes::get_dead_letters),
+        ("post", "/v1/hub/channels/{channel}/redrive") => post(routes::post_redrive),
+        _ => return None,
+    })
 }

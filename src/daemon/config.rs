@@ -10,6 +10,8 @@ use stocksync::node::NodeOptions;
 use stocksync::rebalance::{AllocationRule, NodeRef, PoolScope, RebalanceSettings, Reserve};
 use stocksync::sync::SyncConfig;
 
+pub use super::channels::config::ChannelsSection;
+
 /// Largest request body the API may be configured to accept.
 const MAX_BODY_LIMIT: usize = 16 << 20;
 
@@ -53,6 +55,9 @@ pub struct Config {
     pub rebalance: RebalanceSection,
     /// Logging.
     pub log: LogSection,
+    /// The online channels a hub runs (docs/hub.md, "Channels in the hub daemon").
+    #[serde(skip_serializing_if = "ChannelsSection::is_empty")]
+    pub channels: ChannelsSection,
 }
 
 /// `[api]`: where and how the API listens.
@@ -434,6 +439,7 @@ impl Config {
         {
             return bad("network.idle_timeout_ms must exceed a non-zero keep_alive_ms".into());
         }
+        self.channels.check().map_err(ConfigError::Invalid)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return bad(format!("log.filter {:?}: {e}", self.log.filter));
         }

@@ -13,12 +13,14 @@
 //! - [`fleet_api`]: a hub's enrolment and revocation routes.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`hub_api`]: a hub's `/v1/hub/...` routes and dashboard.
-//! - [`channel_api`]: online channels run inside a hub, and their routes.
+//! - [`channel_api`]: online channels run inside a hub, and their routes
+//!   ([`channels`]: their nodes, handlers, status and metrics).
 
 pub mod allocate_api;
 pub mod api;
 pub mod auth;
 pub mod channel_api;
+pub mod channels;
 pub mod config;
 pub mod discovery;
 pub mod error;

@@ -103,6 +103,11 @@ impl NetworkHandle {
         t.as_ref().map(f)
     }
 
+    /// The address the transport listens on, when it runs.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
     /// The peers the transport knows: dial targets and connected peers.
     pub fn peers(&self) -> Vec<PeerView> {
         self.with(|t| {

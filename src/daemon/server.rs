@@ -69,7 +69,7 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
     let api = listener.local_addr()?;
     let network = Arc::new(network::start_network(&node, dir, &cfg.network).await?);
     let hub = hub_api::start(&node, dir, cfg, &network)?;
-    let channels = channel_api::start(&node, dir, cfg, &network)?;
+    let channels = channel_api::start(&node, dir, cfg, &network).await?;
     let info = RuntimeInfo {
         api,
         pid: std::process::id(),
@@ -109,7 +109,7 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
     }
     let _ = timer.await;
     if let Some(c) = &channels {
-        c.shutdown();
+        c.shutdown().await;
     }
     if let Some(h) = &hub {
         h.shutdown();
@@ -150,7 +150,7 @@ pub async fn serve(
 }
 
 /// Runs [`Node::tick`] whenever [`Node::tick_in`] says it is due, until `stop`.
-async fn timer_loop(node: Node, mut stop: watch::Receiver<bool>) {
+pub(super) async fn timer_loop(node: Node, mut stop: watch::Receiver<bool>) {
     loop {
         let n = node.clone();
         let wait = tokio::task::spawn_blocking(move || n.tick_in())

@@ -106,6 +106,16 @@ impl Daemon {
     /// Starts `stocksync node` on `dir` listening on `listen` and dialling
     /// `peers`; waits until its API answers.
     pub fn start(dir: &Path, listen: SocketAddr, peers: &[SocketAddr]) -> Daemon {
+        Self::start_with(dir, listen, peers, &[])
+    }
+
+    /// [`Daemon::start`] with `extra` arguments to `stocksync node` (e.g. `--config FILE`).
+    pub fn start_with(
+        dir: &Path,
+        listen: SocketAddr,
+        peers: &[SocketAddr],
+        extra: &[&str],
+    ) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -115,7 +125,8 @@ impl Daemon {
         cmd.arg("--data")
             .arg(dir)
             .args(["node", "--api", "127.0.0.1:0", "--no-mdns", "--listen"])
-            .arg(listen.to_string());
+            .arg(listen.to_string())
+            .args(extra);
         for peer in peers {
             cmd.arg("--peer").arg(peer.to_string());
         }
