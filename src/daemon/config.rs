@@ -462,7 +462,10 @@ impl Config {
                 max_parked_bytes: s.max_parked_bytes,
                 ..SyncConfig::default()
             },
-            rebalance: self.rebalance.settings(),
+            rebalance: RebalanceSettings {
+                safety_stocks: self.channels.channels().safety_stocks(),
+                ..self.rebalance.settings()
+            },
             ..NodeOptions::default()
         }
     }
@@ -499,6 +502,27 @@ mod tests {
             }
         }
         assert!(EXAMPLE.contains("# hub ="), "hub is documented");
+    }
+
+    #[test]
+    fn a_channels_safety_stock_reaches_the_hubs_desk() {
+        let text = r#"
+[rebalance]
+reserve = [{ location = "S1", units = 10 }]
+[[channels.channel]]
+id = "web"
+pools = [{ location = "S1", safety_stock = 8 }, { location = "S2" }]
+url = "http://127.0.0.1:9000/hook"
+secret = { inline = "s" }
+"#;
+        let cfg = Config::parse(text, "test").unwrap();
+        let r = cfg.node_options().rebalance;
+        assert_eq!(r.reserves.len(), 1, "the [rebalance] settings are kept");
+        assert_eq!(r.safety_stocks.len(), 1, "{:?}", r.safety_stocks);
+        let s = &r.safety_stocks[0];
+        assert_eq!(s.units, 8);
+        assert_eq!(s.channel, NodeRef::Name("web".into()));
+        assert_eq!(s.scope.location.as_str(), "S1");
     }
 
     #[test]

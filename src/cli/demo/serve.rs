@@ -29,7 +29,7 @@ pub fn serve(fleet: &Fleet) -> Result<()> {
             .context("bind the hub's API")?;
         let addr = listener.local_addr()?;
         let hub = hub_api::start(node, dir, &cfg, network)?;
-        let channels = channel_api::start(node, dir, &cfg, network)?;
+        let channels = channel_api::start(node, dir, &cfg, network).await?;
         let info = RuntimeInfo {
             api: addr,
             pid: std::process::id(),
@@ -56,7 +56,7 @@ pub fn serve(fleet: &Fleet) -> Result<()> {
         let _ = stop_tx.send(true);
         let _ = server.await;
         if let Some(c) = &channels {
-            c.shutdown();
+            c.shutdown().await;
         }
         if let Some(h) = &hub {
             h.shutdown();
