@@ -1,55 +1,29 @@
-//! The web channel's glue: a [`Runner`] over an [`AvailableSource`] reading
-//! the channel node's own rights, fed by a thread that looks every
-//! [`FEED_EVERY`] (the runner publishes only changed values). Kept in one
-//! module so it can give way to the hub daemon's channel services.
+//! The web channel's glue: a [`Runner`] fed by the hub daemon's own rights
+//! hook ([`RightsHook`]) on the channel node, so the demo publishes exactly
+//! as a hub daemon's channel does: the node's own rights, after each change.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 
+use crate::daemon::channels::node::{Held, NodeRights, RightsHook, RunnerCell};
 use stocksync::channel::config::{
     ChannelConfig, ChannelId, ChannelsConfig, PoolSelector, PublishMode,
 };
 use stocksync::channel::runner::{ChannelStatus, Runner};
-use stocksync::channel::AvailableSource;
-use stocksync::model::{LocationId, PoolKey};
+use stocksync::model::LocationId;
 use stocksync::node::{system_clock, Node};
 
-/// How often the feeder reads the channel node's rights.
-const FEED_EVERY: Duration = Duration::from_millis(40);
-
-/// What the channel publishes: the rights its node holds, never more.
-pub struct NodeRights(pub Node);
-
-impl AvailableSource for NodeRights {
-    fn available(&self, pools: &[PoolSelector]) -> Vec<(PoolKey, u64)> {
-        let me = self.0.id();
-        self.0
-            .query(|r| {
-                r.book()
-                    .pools()
-                    .filter(|(k, _)| pools.iter().any(|s| s.matches(k)))
-                    .map(|(k, _)| (k.clone(), r.book().rights(k, &me).max(0) as u64))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// The channel `web` publishing `node`'s rights at `location` to `url`.
+/// The web shop's channel: its runner, fed by the channel node's rights hook.
 pub struct WebChannel {
     id: ChannelId,
-    runner: Arc<Runner>,
-    stop: Arc<AtomicBool>,
-    feeder: Option<JoinHandle<()>>,
+    runner: Arc<RunnerCell>,
 }
 
 impl WebChannel {
-    /// Starts the runner (its outbox in `dir`) and the feeder.
+    /// Starts channel "web" selling from `location`, publishing `node`'s
+    /// rights to `url` signed with `secret`; its outbox lives in `dir`.
     pub fn start(
         node: Node,
         dir: &Path,
@@ -74,53 +48,42 @@ impl WebChannel {
         cfg.backoff_max_ms = 400;
         cfg.max_attempts = 1_000;
         cfg.request_timeout_ms = 2_000;
-        let runner = Arc::new(Runner::start(
-            dir,
-            &ChannelsConfig { channel: vec![cfg] },
-            system_clock(),
-        )?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s, c) = (runner.clone(), stop.clone(), id.clone());
-        let source = NodeRights(node);
-        let feeder = std::thread::Builder::new()
-            .name("demo-channel-feed".into())
-            .spawn(move || {
-                while !s.load(Ordering::SeqCst) {
-                    // A runner error names an unknown channel: not ours.
-                    let _ = r.feed(&c, &source);
-                    std::thread::sleep(FEED_EVERY);
-                }
-            })
-            .context("the channel feeder")?;
-        Ok(Self {
-            id,
-            runner,
-            stop,
-            feeder: Some(feeder),
-        })
+        let pools = cfg.pools.clone();
+        let runner = Runner::start(dir, &ChannelsConfig { channel: vec![cfg] }, system_clock())?;
+        // What the node holds now; the hook sends every change after.
+        runner.feed(&id, &NodeRights(&node))?;
+        let runner: Arc<RunnerCell> = Arc::new(RwLock::new(Some(runner)));
+        RightsHook::attach(
+            &node,
+            &id,
+            &pools,
+            Arc::new(Held::default()),
+            runner.clone(),
+        )
+        .context("the channel cannot watch its node's rights")?;
+        Ok(Self { id, runner })
     }
 
     /// The channel's delivery status.
     pub fn status(&self) -> Result<ChannelStatus> {
-        Ok(self.runner.status(&self.id)?)
+        let cell = self
+            .runner
+            .read()
+            .map_err(|_| anyhow!("the runner's lock is poisoned"))?;
+        let runner = cell
+            .as_ref()
+            .ok_or_else(|| anyhow!("the channel is stopped"))?;
+        Ok(runner.status(&self.id)?)
     }
 
-    /// Stops the feeder, then the runner (a request in flight finishes).
-    pub fn shutdown(mut self) {
-        self.stop_feeder();
-        // The feeder is joined: this is the last handle, and dropping it stops the workers.
-    }
-
-    fn stop_feeder(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(f) = self.feeder.take() {
-            let _ = f.join();
+    /// Stops the runner (a request in flight finishes); the hook then feeds nothing.
+    pub fn shutdown(self) {
+        let taken = match self.runner.write() {
+            Ok(mut cell) => cell.take(),
+            Err(e) => e.into_inner().take(),
+        };
+        if let Some(r) = taken {
+            r.shutdown();
         }
-    }
-}
-
-impl Drop for WebChannel {
-    fn drop(&mut self) {
-        self.stop_feeder();
     }
 }

@@ -6,13 +6,13 @@
 //! channel node holds to its webhook.
 //!
 //! - [`config`]: the `[channels]` section of the daemon configuration.
-//! - `node`: a channel's node, its network and timer, and the rights hook.
+//! - [`node`]: a channel's node, its network and timer, and the rights hook.
 //! - [`routes`]: the handlers of `/v1/hub/channels/...`.
 //! - `metrics`: the channels' `/metrics` families.
 
 pub mod config;
 mod metrics;
-mod node;
+pub mod node;
 pub mod routes;
 
 use std::collections::BTreeMap;

@@ -64,12 +64,33 @@ impl AvailableSource for NodeRights<'_> {
 /// received, sync), the pools it raised a counter in are re-read and the
 /// runner gets each one whose holding changed. Runs under the node's lock:
 /// a map update and a condvar notify per pool.
-struct RightsHook {
+pub struct RightsHook {
     id: ChannelId,
     me: NodeId,
     pools: Vec<PoolSelector>,
     held: Arc<Held>,
     runner: Arc<RunnerCell>,
+}
+
+impl RightsHook {
+    /// Attaches to channel `id`'s `node` a hook feeding `runner` with the
+    /// node's rights in `pools` (kept in `held`), from the next durable change on.
+    pub fn attach(
+        node: &Node,
+        id: &ChannelId,
+        pools: &[PoolSelector],
+        held: Arc<Held>,
+        runner: Arc<RunnerCell>,
+    ) -> Result<(), stocksync::error::NodeError> {
+        let hook = RightsHook {
+            id: id.clone(),
+            me: node.id(),
+            pools: pools.to_vec(),
+            held,
+            runner,
+        };
+        node.attach_delta_sink(Arc::new(hook))
+    }
 }
 
 impl DeltaSink for RightsHook {
@@ -172,14 +193,7 @@ impl ChannelNode {
             );
         }
         let held = Arc::new(Held::default());
-        let hook = RightsHook {
-            id: id.clone(),
-            me: node.id(),
-            pools: config.pools.clone(),
-            held: held.clone(),
-            runner,
-        };
-        node.attach_delta_sink(Arc::new(hook))
+        RightsHook::attach(&node, id, &config.pools, held.clone(), runner)
             .with_context(|| format!("channel {id}: cannot watch its rights"))?;
         let net = NetworkSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
