@@ -83,7 +83,8 @@ pub struct LocationView {
 /// One node's rights in one pool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RightsView {
-    /// The node.
+    /// The node (hex in JSON).
+    #[serde(serialize_with = "hex_id")]
     pub node: NodeId,
     /// The pool's location.
     pub location: LocationId,
@@ -113,7 +114,8 @@ pub struct LegView {
 /// One node as the hub sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeView {
-    /// The node.
+    /// The node (hex in JSON).
+    #[serde(serialize_with = "hex_id")]
     pub node: NodeId,
     /// Its role, once known.
     pub role: Option<Role>,
@@ -136,7 +138,8 @@ pub struct DeficitView {
     pub sku: Sku,
     /// The location.
     pub location: LocationId,
-    /// The node.
+    /// The node (hex in JSON).
+    #[serde(serialize_with = "hex_id")]
     pub node: NodeId,
     /// Units consumed beyond its rights.
     pub deficit: i64,
@@ -350,4 +353,9 @@ fn distinct_locations(slot: &super::aggregate::SkuSlot) -> u64 {
         }
     }
     n
+}
+
+/// A node id as hex in JSON, as everywhere else in the API.
+fn hex_id<S: serde::Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_hex())
 }
