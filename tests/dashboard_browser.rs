@@ -76,7 +76,23 @@ fn the_hub_api_answers_and_a_till_does_not() {
     assert_eq!(sku["rights"][0]["node"], till_id, "{sku}");
     assert_eq!(sku["rights"][0]["rights"], 7, "{sku}");
     // Paging, bounds and typed errors.
-    assert_eq!(hub.get("/v1/hub/stock?after=SHOE-42").1["skus"], json!([]));
+    till.event(json!({"kind": "receive", "sku": "SHOE-43", "qty": 1, "id": "r2"}));
+    wait_for(
+        "the hub sees SHOE-43",
+        || hub.get("/v1/hub/stock/SHOE-43").0 == 200,
+        || hub.get("/v1/hub/stock").1.to_string(),
+    );
+    let (_, page) = hub.get("/v1/hub/stock?limit=1");
+    assert_eq!(page["skus"][0]["sku"], "SHOE-42", "{page}");
+    assert_eq!(page["next"], "SHOE-42", "{page}");
+    let (_, page) = hub.get("/v1/hub/stock?limit=1&after=SHOE-42");
+    assert_eq!(page["skus"][0]["sku"], "SHOE-43", "{page}");
+    assert_eq!(page["next"], Value::Null, "{page}");
+    assert_eq!(hub.get("/v1/hub/stock?after=SHOE-43").1["skus"], json!([]));
+    assert_eq!(
+        hub.get("/v1/hub/stock?sku_prefix=SHOE-43").1["skus"][0]["total_on_hand"],
+        1
+    );
     for bad in [
         "/v1/hub/stock?limit=0",
         "/v1/hub/stock?limit=5000",
@@ -120,7 +136,7 @@ fn the_hub_api_answers_and_a_till_does_not() {
         .body_mut()
         .read_to_string()
         .expect("text");
-    assert!(metrics.contains("stocksync_hub_skus 1\n"), "{metrics}");
+    assert!(metrics.contains("stocksync_hub_skus 2\n"), "{metrics}");
     assert!(
         metrics.contains("stocksync_hub_nodes{state=\"online\"} 2\n"),
         "{metrics}"
@@ -195,15 +211,15 @@ fn the_hub_api_answers_and_a_till_does_not() {
         );
     }
 
-    // The till stopped: offline, its 7 rights its offline exposure.
+    // The till stopped: offline, its rights (7 + 1) its offline exposure.
     assert_eq!(till.terminate(), Some(0));
     wait_for(
         "the hub shows the till offline",
         || node_row(&hub, "till-1")["online"] == false,
         || node_row(&hub, "till-1").to_string(),
     );
-    assert_eq!(node_row(&hub, "till-1")["offline_exposure"], 7);
-    assert_eq!(hub.get("/v1/hub/nodes").1["offline_exposure"], 7);
+    assert_eq!(node_row(&hub, "till-1")["offline_exposure"], 8);
+    assert_eq!(hub.get("/v1/hub/nodes").1["offline_exposure"], 8);
 }
 
 /// `name` on the PATH, if there.

@@ -104,7 +104,7 @@ pub struct HubServices {
 impl HubServices {
     /// The hub's own `/metrics` families, appended to the node's.
     pub fn metrics(&self) -> String {
-        let t = self.hub.read(|a| a.totals());
+        let (t, pools) = self.hub.read(|a| (a.totals(), a.pool_count()));
         let rows = snapshot::node_rows(&self.hub, snapshot::unix_ms());
         let online = rows.iter().filter(|r| r.online).count();
         let exposure: i64 = rows
@@ -123,7 +123,7 @@ impl HubServices {
             "stocksync_hub_pools",
             Gauge,
             "Pools (SKU x location) the hub's aggregate tracks.",
-            t.pools,
+            pools,
         );
         e.family(
             "stocksync_hub_nodes",

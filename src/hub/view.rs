@@ -51,8 +51,6 @@ pub struct SkuSummary {
 pub struct FleetTotals {
     /// SKUs tracked.
     pub skus: u64,
-    /// Pools (SKU × location) tracked.
-    pub pools: u64,
     /// Share rows (pool × node).
     pub shares: u64,
     /// Units on hand.
@@ -291,20 +289,24 @@ impl Aggregate {
         })
     }
 
-    /// The fleet's totals: one pass over every SKU's rows.
+    /// The fleet's totals: one step per SKU (its totals are kept).
     pub fn totals(&self) -> FleetTotals {
         let mut t = FleetTotals {
             skus: self.skus.len() as u64,
             ..FleetTotals::default()
         };
         for slot in &self.slots {
-            t.pools += distinct_locations(slot);
             t.shares += slot.shares.len() as u64;
             t.on_hand = t.on_hand.saturating_add(slot.totals.on_hand);
             t.deficit = t.deficit.saturating_add(slot.totals.deficit);
             t.in_transit = t.in_transit.saturating_add(slot.totals.in_transit);
         }
         t
+    }
+
+    /// Pools (SKU × location) tracked: one pass over every SKU's rows.
+    pub fn pool_count(&self) -> u64 {
+        self.slots.iter().map(distinct_locations).sum()
     }
 
     /// Every transfer leg with its SKU, by SKU then transfer.

@@ -57,23 +57,21 @@ pub(in super::super) async fn get_stock(
     };
     let limit = q.limit(STOCK_PAGE)?;
     let page = blocking(move || {
-        h.hub.read(|a| {
-            let mut names: Vec<&Sku> = a
-                .sku_names()
-                .filter(|k| k.as_str().starts_with(&prefix))
-                .filter(|k| after.as_ref().is_none_or(|after| *k > after))
-                .collect();
-            names.sort();
-            let more = names.len() > limit;
-            names.truncate(limit);
-            let rows: Vec<_> = names.iter().filter_map(|k| a.sku_summary(k)).collect();
-            let next = if more {
-                rows.last().map(|r| r.sku.as_str().to_string())
-            } else {
-                None
-            };
-            json!({ "skus": rows, "next": next })
-        })
+        let (names, matching) = h.hub.read(|a| {
+            snapshot::first_skus_where(a, limit, |k| {
+                k.as_str().starts_with(&prefix) && after.as_ref().is_none_or(|after| k > after)
+            })
+        });
+        let rows: Vec<_> = names
+            .iter()
+            .filter_map(|k| h.hub.read(|a| a.sku_summary(k)))
+            .collect();
+        let next = if matching > limit {
+            rows.last().map(|r| r.sku.as_str().to_string())
+        } else {
+            None
+        };
+        json!({ "skus": rows, "next": next })
     })
     .await?;
     Ok(Json(page))

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::super::hub_api::SNAPSHOT_EVERY;
-use stocksync::hub::{FleetTotals, Hub};
+use stocksync::hub::{Aggregate, FleetTotals, Hub};
 use stocksync::model::{NodeId, Role, Sku};
 
 /// SKUs the dashboard shows (the first ones by name); the API pages the rest.
@@ -114,38 +114,53 @@ pub fn node_rows(hub: &Hub, now_ms: i64) -> Vec<NodeRow> {
     rows
 }
 
+/// The first `n` SKU names in order, and how many SKUs there are: a
+/// selection, not a sort of every name.
+pub fn first_skus(a: &Aggregate, n: usize) -> (Vec<Sku>, usize) {
+    first_skus_where(a, n, |_| true)
+}
+
+/// The first `n` SKU names in order among those `keep` accepts, and how many
+/// it accepts.
+pub fn first_skus_where(a: &Aggregate, n: usize, keep: impl Fn(&Sku) -> bool) -> (Vec<Sku>, usize) {
+    let mut names: Vec<&Sku> = a.sku_names().filter(|k| keep(k)).collect();
+    let total = names.len();
+    if names.len() > n && n > 0 {
+        names.select_nth_unstable(n - 1);
+    }
+    names.truncate(n);
+    names.sort();
+    (names.into_iter().cloned().collect(), total)
+}
+
 /// The dashboard's stock grid: the first [`DASHBOARD_SKUS`] SKUs by name,
-/// on hand per location.
+/// on hand per location. Each SKU is read under the aggregate's lock on its
+/// own, so the node's commits wait for one SKU's read at most.
 fn stock_grid(hub: &Hub) -> Value {
-    hub.read(|a| {
-        let mut names: Vec<&Sku> = a.sku_names().collect();
-        let total = names.len();
-        names.sort();
-        names.truncate(DASHBOARD_SKUS);
-        let mut locations = BTreeSet::new();
-        let rows: Vec<Value> = names
-            .into_iter()
-            .filter_map(|sku| a.sku(sku))
-            .map(|v| {
-                let on_hand: BTreeMap<&str, i64> = v
-                    .per_location
-                    .iter()
-                    .map(|l| {
-                        locations.insert(l.location.as_str().to_string());
-                        (l.location.as_str(), l.on_hand)
-                    })
-                    .collect();
-                json!({
-                    "sku": v.sku.as_str(),
-                    "total": v.total_on_hand,
-                    "deficit": v.total_deficit,
-                    "in_transit": v.total_in_transit,
-                    "on_hand": on_hand,
+    let (names, total) = hub.read(|a| first_skus(a, DASHBOARD_SKUS));
+    let mut locations = BTreeSet::new();
+    let rows: Vec<Value> = names
+        .iter()
+        .filter_map(|sku| hub.sku(sku))
+        .map(|v| {
+            let on_hand: BTreeMap<&str, i64> = v
+                .per_location
+                .iter()
+                .map(|l| {
+                    locations.insert(l.location.as_str().to_string());
+                    (l.location.as_str(), l.on_hand)
                 })
+                .collect();
+            json!({
+                "sku": v.sku.as_str(),
+                "total": v.total_on_hand,
+                "deficit": v.total_deficit,
+                "in_transit": v.total_in_transit,
+                "on_hand": on_hand,
             })
-            .collect();
-        json!({ "skus_total": total, "locations": locations, "rows": rows })
-    })
+        })
+        .collect();
+    json!({ "skus_total": total, "locations": locations, "rows": rows })
 }
 
 /// The dashboard's snapshot: hub, totals, nodes (lag in whole seconds, so an
