@@ -304,9 +304,9 @@ impl Aggregate {
         t
     }
 
-    /// Pools (SKU × location) tracked: one pass over every SKU's rows.
+    /// Pools (SKU × location) tracked (a kept count).
     pub fn pool_count(&self) -> u64 {
-        self.slots.iter().map(distinct_locations).sum()
+        self.pools
     }
 
     /// Every transfer leg with its SKU, by SKU then transfer.
