@@ -75,6 +75,36 @@ fn the_hub_api_answers_and_a_till_does_not() {
     assert_eq!(sku["per_location"][0]["on_hand"], 7, "{sku}");
     assert_eq!(sku["rights"][0]["node"], till_id, "{sku}");
     assert_eq!(sku["rights"][0]["rights"], 7, "{sku}");
+    // The event stream: a snapshot at once (up to 250 ms old: read on until
+    // it has the sale), then each change on the same stream. A stream that
+    // stops sending fails at the agent's 30 s timeout.
+    let agent = agent();
+    let mut r = agent
+        .get(format!("{}/v1/hub/events", hub.base))
+        .header("Authorization", format!("Bearer {}", hub.token))
+        .call()
+        .expect("events");
+    assert_eq!(r.status().as_u16(), 200);
+    let mut lines = BufReader::new(r.body_mut().as_reader()).lines();
+    let mut next_snapshot = |want: &dyn Fn(&Value) -> bool, what: &str| -> Value {
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .filter_map(|l| l.strip_prefix("data:").map(|d| d.trim().to_string()))
+            .map(|d| serde_json::from_str::<Value>(&d).expect("snapshot JSON"))
+            .find(|s| want(s))
+            .unwrap_or_else(|| panic!("the stream ended before {what}"))
+    };
+    let snap = next_snapshot(
+        &|s| s["fleet"]["stock"]["rows"][0]["on_hand"]["S1"] == 7,
+        "the sale",
+    );
+    assert_eq!(
+        snap["fleet"]["stock"]["rows"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(snap["channels"], Value::Null, "{snap}");
+
     // Paging, bounds and typed errors.
     till.event(json!({"kind": "receive", "sku": "SHOE-43", "qty": 1, "id": "r2"}));
     wait_for(
@@ -89,6 +119,15 @@ fn the_hub_api_answers_and_a_till_does_not() {
     assert_eq!(page["skus"][0]["sku"], "SHOE-43", "{page}");
     assert_eq!(page["next"], Value::Null, "{page}");
     assert_eq!(hub.get("/v1/hub/stock?after=SHOE-43").1["skus"], json!([]));
+    let snap = next_snapshot(
+        &|s| s["fleet"]["stock"]["rows"][1]["sku"] == "SHOE-43",
+        "the SKU added",
+    );
+    assert_eq!(
+        snap["fleet"]["stock"]["rows"][1]["on_hand"]["S1"], 1,
+        "{snap}"
+    );
+    drop(next_snapshot);
     assert_eq!(
         hub.get("/v1/hub/stock?sku_prefix=SHOE-43").1["skus"][0]["total_on_hand"],
         1
@@ -127,7 +166,6 @@ fn the_hub_api_answers_and_a_till_does_not() {
     );
     assert_eq!(code, 200, "{v}");
     // The hub's metrics.
-    let agent = agent();
     let metrics = agent
         .get(format!("{}/metrics", hub.base))
         .header("Authorization", format!("Bearer {}", hub.token))
@@ -146,24 +184,6 @@ fn the_hub_api_answers_and_a_till_does_not() {
         "{metrics}"
     );
 
-    // The event stream: the snapshot at once, behind the token.
-    let mut r = agent
-        .get(format!("{}/v1/hub/events", hub.base))
-        .header("Authorization", format!("Bearer {}", hub.token))
-        .call()
-        .expect("events");
-    assert_eq!(r.status().as_u16(), 200);
-    // The first snapshot may be up to 250 ms old: read on until it has the sale.
-    let mut lines = BufReader::new(r.body_mut().as_reader()).lines();
-    let snap = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .filter_map(|l| l.strip_prefix("data:").map(|d| d.trim().to_string()))
-        .map(|d| serde_json::from_str::<Value>(&d).expect("snapshot JSON"))
-        .find(|s| s["fleet"]["stock"]["rows"][0]["on_hand"]["S1"] == 7)
-        .expect("a snapshot with the sale");
-    assert_eq!(snap["channels"], Value::Null, "{snap}");
-    drop(lines);
     let unauth = agent
         .get(format!("{}/v1/hub/events", hub.base))
         .call()

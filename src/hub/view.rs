@@ -338,6 +338,11 @@ impl Aggregate {
         out
     }
 
+    /// How many SKUs the aggregate knows (names are never removed).
+    pub fn sku_count(&self) -> usize {
+        self.skus.len()
+    }
+
     /// Every SKU the aggregate knows, in id order.
     pub fn sku_names(&self) -> impl Iterator<Item = &Sku> {
         (0..self.skus.len() as u32).filter_map(|i| self.skus.value(i))

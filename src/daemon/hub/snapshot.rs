@@ -133,11 +133,33 @@ pub fn first_skus_where(a: &Aggregate, n: usize, keep: impl Fn(&Sku) -> bool) ->
     (names.into_iter().cloned().collect(), total)
 }
 
+/// The dashboard's first SKUs by name, kept while no SKU is added (SKU
+/// names are never removed, so the same count means the same names).
+#[derive(Default)]
+struct FirstSkus {
+    count: usize,
+    names: Vec<Sku>,
+}
+
+impl FirstSkus {
+    /// The first [`DASHBOARD_SKUS`] names, selected again only when SKUs were added.
+    fn get(&mut self, hub: &Hub) -> (Vec<Sku>, usize) {
+        let fresh = hub.read(|a| {
+            let count = a.sku_count();
+            (count != self.count).then(|| first_skus(a, DASHBOARD_SKUS))
+        });
+        if let Some((names, count)) = fresh {
+            *self = FirstSkus { count, names };
+        }
+        (self.names.clone(), self.count)
+    }
+}
+
 /// The dashboard's stock grid: the first [`DASHBOARD_SKUS`] SKUs by name,
 /// on hand per location. Each SKU is read under the aggregate's lock on its
 /// own, so the node's commits wait for one SKU's read at most.
-fn stock_grid(hub: &Hub) -> Value {
-    let (names, total) = hub.read(|a| first_skus(a, DASHBOARD_SKUS));
+fn stock_grid(hub: &Hub, first: &mut FirstSkus) -> Value {
+    let (names, total) = first.get(hub);
     let mut locations = BTreeSet::new();
     let rows: Vec<Value> = names
         .iter()
@@ -197,26 +219,29 @@ pub async fn produce(hub: Hub, tx: watch::Sender<Arc<str>>, mut stop: watch::Rec
     let mut generation = None;
     let mut stock = Value::Null;
     let mut totals = FleetTotals::default();
+    let mut first = FirstSkus::default();
     loop {
         let h = hub.clone();
         let g = hub.generation();
         let fresh = generation != Some(g);
         let (prev_stock, prev_totals) = (stock.clone(), totals);
+        let mut names = std::mem::take(&mut first);
         let built = tokio::task::spawn_blocking(move || {
             let (stock, totals) = if fresh {
-                (stock_grid(&h), h.read(|a| a.totals()))
+                (stock_grid(&h, &mut names), h.read(|a| a.totals()))
             } else {
                 (prev_stock, prev_totals)
             };
             let text = build(&h, &stock, &totals).to_string();
-            (stock, totals, text)
+            (stock, totals, text, names)
         })
         .await;
         match built {
-            Ok((s, t, text)) => {
+            Ok((s, t, text, names)) => {
                 generation = Some(g);
                 stock = s;
                 totals = t;
+                first = names;
                 tx.send_if_modified(|cur| {
                     if **cur == *text {
                         return false;
