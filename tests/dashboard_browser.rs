@@ -127,7 +127,6 @@ fn the_hub_api_answers_and_a_till_does_not() {
         snap["fleet"]["stock"]["rows"][1]["on_hand"]["S1"], 1,
         "{snap}"
     );
-    drop(next_snapshot);
     assert_eq!(
         hub.get("/v1/hub/stock?sku_prefix=SHOE-43").1["skus"][0]["total_on_hand"],
         1
@@ -240,6 +239,13 @@ fn the_hub_api_answers_and_a_till_does_not() {
     );
     assert_eq!(node_row(&hub, "till-1")["offline_exposure"], 8);
     assert_eq!(hub.get("/v1/hub/nodes").1["offline_exposure"], 8);
+
+    // SIGTERM with the event stream still open: the hub ends the stream, so
+    // the API closes without waiting out its 10 s grace period.
+    let log = hub.dir.with_extension("log");
+    assert_eq!(hub.terminate(), Some(0));
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(log.contains("every request answered"), "{log}");
 }
 
 /// `name` on the PATH, if there.
