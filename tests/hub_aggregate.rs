@@ -55,6 +55,13 @@ fn raise() -> impl Strategy<Value = (u8, CounterKey, i64)> {
 /// Checks every figure of `agg` against a recount from `book`.
 fn assert_recount(agg: &Aggregate, book: &StockBook) {
     let writers: Vec<NodeId> = (0..3).map(node).collect();
+    // The kept pool count equals a walk of every SKU's rows.
+    let walked: u64 = agg
+        .sku_names()
+        .filter_map(|k| agg.sku_summary(k))
+        .map(|v| v.locations)
+        .sum();
+    assert_eq!(agg.pool_count(), walked);
     for (s, sku) in SKUS.iter().enumerate() {
         let sku_id = Sku::new(*sku).unwrap();
         let view = agg.sku(&sku_id);

@@ -135,6 +135,22 @@ fn generated(stores: usize, skus: usize) -> Result<serde_json::Value> {
     let t = Instant::now();
     let deficits = agg.deficits().len();
     let deficits_ms = t.elapsed().as_secs_f64() * 1e3;
+    // What the hub's dashboard and /metrics do under the aggregate's lock.
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let (first, _) = crate::daemon::hub::snapshot::first_skus(&agg, 200);
+    let select_ms = ms(t);
+    let t = Instant::now();
+    for sku in &first {
+        checksum = checksum.wrapping_add(agg.sku(sku).map_or(0, |v| v.total_on_hand));
+    }
+    let grid_ms = ms(t);
+    let t = Instant::now();
+    checksum = checksum.wrapping_add(agg.totals().on_hand);
+    let totals_ms = ms(t);
+    let t = Instant::now();
+    checksum = checksum.wrapping_add(agg.pool_count() as i64);
+    let pool_count_ms = ms(t);
     Ok(json!({
         "fed": "counter raises straight into the aggregate (no Automerge, no sync)",
         "stores": stores,
@@ -150,6 +166,12 @@ fn generated(stores: usize, skus: usize) -> Result<serde_json::Value> {
         "node_query_us": { "p50": percentile(&node_lat, 0.5), "p99": percentile(&node_lat, 0.99) },
         "deficits": deficits,
         "deficits_list_ms": deficits_ms,
+        "dashboard_ms": {
+            "first_200_skus_by_name": select_ms,
+            "200_sku_views_total": grid_ms,
+            "fleet_totals": totals_ms,
+            "pool_count_metrics_only": pool_count_ms,
+        },
         "checksum": checksum,
     }))
 }

@@ -385,7 +385,7 @@ struct RebalanceBody {
 /// Longest a rebalance waits for donors' answers.
 const MAX_REBALANCE_WAIT_MS: u64 = 30_000;
 
-async fn post_rebalance(
+pub(super) async fn post_rebalance(
     State(s): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {

@@ -7,12 +7,17 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+
+/// The cookie the dashboard keeps the token in (`GET /?token=` sets it);
+/// accepted on GET and HEAD requests only, so a cross-site form cannot use it.
+pub const TOKEN_COOKIE: &str = "stocksync_token";
 
 /// The token file's name in the data directory.
 pub const TOKEN_FILE: &str = "api.token";
@@ -112,14 +117,27 @@ pub fn load_or_create(dir: &Path) -> Result<Token, TokenError> {
     Ok(Token(hex))
 }
 
-/// Middleware: a request without `Authorization: Bearer <the token>` gets 401.
+/// The token in the request's [`TOKEN_COOKIE`], if any.
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+}
+
+/// Middleware: a request without `Authorization: Bearer <the token>` (or, on
+/// GET and HEAD, the [`TOKEN_COOKIE`] holding it) gets 401.
 pub async fn require(State(token): State<Token>, req: Request, next: Next) -> Response {
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     let given = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+        .or_else(|| cookie_token(req.headers()).filter(|_| read_only));
     match given {
         Some(g) if token.matches(g) => next.run(req).await,
         _ => ApiError::unauthorized().into_response(),

@@ -72,6 +72,7 @@ pub const CODES: &[(&str, u16, i32)] = &[
     ("not_durable", 500, 1),
     ("node_stopped", 503, 1),
     ("shutting_down", 503, 1),
+    ("too_many_clients", 503, 1),
     ("disk_full", 507, 1),
 ];
 

@@ -12,7 +12,7 @@
 //! - [`discovery`]: static peers, the hub and mDNS feeding the transport's dial targets.
 //! - [`fleet_api`]: a hub's enrolment and revocation routes.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
-//! - [`hub_api`]: a hub's `/v1/hub/...` routes and dashboard.
+//! - [`hub_api`]: a hub's `/v1/hub/...` routes and dashboard; [`hub`]: their handlers.
 //! - [`channel_api`]: online channels run inside a hub, and their routes
 //!   ([`channels`]: their nodes, handlers, status and metrics).
 
@@ -25,6 +25,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod fleet_api;
+pub mod hub;
 pub mod hub_api;
 pub mod metrics;
 pub mod network;

@@ -98,6 +98,10 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
     signal.await;
     // Stop accepting; in-flight requests (and their commits) finish, bounded.
     let _ = stop_tx.send(true);
+    // The dashboard's event streams never end by themselves: end them now.
+    if let Some(h) = &hub {
+        h.shutdown();
+    }
     match tokio::time::timeout(cfg.shutdown_grace(), server).await {
         Ok(Ok(Ok(()))) => info!("API closed; every request answered"),
         Ok(Ok(Err(e))) => warn!(error = %e, "API server failed"),
@@ -110,9 +114,6 @@ async fn serve_until_signal(dir: &Path, cfg: &Config, node: Node, token: Token) 
     let _ = timer.await;
     if let Some(c) = &channels {
         c.shutdown().await;
-    }
-    if let Some(h) = &hub {
-        h.shutdown();
     }
     network.shutdown().await;
     Ok(())

@@ -113,6 +113,8 @@ pub struct Aggregate {
     pub(super) legs: Vec<LegSlot>,
     /// (sku, location, node) of every share in deficit.
     pub(super) deficits: BTreeSet<(u32, u32, u32)>,
+    /// Pools (SKU × location) with at least one share row, kept as rows are inserted.
+    pub(super) pools: u64,
     dirty: Dirty,
 }
 
@@ -277,6 +279,11 @@ impl Aggregate {
         match rows.binary_search_by_key(&(loc, node), |r| (r.loc, r.node)) {
             Ok(i) => i,
             Err(i) => {
+                // Rows are sorted by location: a new pool has no neighbour at it.
+                let left = i.checked_sub(1).and_then(|j| rows.get(j));
+                if left.is_none_or(|r| r.loc != loc) && rows.get(i).is_none_or(|r| r.loc != loc) {
+                    self.pools += 1;
+                }
                 rows.insert(
                     i,
                     ShareRow {

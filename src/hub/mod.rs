@@ -15,6 +15,7 @@ mod records;
 mod store;
 mod view;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use thiserror::Error;
@@ -23,7 +24,9 @@ use tracing::error;
 pub use aggregate::{Aggregate, AggregateError};
 pub use records::{GrantKey, LegKey, LegRecord, NodeRecord, Records, ShareRecord};
 pub use store::{AggregateStore, AggregateStoreError, SqliteAggregateStore};
-pub use view::{DeficitView, LegView, LocationView, NodeView, RightsView, SkuView};
+pub use view::{
+    DeficitView, FleetTotals, LegView, LocationView, NodeView, RightsView, SkuSummary, SkuView,
+};
 
 use crate::error::NodeError;
 use crate::model::{NodeId, Role, Sku};
@@ -65,12 +68,16 @@ struct Inner {
     store: Box<dyn AggregateStore>,
     /// The last store failure, if the store is behind memory.
     store_error: Option<String>,
+    /// Store writes that failed since start.
+    store_failures: u64,
 }
 
 /// The delta sink the node calls under its lock.
 struct Sink {
     inner: Mutex<Inner>,
     me: NodeId,
+    /// Bumped after every batch applied: readers poll it to see a change.
+    generation: AtomicU64,
 }
 
 impl Sink {
@@ -137,8 +144,11 @@ impl DeltaSink for Sink {
                 // caught up from the replica's book.
                 error!(error = %e, "writing the hub aggregate failed");
                 g.store_error = Some(e.to_string());
+                g.store_failures = g.store_failures.saturating_add(1);
             }
         }
+        drop(g);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -162,8 +172,10 @@ impl Hub {
                 aggregate,
                 store: Box::new(store),
                 store_error: None,
+                store_failures: 0,
             }),
             me: node.id(),
+            generation: AtomicU64::new(0),
         });
         node.attach_delta_sink(sink.clone())?;
         Ok(Self { node, sink })
@@ -204,6 +216,16 @@ impl Hub {
             lag_ms,
             view,
         })
+    }
+
+    /// A number that changes after every batch the aggregate applied.
+    pub fn generation(&self) -> u64 {
+        self.sink.generation.load(Ordering::Acquire)
+    }
+
+    /// Store writes that failed since the hub started.
+    pub fn store_failures(&self) -> u64 {
+        self.sink.lock().store_failures
     }
 
     /// The last store failure, while the store is behind memory.

@@ -29,6 +29,38 @@ pub struct SkuView {
     pub transfers: Vec<LegView>,
 }
 
+/// One SKU's totals over the fleet (a row of the stock list).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SkuSummary {
+    /// The SKU.
+    pub sku: Sku,
+    /// On hand over every location.
+    pub total_on_hand: i64,
+    /// Held over every location.
+    pub total_held: i64,
+    /// Uncovered deficits over every location and node.
+    pub total_deficit: i64,
+    /// Units shipped and not yet received.
+    pub total_in_transit: i64,
+    /// Locations with a share of the SKU.
+    pub locations: u64,
+}
+
+/// The whole fleet's totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FleetTotals {
+    /// SKUs tracked.
+    pub skus: u64,
+    /// Share rows (pool × node).
+    pub shares: u64,
+    /// Units on hand.
+    pub on_hand: i64,
+    /// Uncovered deficit units.
+    pub deficit: i64,
+    /// Units in transit.
+    pub in_transit: i64,
+}
+
 /// One pool (SKU at a location).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LocationView {
@@ -49,7 +81,8 @@ pub struct LocationView {
 /// One node's rights in one pool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RightsView {
-    /// The node.
+    /// The node (hex in JSON).
+    #[serde(serialize_with = "hex_id")]
     pub node: NodeId,
     /// The pool's location.
     pub location: LocationId,
@@ -79,7 +112,8 @@ pub struct LegView {
 /// One node as the hub sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeView {
-    /// The node.
+    /// The node (hex in JSON).
+    #[serde(serialize_with = "hex_id")]
     pub node: NodeId,
     /// Its role, once known.
     pub role: Option<Role>,
@@ -102,7 +136,8 @@ pub struct DeficitView {
     pub sku: Sku,
     /// The location.
     pub location: LocationId,
-    /// The node.
+    /// The node (hex in JSON).
+    #[serde(serialize_with = "hex_id")]
     pub node: NodeId,
     /// Units consumed beyond its rights.
     pub deficit: i64,
@@ -241,8 +276,93 @@ impl Aggregate {
             .collect()
     }
 
+    /// One SKU's totals, without walking its rows' names (`None`: never seen).
+    pub fn sku_summary(&self, sku: &Sku) -> Option<SkuSummary> {
+        let slot = self.slots.get(self.skus.get(sku)? as usize)?;
+        Some(SkuSummary {
+            sku: sku.clone(),
+            total_on_hand: slot.totals.on_hand,
+            total_held: slot.totals.held,
+            total_deficit: slot.totals.deficit,
+            total_in_transit: slot.totals.in_transit,
+            locations: distinct_locations(slot),
+        })
+    }
+
+    /// The fleet's totals: one step per SKU (its totals are kept).
+    pub fn totals(&self) -> FleetTotals {
+        let mut t = FleetTotals {
+            skus: self.skus.len() as u64,
+            ..FleetTotals::default()
+        };
+        for slot in &self.slots {
+            t.shares += slot.shares.len() as u64;
+            t.on_hand = t.on_hand.saturating_add(slot.totals.on_hand);
+            t.deficit = t.deficit.saturating_add(slot.totals.deficit);
+            t.in_transit = t.in_transit.saturating_add(slot.totals.in_transit);
+        }
+        t
+    }
+
+    /// Pools (SKU × location) tracked (a kept count).
+    pub fn pool_count(&self) -> u64 {
+        self.pools
+    }
+
+    /// Every transfer leg with its SKU, by SKU then transfer.
+    pub fn legs(&self) -> Vec<(Sku, LegView)> {
+        let mut out = Vec::with_capacity(self.legs.len());
+        for leg in &self.legs {
+            let Some(k) = leg.key else { continue };
+            let names = (
+                self.skus.value(k.sku),
+                self.transfers.value(k.transfer),
+                self.locations.value(k.from),
+                self.locations.value(k.to),
+            );
+            if let (Some(sku), Some(transfer), Some(from), Some(to)) = names {
+                out.push((
+                    sku.clone(),
+                    LegView {
+                        transfer: transfer.clone(),
+                        from: from.clone(),
+                        to: to.clone(),
+                        shipped: leg.shipped,
+                        received: leg.received,
+                        in_transit: leg.in_transit(),
+                    },
+                ));
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1.transfer, &a.1.from).cmp(&(&b.0, &b.1.transfer, &b.1.from)));
+        out
+    }
+
+    /// How many SKUs the aggregate knows (names are never removed).
+    pub fn sku_count(&self) -> usize {
+        self.skus.len()
+    }
+
     /// Every SKU the aggregate knows, in id order.
     pub fn sku_names(&self) -> impl Iterator<Item = &Sku> {
         (0..self.skus.len() as u32).filter_map(|i| self.skus.value(i))
     }
+}
+
+/// Locations with a share in `slot` (its rows are sorted by location).
+fn distinct_locations(slot: &super::aggregate::SkuSlot) -> u64 {
+    let mut n = 0u64;
+    let mut last = None;
+    for r in &slot.shares {
+        if last != Some(r.loc) {
+            last = Some(r.loc);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A node id as hex in JSON, as everywhere else in the API.
+fn hex_id<S: serde::Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_hex())
 }
