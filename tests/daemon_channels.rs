@@ -241,6 +241,25 @@ fn start_hub(fleet: &Fleet, listen: SocketAddr, config: &Path) -> Daemon {
 }
 
 /// `GET /v1/hub/channels`: the channel named `id`.
+/// The first snapshot of the hub's dashboard stream that `want` accepts.
+fn snapshot_where(hub: &Daemon, want: impl Fn(&Value) -> bool) -> Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut r = agent
+        .get(format!("{}/v1/hub/events", hub.base))
+        .header("Authorization", format!("Bearer {}", hub.token))
+        .call()
+        .expect("the dashboard's event stream");
+    std::io::BufRead::lines(std::io::BufReader::new(r.body_mut().as_reader()))
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("data:").map(|d| d.trim().to_string()))
+        .filter_map(|d| serde_json::from_str::<Value>(&d).ok())
+        .find(|s| want(s))
+        .expect("the stream ended before a snapshot with the channels' rows")
+}
+
 fn channel(hub: &Daemon, id: &str) -> Value {
     let (code, v) = hub.get("/v1/hub/channels");
     assert_eq!(code, 200, "{v}");
@@ -340,6 +359,24 @@ fn a_realtime_channel_publishes_within_a_second_and_an_interval_channel_once_per
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["replayed"], true, "{body}");
     assert_eq!(held(&hub, "web", "TEE"), 3);
+
+    // The dashboard's event stream shows both channels and the web's last delivery.
+    let snap = snapshot_where(&hub, |s| {
+        let rows = s["channels"].as_array().cloned().unwrap_or_default();
+        let ids: Vec<&str> = rows.iter().filter_map(|r| r["id"].as_str()).collect();
+        ids == ["mkt", "web"]
+            && rows
+                .iter()
+                .any(|r| r["id"] == "web" && r["last_delivery_ms"].as_i64().is_some())
+    });
+    assert!(
+        snap["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["dead_letters"] == 0),
+        "{snap}"
+    );
 
     // Interval: right after a boundary, three orders; one update at the next
     // boundary, with the final value, and nothing in between.

@@ -49,9 +49,30 @@ pub trait ChannelRows {
 }
 
 impl ChannelRows for ChannelServices {
-    /// No channel runs yet: the channels' services fill this in.
+    /// Each channel running in the hub daemon, with its runner's status
+    /// (a channel whose runner is stopped shows its last error as such).
     fn channel_rows(&self) -> Vec<ChannelRow> {
-        Vec::new()
+        self.channels()
+            .map(|c| {
+                let id = c.config.id.as_str().to_string();
+                match self.status(&c.config.id) {
+                    Some(st) => ChannelRow {
+                        id,
+                        last_delivery_ms: st
+                            .last_delivery_ms
+                            .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+                        outbox_depth: st.outbox_depth as u64,
+                        dead_letters: st.dead_letters as u64,
+                        last_error: st.stopped.or(st.last_error),
+                    },
+                    None => ChannelRow {
+                        id,
+                        last_error: Some("stopped".into()),
+                        ..ChannelRow::default()
+                    },
+                }
+            })
+            .collect()
     }
 }
 
