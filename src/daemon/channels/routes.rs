@@ -40,6 +40,13 @@ struct RedriveBody {
 }
 
 fn services(s: &AppState) -> Result<&std::sync::Arc<ChannelServices>, ApiError> {
+    if s.node().meta().role != stocksync::model::Role::Hub {
+        // As the hub's other routes answer on a till or store.
+        return Err(ApiError::new(
+            "not_a_hub",
+            "channels run in a hub daemon; this node is not the hub",
+        ));
+    }
     s.channels()
         .ok_or_else(|| ApiError::new("not_found", "no channels run in this daemon"))
 }
