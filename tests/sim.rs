@@ -47,6 +47,7 @@ fn seeded_fleets_never_oversell_lose_nothing_and_converge() {
     let mut failures = Vec::new();
     let mut sum = SimReport::default();
     let (mut worst_converge, mut sqlite_seeds) = (0, 0);
+    let mut bytes = 0u64;
     for r in results {
         match r {
             Ok(r) => {
@@ -62,6 +63,16 @@ fn seeded_fleets_never_oversell_lose_nothing_and_converge() {
                 f.crash_before += r.faults.crash_before;
                 f.crash_after += r.faults.crash_after;
                 sum.crashes += r.crashes;
+                let (g, m) = (&mut sum.rebalance, &r.rebalance);
+                g.pulls += m.pulls;
+                g.orders += m.orders;
+                g.own_moves += m.own_moves;
+                g.units += m.units;
+                g.rebalances += m.rebalances;
+                g.borrows += m.borrows;
+                g.borrows_ok += m.borrows_ok;
+                g.quiet_grants += m.quiet_grants;
+                bytes += r.bytes;
                 sqlite_seeds += usize::from(r.sqlite_nodes > 0);
                 worst_converge = worst_converge.max(r.converge_ms);
             }
@@ -88,6 +99,21 @@ fn seeded_fleets_never_oversell_lose_nothing_and_converge() {
         f.crash_after,
         started.elapsed().as_secs_f64(),
         failures.len()
+    );
+    let g = &sum.rebalance;
+    eprintln!(
+        "rebalancing: {} grants answering pulls, {} obeying orders, {} own moves of managers ({} units), \
+         {} rebalances ordered, {} borrows of which {} sales went through on retry, {} grants after \
+         the heal before rights came to rest; {} MB sent",
+        g.pulls,
+        g.orders,
+        g.own_moves,
+        g.units,
+        g.rebalances,
+        g.borrows,
+        g.borrows_ok,
+        g.quiet_grants,
+        bytes >> 20
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let seeds = seeds as usize;

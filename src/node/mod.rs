@@ -20,6 +20,7 @@ mod status;
 mod writer;
 
 pub use counters::EventCount;
+pub use grant::{CommittedGrant, GrantSource};
 pub use group::Ticket;
 pub use manager::{HolderRow, MoveRow, PoolRebalance, RebalanceCommand, RebalanceReport};
 pub use outbox::Outgoing;
@@ -195,6 +196,9 @@ pub(crate) struct Shared {
     clock: Clock,
     /// Answers by event kind and outcome (for metrics).
     counters: counters::EventCounters,
+    /// Grants committed on the node's own initiative, while recording is on
+    /// ([`Node::record_grants`]); `None`: off.
+    grant_log: Mutex<Option<Vec<CommittedGrant>>>,
 }
 
 impl Shared {
@@ -364,6 +368,7 @@ impl Node {
                 max_batch: options.max_batch.max(1),
                 clock,
                 counters: counters::EventCounters::default(),
+                grant_log: Mutex::new(None),
             }),
         })
     }
@@ -497,7 +502,11 @@ impl Node {
         };
         for g in grants {
             let result = match g.event() {
-                Some(req) => self.submit(req).wait(),
+                Some(req) => {
+                    let result = self.submit(req.clone()).wait();
+                    self.shared.log_grant(g.source(), g.asker, req, &result);
+                    result
+                }
                 None => Err(NodeError::Stopped),
             };
             let answer = self.shared.core().rights.grant_done(&g, &result);
