@@ -1,6 +1,8 @@
 //! Seeded fleet simulations with faults: no oversell beyond the deficits
 //! recorded, no lost or doubled event, convergence to the checker's own model
-//! after heal. A failure prints its seed and a replay command.
+//! after heal; with every node running the rights exchange, no over-grant,
+//! rights conserved and at rest after the heal. A failure prints its seed and
+//! a replay command.
 //!
 //! `STOCKSYNC_SIM_SEEDS` sets how many seeds run (default 1000; the long mode
 //! runs 10,000 or more), `STOCKSYNC_SIM_FIRST` the first seed.
@@ -132,6 +134,10 @@ fn seeded_fleets_never_oversell_lose_nothing_and_converge() {
         assert!(c.repeats_replayed > 0 && c.deficits > 0 && c.durable_unacked > 0);
         assert!(f.disk > 0 && f.crash_before > 0 && f.crash_after > 0);
         assert!(sqlite_seeds > 0);
+        // Rights moved every way the exchange moves them.
+        let g = &sum.rebalance;
+        assert!(g.pulls > 0 && g.orders > 0 && g.own_moves > 0, "{g:?}");
+        assert!(g.borrows_ok > 0 && g.quiet_grants > 0, "{g:?}");
     }
 }
 
@@ -167,6 +173,8 @@ fn a_seed_replays_identically() {
                 r.faults.disk + r.faults.crash_before + r.faults.crash_after,
                 r.converge_ms,
                 r.bytes,
+                (r.rebalance.pulls, r.rebalance.orders, r.rebalance.own_moves),
+                (r.rebalance.units, r.rebalance.borrows_ok),
             )
         };
         assert_eq!(key(&a), key(&b), "seed {seed}");

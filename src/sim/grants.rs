@@ -54,6 +54,9 @@ pub struct GrantCheck {
     requests: HashMap<(NodeId, NodeId, u64), (u64, u64)>,
     /// The floor every donor keeps (the run's fixed setting).
     floor: i64,
+    /// Once the workload stopped and the network healed: the grants made
+    /// since, as (pool, donor, receiver).
+    pub quiet: Option<Vec<(PoolKey, NodeId, NodeId)>>,
     /// What was counted.
     pub counts: RebalanceCounts,
 }
@@ -65,6 +68,7 @@ impl GrantCheck {
             pending: vec![Vec::new(); nodes],
             requests: HashMap::new(),
             floor,
+            quiet: None,
             counts: RebalanceCounts::default(),
         }
     }
@@ -147,10 +151,12 @@ impl GrantCheck {
             if o.replayed {
                 match model.applied(&me, &req.id) {
                     Some((first, _)) if first == req => continue,
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "{name} answered its grant {} `replayed`, but the model never applied it",
                         req.id
-                    )),
+                    ))
+                    }
                 }
             }
             let before = total(model, &req.pool);
@@ -166,6 +172,22 @@ impl GrantCheck {
             }
             let qty = req.qty.get();
             self.counts.units += qty;
+            if let (Some(quiet), crate::model::EventKind::Grant { to }) =
+                (&mut self.quiet, &req.kind)
+            {
+                // With no sales, a holder that gave never needs rights back.
+                if quiet
+                    .iter()
+                    .any(|(p, from, back)| p == &req.pool && *from == *to && *back == me)
+                {
+                    return Err(format!(
+                        "ping-pong: {name} granted {qty} of {} back to {}, which granted it rights there after the heal",
+                        req.pool,
+                        world.index_of(to).map_or_else(|| to.to_string(), |a| world.nodes[a].meta.name.clone())
+                    ));
+                }
+                quiet.push((req.pool.clone(), me, *to));
+            }
             let asked = match g.source {
                 GrantSource::Pull { request, asked } => {
                     self.counts.pulls += 1;
