@@ -68,7 +68,7 @@ impl Shared {
                 source,
                 asker,
                 request,
-                result: result.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
+                result: result.as_ref().cloned().map_err(|e| e.to_string()),
             });
         }
     }
