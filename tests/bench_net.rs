@@ -113,12 +113,21 @@ fn bench_net_reports_every_figure() {
     assert!(num(&report, "payload_bytes_per_sale_to_hub") > 50.0);
 }
 
-/// `stocksync bench rebalance --samples 20 --json`: every timed sale borrowed
-/// and succeeded, with sane summaries (times printed, never asserted).
+/// `stocksync bench rebalance --samples 20 --skus 200 --json`: every timed
+/// sale borrowed and succeeded, every move of the store's rebalance granted,
+/// with sane summaries (times printed, never asserted).
 #[test]
 fn bench_rebalance_reports_every_borrowed_sale() {
     let out = Command::new(BIN)
-        .args(["bench", "rebalance", "--samples", "20", "--json"])
+        .args([
+            "bench",
+            "rebalance",
+            "--samples",
+            "20",
+            "--skus",
+            "200",
+            "--json",
+        ])
         .output()
         .expect("run bench rebalance");
     assert!(
@@ -136,5 +145,18 @@ fn bench_rebalance_reports_every_borrowed_sale() {
     for p in ["borrow_sale", "local_sale"] {
         let f = |k: &str| v[format!("{p}_{k}")].as_f64().unwrap_or(-1.0);
         assert!(f("p50_us") > 0.0 && f("p50_us") <= f("p99_us"), "{v}");
+    }
+    // The store's rebalance: 60 of each SKU, 30 on the store and 30 on
+    // till-1, evened to 10 a holder: 4 moves of 10 per SKU, all granted.
+    assert_eq!(v["store_skus"], 200, "{v}");
+    assert_eq!(v["store_rebalance_moves"], 800, "{v}");
+    assert_eq!(v["store_rebalance_moves_not_granted"], 0, "{v}");
+    assert_eq!(v["store_rebalance_units"], 8000, "{v}");
+    for k in [
+        "store_rebalance_settle_ms",
+        "store_rebalance_udp_bytes",
+        "baseline_grants_udp_bytes",
+    ] {
+        assert!(v[k].as_f64().unwrap_or(0.0) > 0.0, "{k}: {v}");
     }
 }

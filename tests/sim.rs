@@ -1,6 +1,8 @@
 //! Seeded fleet simulations with faults: no oversell beyond the deficits
 //! recorded, no lost or doubled event, convergence to the checker's own model
-//! after heal. A failure prints its seed and a replay command.
+//! after heal; with every node running the rights exchange, no over-grant,
+//! rights conserved and at rest after the heal. A failure prints its seed and
+//! a replay command.
 //!
 //! `STOCKSYNC_SIM_SEEDS` sets how many seeds run (default 1000; the long mode
 //! runs 10,000 or more), `STOCKSYNC_SIM_FIRST` the first seed.
@@ -47,6 +49,7 @@ fn seeded_fleets_never_oversell_lose_nothing_and_converge() {
     let mut failures = Vec::new();
     let mut sum = SimReport::default();
     let (mut worst_converge, mut sqlite_seeds) = (0, 0);
+    let mut bytes = 0u64;
     for r in results {
         match r {
             Ok(r) => {
@@ -62,6 +65,16 @@ fn seeded_fleets_never_oversell_lose_nothing_and_converge() {
                 f.crash_before += r.faults.crash_before;
                 f.crash_after += r.faults.crash_after;
                 sum.crashes += r.crashes;
+                let (g, m) = (&mut sum.rebalance, &r.rebalance);
+                g.pulls += m.pulls;
+                g.orders += m.orders;
+                g.own_moves += m.own_moves;
+                g.units += m.units;
+                g.rebalances += m.rebalances;
+                g.borrows += m.borrows;
+                g.borrows_ok += m.borrows_ok;
+                g.quiet_grants += m.quiet_grants;
+                bytes += r.bytes;
                 sqlite_seeds += usize::from(r.sqlite_nodes > 0);
                 worst_converge = worst_converge.max(r.converge_ms);
             }
@@ -89,6 +102,21 @@ fn seeded_fleets_never_oversell_lose_nothing_and_converge() {
         started.elapsed().as_secs_f64(),
         failures.len()
     );
+    let g = &sum.rebalance;
+    eprintln!(
+        "rebalancing: {} grants answering pulls, {} obeying orders, {} own moves of managers ({} units), \
+         {} rebalances ordered, {} borrows of which {} sales went through on retry, {} grants after \
+         the heal before rights came to rest; {} MB sent",
+        g.pulls,
+        g.orders,
+        g.own_moves,
+        g.units,
+        g.rebalances,
+        g.borrows,
+        g.borrows_ok,
+        g.quiet_grants,
+        bytes >> 20
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let seeds = seeds as usize;
     assert!(
@@ -106,6 +134,10 @@ fn seeded_fleets_never_oversell_lose_nothing_and_converge() {
         assert!(c.repeats_replayed > 0 && c.deficits > 0 && c.durable_unacked > 0);
         assert!(f.disk > 0 && f.crash_before > 0 && f.crash_after > 0);
         assert!(sqlite_seeds > 0);
+        // Rights moved every way the exchange moves them.
+        let g = &sum.rebalance;
+        assert!(g.pulls > 0 && g.orders > 0 && g.own_moves > 0, "{g:?}");
+        assert!(g.borrows_ok > 0 && g.quiet_grants > 0, "{g:?}");
     }
 }
 
@@ -141,6 +173,8 @@ fn a_seed_replays_identically() {
                 r.faults.disk + r.faults.crash_before + r.faults.crash_after,
                 r.converge_ms,
                 r.bytes,
+                (r.rebalance.pulls, r.rebalance.orders, r.rebalance.own_moves),
+                (r.rebalance.units, r.rebalance.borrows_ok),
             )
         };
         assert_eq!(key(&a), key(&b), "seed {seed}");

@@ -492,11 +492,18 @@ pub enum BenchKind {
         offline_sales: u64,
     },
     /// Real QUIC on loopback: a till out of rights borrows one unit from its
-    /// LAN peer and the sale succeeds, against a local sale (baseline).
+    /// LAN peer and the sale succeeds, against a local sale (baseline); then
+    /// a manager's rebalance of a store and its tills (time to settle, bytes).
     Rebalance {
         /// Sales timed (each borrows).
         #[arg(long, default_value_t = 500)]
         samples: u64,
+        /// Tills of the rebalanced store.
+        #[arg(long, default_value_t = 5)]
+        tills: usize,
+        /// SKUs of the rebalanced store.
+        #[arg(long, default_value_t = 10_000)]
+        skus: usize,
     },
     /// Real daemons on loopback: an online order, and a till's grant to the
     /// channel over QUIC, until the channel's webhook has the new available,

@@ -276,7 +276,11 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 bench_net::run(&params, cli.json)
             }
-            BenchKind::Rebalance { samples } => bench_net::rebalance::run(*samples, cli.json),
+            BenchKind::Rebalance {
+                samples,
+                tills,
+                skus,
+            } => bench_net::rebalance::run(*samples, *tills, *skus, cli.json),
             BenchKind::Hub { stores, skus } => bench_hub::run(*stores, *skus, cli.json),
             BenchKind::Channel { samples } => bench_channel::run_bench(*samples, cli.json),
         },

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::grant;
+use super::grant::{self, CommittedGrant, GrantSource};
 use super::rights::RightsStats;
 use super::{writer, Core, Node, Shared};
 use crate::error::{EventError, NodeError};
-use crate::model::{EventOutcome, EventRequest, NodeId};
+use crate::model::{EventOutcome, EventRequest, NodeId, PoolKey};
 use crate::rebalance::{RightsAnswer, RightsRequest};
 use crate::sync::message::{self, Message};
 
@@ -54,6 +54,25 @@ impl Shared {
         }
     }
 
+    /// Keeps a grant the node committed by itself, if recording is on.
+    pub(super) fn log_grant(
+        &self,
+        source: GrantSource,
+        asker: NodeId,
+        request: EventRequest,
+        result: &Result<EventOutcome, NodeError>,
+    ) {
+        let mut log = self.grant_log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(log) = log.as_mut() {
+            log.push(CommittedGrant {
+                source,
+                asker,
+                request,
+                result: result.as_ref().cloned().map_err(|e| e.to_string()),
+            });
+        }
+    }
+
     /// The connected peers, as the engine knows them.
     pub(super) fn peers(core: &Core) -> Vec<NodeId> {
         core.engine.peers().copied().collect()
@@ -64,6 +83,54 @@ impl Node {
     /// Counters of the rights exchange (requests, grants, rights moved).
     pub fn rights_stats(&self) -> RightsStats {
         self.shared.core().rights.stats()
+    }
+
+    /// Starts recording the grants this node commits by itself (answers to
+    /// peers' requests and orders, its own rebalance moves), for an auditor
+    /// such as the simulator's checker; drain them with [`Node::take_grants`].
+    pub fn record_grants(&self) {
+        let mut log = self
+            .shared
+            .grant_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        log.get_or_insert_with(Vec::new);
+    }
+
+    /// The grants committed by the node itself since the last call (empty
+    /// unless [`Node::record_grants`] was called), in commit order.
+    pub fn take_grants(&self) -> Vec<CommittedGrant> {
+        let mut log = self
+            .shared
+            .grant_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Makes the ids of this node's rights requests and rebalance grants
+    /// follow from `seed` (deterministic runs: the simulator gives each start
+    /// of a node another seed). A node draws them at random otherwise.
+    pub fn seed_request_ids(&self, seed: u64) {
+        self.shared.core().rights.seed_ids(seed);
+    }
+
+    /// Asks connected peers for `need` more rights in `pool` now (what a
+    /// borrow does before it waits, for a caller that waits by itself, such as
+    /// the simulator's clock); returns the requests sent (0 when a round is
+    /// already open, no peer is connected, or nothing is needed).
+    pub fn pull(&self, pool: &PoolKey, need: u64) -> usize {
+        let now = self.shared.now();
+        let mut core = self.shared.core();
+        let peers = Shared::peers(&core);
+        let Core { writer, rights, .. } = &mut *core;
+        let Some(replica) = writer.replica() else {
+            return 0;
+        };
+        let asks = rights.pull(pool, need, replica, &peers, now);
+        let n = asks.len();
+        self.shared.send_requests(asks);
+        n
     }
 
     /// Borrows `need` rights for `req` from connected peers, waiting up to the

@@ -4,9 +4,46 @@
 
 use tracing::info;
 
-use crate::model::{EventId, EventKind, EventRequest, NodeId, PoolKey, Quantity};
+use crate::model::{EventId, EventKind, EventOutcome, EventRequest, NodeId, PoolKey, Quantity};
 use crate::rebalance::{AskOutcome, BorrowAnswer, BorrowReport, RightsRequest, Round};
 use crate::replica::Replica;
+
+/// Why the node committed a grant on its own initiative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantSource {
+    /// Answering a peer's request for rights (an automatic pull or a borrow).
+    Pull {
+        /// The asker's request id.
+        request: u64,
+        /// Units the asker asked for.
+        asked: u64,
+    },
+    /// Obeying a manager's order (a peer's rebalance).
+    Order {
+        /// The order's request id.
+        request: u64,
+        /// Units the manager ordered.
+        asked: u64,
+    },
+    /// This node's own move in a rebalance it ran ([`super::Node::rebalance`]).
+    Rebalance,
+}
+
+/// A grant the node committed by itself, not asked by its caller: what it
+/// submitted and the writer's answer (an auditor's view of the exchange; see
+/// [`super::Node::record_grants`]).
+#[derive(Clone, Debug)]
+pub struct CommittedGrant {
+    /// Why it was made.
+    pub source: GrantSource,
+    /// Who asked (the receiver, a manager, or this node itself).
+    pub asker: NodeId,
+    /// The `grant` event submitted.
+    pub request: EventRequest,
+    /// Its answer: applied (or replayed), else the error's message (refused,
+    /// or failed in storage).
+    pub result: Result<EventOutcome, String>,
+}
 
 /// A grant decided for a peer, to be committed outside the node's lock.
 #[derive(Clone, Debug)]
@@ -20,6 +57,15 @@ pub(crate) struct PendingGrant {
 }
 
 impl PendingGrant {
+    /// Why this grant is made, for [`CommittedGrant`].
+    pub(crate) fn source(&self) -> GrantSource {
+        let (request, asked) = (self.request.id, self.request.qty);
+        match self.request.to {
+            Some(_) => GrantSource::Order { request, asked },
+            None => GrantSource::Pull { request, asked },
+        }
+    }
+
     /// The grant event: its id is fixed by the asker and its request id,
     /// so a repeated request can never grant twice.
     pub(crate) fn event(&self) -> Option<EventRequest> {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::grant::GrantSource;
 use super::{Core, Node, Shared};
 use crate::error::NodeError;
 use crate::model::{
@@ -140,13 +141,14 @@ impl Node {
             return Ok(report);
         }
         let me = self.id();
+        let nonce = self.shared.core().rights.fresh_id();
         // Own grants: submitted together, so they share group commits.
         let mut local = Vec::new();
         let mut orders = Vec::new();
         for (n, w) in work.iter().enumerate() {
             let pool = PoolKey::new(cmd.location.clone(), report.pools[w.pool].sku.clone());
             if w.from == me {
-                let id = EventId::new(format!("rebalance-{:x}-{n}", started_nonce()))
+                let id = EventId::new(format!("rebalance-{nonce:x}-{n}"))
                     .map_err(|e| NodeError::Event(e.into()))?;
                 let qty = Quantity::new(w.qty).map_err(|e| NodeError::Event(e.into()))?;
                 let mut req = EventRequest::new(
@@ -157,7 +159,7 @@ impl Node {
                     EventKind::Grant { to: w.to },
                 );
                 req.reference = Some("manager rebalance".into());
-                local.push((n, self.submit(req)));
+                local.push((n, req.clone(), self.submit(req)));
             } else {
                 let req = self.shared.core().rights.order(w.from, &pool, w.to, w.qty);
                 orders.push((n, req.id));
@@ -165,8 +167,11 @@ impl Node {
             }
         }
         let mut outcomes: Vec<(u64, String)> = vec![(0, "no_answer".into()); work.len()];
-        for (n, ticket) in local {
-            outcomes[n] = match ticket.wait() {
+        for (n, req, ticket) in local {
+            let result = ticket.wait();
+            self.shared
+                .log_grant(GrantSource::Rebalance, me, req, &result);
+            outcomes[n] = match result {
                 Ok(o) => (o.qty, "granted".into()),
                 Err(e) => (0, e.to_string()),
             };
@@ -203,18 +208,6 @@ impl Node {
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
-}
-
-/// A per-call tag for the ids of a rebalance's own grants.
-fn started_nonce() -> u64 {
-    let mut b = [0u8; 8];
-    // Only uniqueness across calls matters; on failure the clock is used.
-    if getrandom::fill(&mut b).is_err() {
-        return std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-    }
-    u64::from_le_bytes(b)
 }
 
 /// Plans every pool of the command under the node's lock.

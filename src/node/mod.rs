@@ -22,6 +22,7 @@ mod writer;
 
 pub use allocation::{AllocationCommand, AllocationReport, GrantRow, PoolAllocation};
 pub use counters::EventCount;
+pub use grant::{CommittedGrant, GrantSource};
 pub use group::Ticket;
 pub use manager::{HolderRow, MoveRow, PoolRebalance, RebalanceCommand, RebalanceReport};
 pub use outbox::Outgoing;
@@ -197,6 +198,9 @@ pub(crate) struct Shared {
     clock: Clock,
     /// Answers by event kind and outcome (for metrics).
     counters: counters::EventCounters,
+    /// Grants committed on the node's own initiative, while recording is on
+    /// ([`Node::record_grants`]); `None`: off.
+    grant_log: Mutex<Option<Vec<CommittedGrant>>>,
 }
 
 impl Shared {
@@ -372,6 +376,7 @@ impl Node {
                 max_batch: options.max_batch.max(1),
                 clock,
                 counters: counters::EventCounters::default(),
+                grant_log: Mutex::new(None),
             }),
         })
     }
@@ -509,7 +514,11 @@ impl Node {
         };
         for g in grants {
             let result = match g.event() {
-                Some(req) => self.submit(req).wait(),
+                Some(req) => {
+                    let result = self.submit(req.clone()).wait();
+                    self.shared.log_grant(g.source(), g.asker, req, &result);
+                    result
+                }
                 None => Err(NodeError::Stopped),
             };
             let answer = self.shared.core().rights.grant_done(&g, &result);

@@ -97,6 +97,16 @@ impl RightsDesk {
         }
     }
 
+    /// Request ids follow from `seed` from now on.
+    pub(crate) fn seed_ids(&mut self, seed: u64) {
+        self.next_id = seed | 1;
+    }
+
+    /// A fresh id from the request id sequence (a rebalance's own grants).
+    pub(crate) fn fresh_id(&mut self) -> u64 {
+        id_source(&mut self.next_id)()
+    }
+
     pub(crate) fn stats(&self) -> RightsStats {
         RightsStats {
             stray_answers: self.rounds.stray_answers,

@@ -6,9 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::adversary::Adversary;
 use super::effect::Tally;
+use super::grants::GrantCheck;
 use super::model::{Answered, Model, View};
 use super::world::World;
-use crate::error::NodeError;
+use crate::error::{EventError, NodeError};
 use crate::model::{EventId, EventOutcome, EventRequest, NodeId, PoolKey, Position, ReservationId};
 
 /// What the checker counted.
@@ -46,6 +47,11 @@ pub struct Checker {
     pub retryable: Vec<Vec<EventRequest>>,
     /// What was counted.
     pub counts: Counts,
+    /// The grants nodes made by themselves, learned and checked.
+    pub grants: GrantCheck,
+    /// Strict consumptions refused for want of rights since the last look:
+    /// node, request, units short (the run may borrow and retry them).
+    pub short: Vec<(usize, EventRequest, u64)>,
 }
 
 impl Checker {
@@ -63,6 +69,8 @@ impl Checker {
             submitted: vec![BTreeSet::new(); n],
             retryable: vec![Vec::new(); n],
             counts: Counts::default(),
+            grants: GrantCheck::new(n, super::rebalancing::floor(&world.options.rebalance)),
+            short: Vec::new(),
         }
     }
 
@@ -96,6 +104,7 @@ impl Checker {
         i: usize,
         reqs: Vec<EventRequest>,
     ) -> Result<(), String> {
+        self.learn(world)?;
         if world.nodes[i].live.is_none() {
             return Ok(());
         }
@@ -133,7 +142,18 @@ impl Checker {
                     let earlier = first_in_group.get(&req.id);
                     self.counts.repeats_replayed += usize::from(earlier.is_some());
                 }
-                Answered::Refused => self.counts.refused += 1,
+                Answered::Refused => {
+                    self.counts.refused += 1;
+                    if let Err(NodeError::Event(EventError::InsufficientRights {
+                        available,
+                        requested,
+                        ..
+                    })) = answer
+                    {
+                        let need = requested.saturating_sub((*available).max(0) as u64);
+                        self.short.push((i, req.clone(), need));
+                    }
+                }
                 Answered::Failed => self.counts.failed += 1,
             }
             if matches!(verdict, Answered::Applied | Answered::Failed) {
@@ -157,9 +177,15 @@ impl Checker {
         Ok(())
     }
 
-    /// Node `i` restarted: counts what its dead groups made durable, then
-    /// checks it holds exactly what it committed.
+    /// Learns the grants the nodes made by themselves since the last call.
+    pub fn learn(&mut self, world: &mut World) -> Result<(), String> {
+        self.grants.learn(&mut self.model, world)
+    }
+
+    /// Node `i` restarted: counts what its dead groups (and the grants of its
+    /// last life) made durable, then checks it holds exactly what it committed.
     pub fn restarted(&mut self, world: &World, i: usize) -> Result<(), String> {
+        self.grants.restarted(&mut self.model, world, i)?;
         let node = &world.nodes[i];
         for Pending { mut view, requests } in std::mem::take(&mut self.pending[i]) {
             let context = |e: String| {

@@ -124,10 +124,13 @@ pub fn build(config: &SimConfig) -> Result<World, String> {
                 max_parked: 32,
                 ..crate::sync::SyncConfig::default()
             },
+            rebalance: config.rebalance.clone(),
             ..NodeOptions::default()
         },
         faults: FaultCounts::default(),
         dir,
+        grants: Vec::new(),
+        seed: config.seed,
     })
 }
 

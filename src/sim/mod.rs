@@ -7,6 +7,11 @@
 //! exact oversell bound under `strict` and `record`, the deficit each event
 //! must record, that nothing acknowledged is lost and nothing is applied
 //! twice, and that every replica converges to the model after the network heals.
+//!
+//! Every node runs the rights exchange ([`rebalancing`]): the checker learns
+//! each grant a node makes by itself from the node's report and checks it
+//! ([`grants`]): no over-grant, floors kept, rights conserved, and rights at
+//! rest once the network heals.
 
 pub mod adversary;
 pub mod check;
@@ -14,9 +19,11 @@ pub mod disk;
 pub mod effect;
 pub mod faults;
 pub mod fleet;
+pub mod grants;
 pub mod mesh;
 pub mod model;
 pub mod net;
+pub mod rebalancing;
 pub mod rng;
 pub mod workload;
 pub mod world;
@@ -26,6 +33,7 @@ use std::fmt;
 use adversary::Adversary;
 use check::{Checker, Counts};
 use net::NetConfig;
+use rebalancing::Borrows;
 use world::{FaultCounts, World};
 
 pub use crate::escrow::flaw::RuleFlaw;
@@ -65,6 +73,10 @@ pub struct SimConfig {
     pub attacker: bool,
     /// Per step: probability the attacker acts (each of its three kinds).
     pub attack: f64,
+    /// The nodes' rights exchange ([`rebalancing::settings`]).
+    pub rebalance: crate::rebalance::RebalanceSettings,
+    /// Per step: probability a store's or the hub's manager orders a rebalance.
+    pub manager_rebalance: f64,
 }
 
 impl SimConfig {
@@ -94,6 +106,8 @@ impl SimConfig {
             flaw: None,
             attacker: seed % 2 == 1,
             attack: 0.2,
+            rebalance: rebalancing::settings(),
+            manager_rebalance: 0.04,
         }
     }
 
@@ -122,6 +136,8 @@ pub struct SimReport {
     pub attacks: adversary::AttackCounts,
     /// Refusals of the attacker's messages reported by honest nodes.
     pub attacks_refused: usize,
+    /// Grants, rebalances and borrows the run made.
+    pub rebalance: grants::RebalanceCounts,
 }
 
 /// A failing run: everything needed to replay it.
@@ -186,6 +202,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
         attacker.as_mut(),
     );
     report.counts = check.counts;
+    report.rebalance = check.grants.counts;
     report.attacks = attacker.map(|a| a.counts).unwrap_or_default();
     report.attacks_refused = world.attacks_refused;
     report.faults = world.faults;
@@ -211,15 +228,23 @@ fn simulate(
     }
     fleet::stock_up(world, check)?;
     check.model.invariant()?;
+    let mut borrows = Borrows::default();
     for step in 0..config.steps {
         let until = world.now + config.step_ms;
         world.advance(until);
+        check.learn(world)?;
         fleet::step(world, check, config, &mut report.crashes)?;
         for i in 0..world.nodes.len() {
             check.own_state(world, i)?;
         }
+        grants::conserved(world)?;
         if let Some(g) = workload::next(world, step, &check.retryable) {
             check.group(world, g.node, g.requests)?;
+        }
+        borrows.start(world, check);
+        borrows.retry(world, check)?;
+        if world.rng.chance(config.manager_rebalance) {
+            rebalancing::manager(world, check, workload::SKUS)?;
         }
         check.model.invariant()?;
         if let Some(a) = attacker.as_deref_mut() {
@@ -230,6 +255,7 @@ fn simulate(
     // Heal: no more store faults, every link back, every node up, old
     // messages replayed once more.
     let healed_at = world.now;
+    check.learn(world)?;
     world.disarm_all();
     for (a, b) in world.net.cut_links() {
         world.net.heal(a, b);
@@ -247,15 +273,46 @@ fn simulate(
     if let Some(a) = attacker.as_deref_mut() {
         a.equivocate(world);
     }
+    converge(config, world, check, attacker.as_deref(), healed_at)?;
+    report.converge_ms = world.now - healed_at;
+    check.model.invariant()?;
+    grants::conserved(world)?;
+    // No ping-pong: rights come to rest, then every replica agrees again.
+    rebalancing::quiet(world, check)?;
+    let quiet_at = world.now;
+    converge(config, world, check, attacker.as_deref(), quiet_at)?;
+    if let Some(r) = world.rejected.first() {
+        return Err(format!("an honest change was rejected: {r}"));
+    }
+    check.replicas_match(world)?;
+    check.forks(world, attacker.as_deref())?;
+    for i in 0..world.nodes.len() {
+        check.own_state(world, i)?;
+    }
+    check.model.invariant()?;
+    grants::conserved(world)?;
+    check.journals(world)
+}
+
+/// Runs the world until every live node holds every writer's latest change
+/// and exactly the forks the run made, at most `converge_within_ms` after `from`.
+fn converge(
+    config: &SimConfig,
+    world: &mut World,
+    check: &mut Checker,
+    attacker: Option<&Adversary>,
+    from: u64,
+) -> Result<(), String> {
     loop {
+        check.learn(world)?;
         let mut lagging = Checker::lagging(world);
-        if let Err(e) = check.forks(world, attacker.as_deref()) {
+        if let Err(e) = check.forks(world, attacker) {
             lagging.push(e);
         }
         if lagging.is_empty() {
-            break;
+            return Ok(());
         }
-        if world.now > healed_at + config.converge_within_ms {
+        if world.now > from + config.converge_within_ms {
             return Err(format!(
                 "no convergence within {} ms of the heal: {}",
                 config.converge_within_ms,
@@ -265,14 +322,4 @@ fn simulate(
         let until = world.now + 50;
         world.advance(until);
     }
-    report.converge_ms = world.now - healed_at;
-    if let Some(r) = world.rejected.first() {
-        return Err(format!("an honest change was rejected: {r}"));
-    }
-    check.replicas_match(world)?;
-    check.forks(world, attacker.as_deref())?;
-    for i in 0..world.nodes.len() {
-        check.own_state(world, i)?;
-    }
-    check.journals(world)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::disk::{Disk, RunDir, SimStore};
 use super::faults::{Fault, FaultKind, FaultyStore};
+use super::grants::{tallies, GrantBatch};
 use super::net::{Delivery, Network};
 use super::rng::SimRng;
 use crate::error::{NodeError, StoreError};
@@ -29,6 +30,8 @@ pub struct SimNode {
     /// This node's clock minus the global clock.
     pub skew_ms: i64,
     clock: Arc<AtomicI64>,
+    /// Starts so far (each seeds the node's request ids differently).
+    boots: u64,
 }
 
 impl SimNode {
@@ -57,6 +60,7 @@ impl SimNode {
             store: None,
             skew_ms,
             clock: Arc::new(AtomicI64::new(0)),
+            boots: 0,
         }
     }
 
@@ -65,8 +69,10 @@ impl SimNode {
         (now as i64 + self.skew_ms).max(0) as u64
     }
 
-    /// (Re)starts the node from what its disk holds.
-    pub fn boot(&mut self, options: &NodeOptions) -> Result<(), StoreError> {
+    /// (Re)starts the node from what its disk holds. Its self-made grants are
+    /// recorded for the checker, and its request ids follow from `run_seed`,
+    /// its identity and how many times it started (unique across restarts).
+    pub fn boot(&mut self, options: &NodeOptions, run_seed: u64) -> Result<(), StoreError> {
         let clock = self.clock.clone();
         let store = FaultyStore::new(self.disk.open(&self.meta)?);
         let node = Node::start(
@@ -76,6 +82,15 @@ impl SimNode {
             options.clone(),
             Arc::new(move || clock.load(Ordering::Relaxed)),
         )?;
+        node.record_grants();
+        self.boots += 1;
+        let mut ids = super::rng::SimRng::new(
+            run_seed ^ u64::from_le_bytes(self.seed[..8].try_into().unwrap_or_default()),
+        );
+        for _ in 0..self.boots {
+            ids.range(0, 1 << 62);
+        }
+        node.seed_request_ids(ids.range(0, 1 << 62));
         self.live = Some(node);
         self.store = Some(store);
         Ok(())
@@ -139,6 +154,10 @@ pub struct World {
     pub faults: FaultCounts,
     /// The run's directory for SQLite nodes (removed last, when the world drops).
     pub dir: Option<RunDir>,
+    /// Grants the nodes made by themselves, not yet learned by the checker.
+    pub grants: Vec<GrantBatch>,
+    /// The run's seed.
+    pub seed: u64,
 }
 
 impl World {
@@ -159,8 +178,20 @@ impl World {
         let r = f(live);
         let sends = live.take_sends();
         let events = live.take_events();
+        let grants = live.take_grants();
         let store = node.store.as_ref()?;
         let (fired, crashed) = (store.take_fired(), store.crashed());
+        if !grants.is_empty() {
+            let after = match crashed {
+                true => None,
+                false => tallies(self, i, grants.iter().map(|g| &g.request.pool)).ok(),
+            };
+            self.grants.push(GrantBatch {
+                node: i,
+                grants,
+                after,
+            });
+        }
         for fault in fired {
             match fault.kind {
                 FaultKind::DiskFailure => self.faults.disk += 1,
@@ -288,7 +319,7 @@ impl World {
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         let options = self.options.clone();
         self.nodes[i]
-            .boot(&options)
+            .boot(&options, self.seed)
             .map_err(|e| format!("{} does not restart: {e}", self.nodes[i].meta.name))?;
         // First start: the node is enrolled (HQ's roster installed).
         if let (Some(roster), Some(node)) = (&self.roster, &self.nodes[i].live) {

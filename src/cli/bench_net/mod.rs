@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 mod fleet;
 mod load;
 pub mod rebalance;
+mod rebalance_store;
 
 use super::bench_local::{hist, summary};
 use fleet::{loopback, start, Fleet, Live, Peer};

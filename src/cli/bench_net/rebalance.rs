@@ -3,6 +3,8 @@
 //! finds the till with no rights, so it borrows exactly the one unit it
 //! sells; the baseline in the same run is the same sale on the peer, which
 //! holds rights (a durable local sale), and the link's QUIC round trip.
+//! Then a store manager's rebalance of a store and its tills
+//! ([`super::rebalance_store`]): time to settle and bytes moved.
 
 use std::path::Path;
 use std::time::Instant;
@@ -91,13 +93,19 @@ fn measure(base: &Path, samples: u64) -> Result<Map<String, Value>> {
 }
 
 /// `bench rebalance`: prints the figures as one JSON object, or as a table.
-pub fn run(samples: u64, as_json: bool) -> Result<()> {
+pub fn run(samples: u64, tills: usize, skus: usize, as_json: bool) -> Result<()> {
     let base = std::env::temp_dir().join(format!(
         "stocksync-bench-rebalance-{}",
         super::super::events::fresh_id()?
     ));
-    std::fs::create_dir_all(&base)?;
-    let report = measure(&base, samples.max(1));
+    std::fs::create_dir_all(base.join("borrow"))?;
+    std::fs::create_dir_all(base.join("store"))?;
+    let report = measure(&base.join("borrow"), samples.max(1)).and_then(|mut r| {
+        let store =
+            super::rebalance_store::measure(&base.join("store"), tills.max(1), skus.max(1))?;
+        r.extend(store);
+        Ok(r)
+    });
     let _ = std::fs::remove_dir_all(&base);
     let report = report?;
     if as_json {
