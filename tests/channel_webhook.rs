@@ -2,8 +2,10 @@
 //! that checks every request's HMAC signature and records what it got.
 //! Time is compressed: backoff 10 ms to 200 ms, outages of about 2 s.
 
+#[path = "http_server/mod.rs"]
+mod http_server;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use hmac::{Hmac, Mac};
+use http_server::Restartable;
 use sha2::Sha256;
 use stocksync::channel::config::{
     ChannelConfig, ChannelId, ChannelsConfig, PoolSelector, PublishMode,
@@ -48,9 +51,8 @@ struct Inner {
 
 /// A webhook receiver that can go down and come back on the same port.
 struct Receiver {
-    addr: SocketAddr,
+    server: Restartable,
     inner: Arc<Mutex<Inner>>,
-    rt: Option<tokio::runtime::Runtime>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -113,49 +115,27 @@ impl Receiver {
             fail_with: None,
             log: Log::default(),
         }));
-        let mut r = Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            inner,
-            rt: None,
-        };
-        r.up();
-        r
-    }
-
-    /// Starts listening (again, on the same port once it has one).
-    fn up(&mut self) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let app = Router::new()
             .route("/hook", post(hook))
-            .with_state(self.inner.clone());
-        let addr = self.addr;
-        let listener = rt.block_on(async {
-            for _ in 0..100 {
-                match tokio::net::TcpListener::bind(addr).await {
-                    Ok(l) => return l,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-            panic!("cannot bind {addr} again");
-        });
-        self.addr = listener.local_addr().unwrap();
-        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        self.rt = Some(rt);
+            .with_state(inner.clone());
+        Self {
+            server: Restartable::start(app),
+            inner,
+        }
+    }
+
+    /// Listens again, on the same port.
+    fn up(&mut self) {
+        self.server.up();
     }
 
     /// Goes down as a process would: the listener and every connection close.
     fn down(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        self.server.down();
     }
 
     fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        self.server.url("/hook")
     }
 
     fn got(&self) -> Vec<Got> {
@@ -164,12 +144,6 @@ impl Receiver {
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         f(&mut self.inner.lock().unwrap())
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.down();
     }
 }
 

@@ -4,6 +4,8 @@
 //! webhook's HMAC signature and records what it got. Time is compressed:
 //! backoff 50 ms to 400 ms, an outage of 3 s, an interval of 2 s.
 
+#[path = "http_server/mod.rs"]
+mod http_server;
 #[path = "daemon_net/support.rs"]
 #[allow(dead_code)]
 mod support;
@@ -20,6 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use hmac::{Hmac, Mac};
+use http_server::Restartable;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use support::{free_port, node_id, p, wait_for, Daemon, Fleet};
@@ -45,9 +48,8 @@ struct Inner {
 
 /// A webhook receiver on 127.0.0.1 that can go down and come back on its port.
 struct Receiver {
-    addr: SocketAddr,
+    server: Restartable,
     inner: Arc<Mutex<Inner>>,
-    rt: Option<tokio::runtime::Runtime>,
 }
 
 fn unix_ms() -> u64 {
@@ -98,49 +100,28 @@ async fn hook(
 
 impl Receiver {
     fn start() -> Self {
-        let mut r = Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            inner: Arc::default(),
-            rt: None,
-        };
-        r.up();
-        r
-    }
-
-    /// Listens (again, on the same port once it has one).
-    fn up(&mut self) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let inner: Arc<Mutex<Inner>> = Arc::default();
         let app = Router::new()
             .route("/hook", post(hook))
-            .with_state(self.inner.clone());
-        let addr = self.addr;
-        let listener = rt.block_on(async {
-            for _ in 0..100 {
-                match tokio::net::TcpListener::bind(addr).await {
-                    Ok(l) => return l,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-            panic!("cannot bind {addr} again");
-        });
-        self.addr = listener.local_addr().unwrap();
-        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        self.rt = Some(rt);
-    }
-
-    /// Goes down as a process would: the listener and its connections close.
-    fn down(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+            .with_state(inner.clone());
+        Self {
+            server: Restartable::start(app),
+            inner,
         }
     }
 
+    /// Listens again, on the same port.
+    fn up(&mut self) {
+        self.server.up();
+    }
+
+    /// Goes down as a process would: the listener and every connection close.
+    fn down(&mut self) {
+        self.server.down();
+    }
+
     fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        self.server.url("/hook")
     }
 
     /// What `channel` got, in arrival order.
@@ -164,12 +145,6 @@ impl Receiver {
 
     fn bad_signatures(&self) -> usize {
         self.inner.lock().unwrap().bad_signatures
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.down();
     }
 }
 

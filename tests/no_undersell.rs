@@ -12,7 +12,6 @@
 
 mod fleet;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use stocksync::rebalance::{
 use stocksync::replica::{Deltas, Replica};
 use stocksync::store::memory::MemoryStore;
 
-use fleet::{req, Fleet};
+use fleet::{req, Fleet, Pumped};
 
 /// The hub's reserve.
 const RESERVE: i64 = 10;
@@ -114,63 +113,6 @@ impl DeltaSink for Watch {
                 CounterKey::Granted(p, to) if *p == pool() && *to == self.hub => g.0 += d,
                 _ => {}
             }
-        }
-    }
-}
-
-struct Net {
-    nodes: Vec<Node>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Net {
-    /// Pumps each node's sends to their peers on its own thread, as a transport does.
-    fn start(nodes: Vec<Node>, links: &[(usize, usize)]) -> Self {
-        for &(a, b) in links {
-            nodes[a].peer_up(nodes[b].id()).unwrap();
-            nodes[b].peer_up(nodes[a].id()).unwrap();
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = nodes
-            .iter()
-            .map(|n| {
-                let (n, all, stop) = (n.clone(), nodes.clone(), stop.clone());
-                thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        for o in n.wait_sends(Duration::from_millis(5)) {
-                            if let Some(to) = all.iter().find(|x| x.id() == o.to) {
-                                to.receive(n.id(), o.message);
-                            }
-                        }
-                        n.tick();
-                    }
-                })
-            })
-            .collect();
-        Self {
-            nodes,
-            stop,
-            threads,
-        }
-    }
-
-    fn wait_for(&self, what: &str, cond: impl Fn() -> bool) {
-        for _ in 0..2_000 {
-            if cond() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        panic!("timed out waiting for {what}");
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
         }
     }
 }
@@ -271,7 +213,7 @@ fn web_orders_for_units_the_fleet_holds_succeed_and_the_channel_never_holds_its_
     });
     hub.attach_delta_sink(watch.clone()).unwrap();
     // The channel's only peer is the hub; the stores see the hub and each other.
-    let net = Net::start(vec![hub, a, b, web], &[(0, 1), (0, 2), (1, 2), (0, 3)]);
+    let net = Pumped::start(vec![hub, a, b, web], &[(0, 1), (0, 2), (1, 2), (0, 3)]);
     let [hub, a, b, web] = [0, 1, 2, 3].map(|i| net.nodes[i].clone());
 
     let mut truth = 0i64;

@@ -6,12 +6,9 @@
 
 mod fleet;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
-use fleet::{member, req, Fleet};
+use fleet::{member, req, Fleet, Pumped};
 use stocksync::error::{EventError, NodeError};
 use stocksync::model::{EventKind, LocationId, NodeId, PoolKey, Sku};
 use stocksync::node::{system_clock, Node, NodeOptions};
@@ -103,77 +100,22 @@ fn a_donor_keeps_its_floor_and_two_starving_tills_do_not_trade_rights() {
     assert_eq!(rights(&f.nodes[a], ia) + rights(&f.nodes[a], ib), 4);
 }
 
-/// Nodes on threads: each delivers what the others send, as a transport does.
-struct Pumped {
-    nodes: Vec<Node>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Pumped {
-    fn start(n: u8, s: RebalanceSettings) -> Self {
-        let nodes: Vec<Node> = (1..=n)
-            .map(|seed| {
-                let (identity, meta) = member(seed);
-                Node::start(
-                    identity,
-                    meta,
-                    MemoryStore::new(),
-                    options(s.clone()),
-                    system_clock(),
-                )
-                .unwrap()
-            })
-            .collect();
-        for a in &nodes {
-            for b in &nodes {
-                if a.id() != b.id() {
-                    a.peer_up(b.id()).unwrap();
-                }
-            }
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = nodes
-            .iter()
-            .map(|node| {
-                let (node, all, stop) = (node.clone(), nodes.clone(), stop.clone());
-                thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        for o in node.wait_sends(Duration::from_millis(5)) {
-                            if let Some(to) = all.iter().find(|n| n.id() == o.to) {
-                                to.receive(node.id(), o.message);
-                            }
-                        }
-                        node.tick();
-                    }
-                })
-            })
-            .collect();
-        Self {
-            nodes,
-            stop,
-            threads,
-        }
-    }
-
-    fn wait_for(&self, what: &str, cond: impl Fn() -> bool) {
-        for _ in 0..2_000 {
-            if cond() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        panic!("timed out waiting for {what}");
-    }
-}
-
-impl Drop for Pumped {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
+/// `n` nodes with settings `s`, all linked, on threads.
+fn pumped(n: u8, s: RebalanceSettings) -> Pumped {
+    let nodes: Vec<Node> = (1..=n)
+        .map(|seed| {
+            let (identity, meta) = member(seed);
+            Node::start(
+                identity,
+                meta,
+                MemoryStore::new(),
+                options(s.clone()),
+                system_clock(),
+            )
+            .unwrap()
+        })
+        .collect();
+    Pumped::start(nodes, &Pumped::mesh(usize::from(n)))
 }
 
 fn borrowing(deadline_ms: u64) -> RebalanceSettings {
@@ -187,7 +129,7 @@ fn borrowing(deadline_ms: u64) -> RebalanceSettings {
 
 #[test]
 fn a_strict_sale_short_of_rights_borrows_from_a_peer_and_succeeds() {
-    let p = Pumped::start(2, borrowing(2_000));
+    let p = pumped(2, borrowing(2_000));
     let (a, b) = (&p.nodes[0], &p.nodes[1]);
     b.execute(req("r", 10, EventKind::Receipt)).unwrap();
     p.wait_for("A sees B's receipt", || rights(a, b.id()) == 10);
@@ -199,7 +141,7 @@ fn a_strict_sale_short_of_rights_borrows_from_a_peer_and_succeeds() {
     p.wait_for("B counts its grant", || b.rights_stats().grants_made == 1);
     assert_eq!(a.rights_stats().asks_sent, 1);
     // A record sale never borrows, nor does a node with borrowing off.
-    let p2 = Pumped::start(2, borrowing(0));
+    let p2 = pumped(2, borrowing(0));
     let (c, d) = (&p2.nodes[0], &p2.nodes[1]);
     d.execute(req("r", 10, EventKind::Receipt)).unwrap();
     p2.wait_for("C sees D's receipt", || rights(c, d.id()) == 10);
@@ -213,7 +155,7 @@ fn a_strict_sale_short_of_rights_borrows_from_a_peer_and_succeeds() {
 
 #[test]
 fn a_borrow_that_stays_short_says_what_it_had_asked_and_who_answered() {
-    let p = Pumped::start(2, borrowing(2_000));
+    let p = pumped(2, borrowing(2_000));
     let (a, b) = (&p.nodes[0], &p.nodes[1]);
     b.execute(req("r", 4, EventKind::Receipt)).unwrap();
     p.wait_for("A sees B's receipt", || rights(a, b.id()) == 4);
@@ -242,7 +184,7 @@ fn a_borrow_that_stays_short_says_what_it_had_asked_and_who_answered() {
 #[test]
 fn concurrent_borrows_never_take_a_donor_below_its_floor() {
     // Every node keeps a floor of 4 and asks for just what a sale lacks.
-    let p = Pumped::start(
+    let p = pumped(
         4,
         RebalanceSettings {
             floor: Some(4),

@@ -202,3 +202,71 @@ pub fn counters(node: &Node, writer: NodeId) -> BTreeMap<String, i64> {
     })
     .unwrap()
 }
+
+/// Nodes on threads: each delivers what the others send, as a transport
+/// does, and runs its timer (unlike [`Fleet`], nothing is hand-pumped).
+pub struct Pumped {
+    /// The nodes, in the order given.
+    pub nodes: Vec<Node>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pumped {
+    /// Links each pair of `links` (indices into `nodes`) and starts one pump per node.
+    pub fn start(nodes: Vec<Node>, links: &[(usize, usize)]) -> Self {
+        for &(a, b) in links {
+            nodes[a].peer_up(nodes[b].id()).unwrap();
+            nodes[b].peer_up(nodes[a].id()).unwrap();
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = nodes
+            .iter()
+            .map(|n| {
+                let (n, all, stop) = (n.clone(), nodes.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        for o in n.wait_sends(std::time::Duration::from_millis(5)) {
+                            if let Some(to) = all.iter().find(|x| x.id() == o.to) {
+                                to.receive(n.id(), o.message);
+                            }
+                        }
+                        n.tick();
+                    }
+                })
+            })
+            .collect();
+        Self {
+            nodes,
+            stop,
+            threads,
+        }
+    }
+
+    /// Every pair of `n` nodes linked.
+    pub fn mesh(n: usize) -> Vec<(usize, usize)> {
+        (0..n)
+            .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+            .collect()
+    }
+
+    /// Waits up to 10 s for `cond`, then fails naming `what`.
+    pub fn wait_for(&self, what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..2_000 {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+impl Drop for Pumped {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
